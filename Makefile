@@ -1,0 +1,23 @@
+# The two commands a newcomer needs (see README.md): `make demo` and `make test`.
+.PHONY: setup demo test lint test-slow bench
+
+setup:
+	@bash deploy/dev-setup.sh
+
+demo: setup
+	.venv/bin/relay demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+# pytest exits 5 when it collects nothing, which make treats as a failure: CI never passes vacuously.
+test: lint
+	.venv/bin/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	.venv/bin/python -m pytest -q -m slow
+
+bench: setup
+	.venv/bin/python bench/envelope.py

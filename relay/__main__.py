@@ -1,0 +1,5 @@
+"""Allow ``python -m relay``."""
+
+from relay.cli import main
+
+raise SystemExit(main())
