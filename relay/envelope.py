@@ -82,6 +82,7 @@ class Reason(StrEnum):
     STALE_ROSTER = "stale-roster"
     WRONG_TOPIC = "wrong-topic"
     DRILL_WINDOW = "outside-drill-window"
+    STORE_FULL = "store-full"
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,10 @@ class Scope:
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Scope:
-        aud = Audience.parse(list(specs))
+        items = list(specs)
+        if not items:
+            return cls()  # e.g. a national node that serves no region of its own
+        aud = Audience.parse(items)
         return cls(aud.everyone, aud.regions, aud.nodes)
 
     def specs(self) -> list[str]:

@@ -1,0 +1,263 @@
+"""relay.toml: loading and validation. Every error names the key and the problem.
+
+Relative paths are resolved against the directory of the config file, so a node's directory can be
+moved as a whole. See docs/config.md for every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_MQTT_PORT = 1883
+DEFAULT_MQTTS_PORT = 8883
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEntry:
+    url: str
+    host: str
+    port: int
+    tls: bool
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MqttOptions:
+    brokers: tuple[BrokerEntry, ...]
+    protocol: str = "v5"
+    topic_prefix: str = "crisis"
+    session_expiry_s: int = 86400
+    keepalive_s: int = 30
+    probe_interval_s: float = 1.0
+    probe_timeout_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class RadioEntry:
+    name: str
+    tcp: tuple[str, int] | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    node: str
+    key: Path
+    regions: frozenset[str]
+    store: Path
+    root: Path
+    roster: Path
+    api_socket: Path
+    mqtt: MqttOptions | None
+    radios: tuple[RadioEntry, ...] = ()
+    max_messages: int = 20_000
+    max_inbound_bytes: int = 4096
+    skew_s: int = 6 * 3600
+    log_level: str = "info"
+    log_format: str = "json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _table(doc: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"[{key}]: missing section")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a table")
+    return value
+
+
+def _str(t: dict[str, Any], section: str, key: str, default: str | None = None) -> str:
+    value = t.get(key, default)
+    if value is None:
+        raise ConfigError(f"{section}.{key}: missing (required)")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{section}.{key}: must be a non-empty string, got {value!r}")
+    return value
+
+
+def _num(
+    t: dict[str, Any], section: str, key: str, default: float, *, lo: float, hi: float
+) -> float:
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ConfigError(f"{section}.{key}: must be a number from {lo} to {hi}, got {value!r}")
+    return float(value)
+
+
+def _path(
+    base: Path, t: dict[str, Any], section: str, key: str, default: str | None = None
+) -> Path:
+    p = Path(_str(t, section, key, default)).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _unknown(t: dict[str, Any], section: str, known: set[str]) -> None:
+    extra = set(t) - known
+    if extra:
+        raise ConfigError(f"{section}: unknown key(s) {', '.join(sorted(extra))}")
+
+
+def _broker(base: Path, i: int, b: Any) -> BrokerEntry:
+    sec = f"mqtt.broker[{i}]"
+    if not isinstance(b, dict):
+        raise ConfigError(f"{sec}: must be a table")
+    _unknown(b, sec, {"url", "ca", "cert", "key", "username", "password"})
+    url = _str(b, sec, "url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"{sec}.url: scheme must be mqtt:// or mqtts://, got {url!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{sec}.url: no host in {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{sec}.url: bad port in {url!r}") from exc
+    tls = parts.scheme == "mqtts"
+    paths = {k: _path(base, b, sec, k) if k in b else None for k in ("ca", "cert", "key")}
+    if (paths["cert"] is None) != (paths["key"] is None):
+        raise ConfigError(f"{sec}: cert and key go together (client certificate)")
+    if not tls and any(paths.values()):
+        raise ConfigError(f"{sec}: ca/cert/key need an mqtts:// url")
+    return BrokerEntry(
+        url=url,
+        host=parts.hostname,
+        port=port or (DEFAULT_MQTTS_PORT if tls else DEFAULT_MQTT_PORT),
+        tls=tls,
+        ca=paths["ca"],
+        cert=paths["cert"],
+        key=paths["key"],
+        username=b.get("username"),
+        password=b.get("password"),
+    )
+
+
+def _mqtt(base: Path, doc: dict[str, Any]) -> MqttOptions | None:
+    t = _table(doc, "mqtt", required=False)
+    if not t:
+        return None
+    known = {"broker", "protocol", "topic_prefix", "session_expiry", "keepalive",
+             "probe_interval", "probe_timeout"}  # fmt: skip
+    _unknown(t, "mqtt", known)
+    brokers = t.get("broker")
+    if not isinstance(brokers, list) or not brokers:
+        raise ConfigError("mqtt.broker: at least one [[mqtt.broker]] with a url is required")
+    protocol = _str(t, "mqtt", "protocol", "v5")
+    if protocol not in ("v5", "v311"):
+        raise ConfigError(f"mqtt.protocol: must be 'v5' or 'v311', got {protocol!r}")
+    prefix = _str(t, "mqtt", "topic_prefix", "crisis")
+    if any(c in prefix for c in "#+") or prefix.endswith("/"):
+        raise ConfigError(f"mqtt.topic_prefix: {prefix!r} may not contain wildcards or end in /")
+    interval = _num(t, "mqtt", "probe_interval", 1.0, lo=0.1, hi=60)
+    timeout = _num(t, "mqtt", "probe_timeout", 3.0, lo=0.2, hi=120)
+    if timeout <= interval:
+        raise ConfigError("mqtt.probe_timeout: must be longer than mqtt.probe_interval")
+    return MqttOptions(
+        brokers=tuple(_broker(base, i, b) for i, b in enumerate(brokers)),
+        protocol=protocol,
+        topic_prefix=prefix,
+        session_expiry_s=int(_num(t, "mqtt", "session_expiry", 86400, lo=60, hi=2**32 - 1)),
+        keepalive_s=int(_num(t, "mqtt", "keepalive", 30, lo=5, hi=65535)),
+        probe_interval_s=interval,
+        probe_timeout_s=timeout,
+    )
+
+
+def _radios(doc: dict[str, Any]) -> tuple[RadioEntry, ...]:
+    t = _table(doc, "mesh", required=False)
+    if not t:
+        return ()
+    _unknown(t, "mesh", {"radio"})
+    radios = t.get("radio")
+    if not isinstance(radios, list) or not radios:
+        raise ConfigError("mesh.radio: at least one [[mesh.radio]] is required")
+    out = []
+    for i, r in enumerate(radios):
+        sec = f"mesh.radio[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{sec}: must be a table")
+        _unknown(r, sec, {"tcp", "serial", "name"})
+        if ("tcp" in r) == ("serial" in r):
+            raise ConfigError(f'{sec}: give exactly one of tcp = "HOST:PORT" or serial = "/dev/…"')
+        name = _str(r, sec, "name", f"mesh{i}" if i else "mesh")
+        if "tcp" in r:
+            host, _, port = _str(r, sec, "tcp").rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{sec}.tcp: expected HOST:PORT, got {r['tcp']!r}")
+            out.append(RadioEntry(name, tcp=(host, int(port))))
+        else:
+            out.append(RadioEntry(name, serial=_str(r, sec, "serial")))
+    return tuple(out)
+
+
+def load(path: Path) -> Config:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse(doc, path)
+
+
+def parse(doc: dict[str, Any], path: Path) -> Config:
+    base = path.resolve().parent
+    _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill"})
+    node = _table(doc, "node")
+    _unknown(node, "node", {"name", "key", "regions", "store", "max_messages",
+                            "max_inbound_bytes", "clock_skew"})  # fmt: skip
+    name = _str(node, "node", "name")
+    if len(name) > 64 or any(c in name for c in "/#+ "):
+        raise ConfigError(f"node.name: {name!r} may not contain / # + or spaces (MQTT topics)")
+    regions = node.get("regions", [])
+    if not isinstance(regions, list) or not all(isinstance(r, str) and r for r in regions):
+        raise ConfigError('node.regions: must be a list of region codes, e.g. ["VR07"]')
+    trust = _table(doc, "trust")
+    _unknown(trust, "trust", {"root", "roster"})
+    api = _table(doc, "api", required=False)
+    _unknown(api, "api", {"socket"})
+    log = _table(doc, "log", required=False)
+    _unknown(log, "log", {"level", "format"})
+    level = _str(log, "log", "level", "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log.level: must be debug, info, warning or error, got {level!r}")
+    fmt = _str(log, "log", "format", "json")
+    if fmt not in ("json", "console"):
+        raise ConfigError(f"log.format: must be 'json' or 'console', got {fmt!r}")
+    mqtt = _mqtt(base, doc)
+    radios = _radios(doc)
+    if mqtt is None and not radios:
+        raise ConfigError("no links: configure [[mqtt.broker]] and/or [[mesh.radio]]")
+    return Config(
+        path=path,
+        node=name,
+        key=_path(base, node, "node", "key"),
+        regions=frozenset(regions),
+        store=_path(base, node, "node", "store", "var/relay.db"),
+        root=_path(base, trust, "trust", "root"),
+        roster=_path(base, trust, "trust", "roster"),
+        api_socket=_path(base, api, "api", "socket", "var/relay.sock"),
+        mqtt=mqtt,
+        radios=radios,
+        max_messages=int(_num(node, "node", "max_messages", 20_000, lo=10, hi=10_000_000)),
+        max_inbound_bytes=int(_num(node, "node", "max_inbound_bytes", 4096, lo=256, hi=65536)),
+        skew_s=int(_num(node, "node", "clock_skew", 6 * 3600, lo=0, hi=7 * 86400)),
+        log_level=level,
+        log_format=fmt,
+        extra={"drill": doc.get("drill", {})},
+    )

@@ -1,0 +1,594 @@
+"""The relay engine: verify -> dedupe -> persist -> deliver -> route -> retry -> expire. Sans-I/O.
+
+Inputs are method calls with the current time; outputs are lists of actions (relay.engine.ops).
+Nothing here reads a clock, touches a socket or a file, so hours of retries and expiry run in
+milliseconds in tests.
+
+Ordering guarantee (invariant 1): every action that shows, acknowledges or forwards a message is
+held back until the ``Persist`` that stores it has been reported durable through ``persisted``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import statistics
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from relay.engine.ops import (
+    Action,
+    AuditEvent,
+    DeleteMessages,
+    DeleteOutbox,
+    Deliver,
+    DeliveredAt,
+    Persist,
+    PruneTombstones,
+    PutInbox,
+    PutMessage,
+    PutOutbox,
+    PutReceipt,
+    PutReplay,
+    Rejected,
+    SetCounter,
+    StoreOp,
+    Submitted,
+    Transmit,
+)
+from relay.envelope import (
+    Audience,
+    Decision,
+    Envelope,
+    Kind,
+    Precedence,
+    Reason,
+    Rejection,
+    open_envelope,
+    seal,
+)
+from relay.trust import Accepted, ReplayGuard, ReplayWindow, TrustState, revoked_kids
+
+LOCAL_LINK = "local"
+SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
+SEQ_COUNTER = "own_seq"
+CLOCK_WARN_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    node: str
+    regions: frozenset[str]
+    max_messages: int = 20_000
+    max_inflight_per_link: int = 64
+    retry_base_s: float = 30.0  # first re-send towards nodes that have not signed
+    retry_max_s: float = 600.0
+    flash_retry_base_s: float = 10.0
+    fail_retry_base_s: float = 2.0  # after a failed transmission (link error)
+    fail_retry_max_s: float = 60.0
+    gc_interval_s: float = 60.0
+    max_inbound_bytes: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    name: str
+    kind: str  # "mqtt" | "mesh"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What the engine needs to know about a stored message after a restart."""
+
+    raw: bytes
+    received_via: str
+    received_at: float
+    origin: bool
+    signer: str
+
+
+@dataclass
+class Snapshot:
+    """Durable state loaded from the store at start-up."""
+
+    messages: list[StoredMessage] = field(default_factory=list)
+    tombstones: dict[bytes, float] = field(default_factory=dict)
+    replay: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    outbox: list[PutOutbox] = field(default_factory=list)
+    receipts: list[tuple[bytes, str]] = field(default_factory=list)  # (msg id, node)
+    own_receipts: dict[bytes, bytes] = field(default_factory=dict)  # msg id -> our receipt id
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Msg:
+    raw: bytes
+    kind: Kind
+    precedence: Precedence
+    expires_at: int
+    received_at: float
+    origin: bool
+    recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
+    signed: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Activate:
+    """Held until persistence: then the message becomes known and its transmissions due."""
+
+    id: bytes
+    msg: _Msg
+    targets: tuple[str, ...]
+    awaiting: bool
+
+
+@dataclass(slots=True)
+class _Out:
+    attempts: int
+    next_at: float
+    awaiting_receipts: bool
+    inflight: bool = False
+
+
+Held = Action | _Activate
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        trust: TrustState,
+        node_key: Ed25519PrivateKey,
+        links: Iterable[LinkInfo],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self.config = config
+        self.trust = trust
+        self._key = node_key
+        self.links = {link.name: link for link in links}
+        self.link_up: dict[str, bool] = dict.fromkeys(self.links, False)
+        self.replay = ReplayGuard()
+        self._msgs: dict[bytes, _Msg] = {}
+        self._tombstones: dict[bytes, float] = {}
+        self._pending_ids: set[bytes] = set()
+        self._outbox: dict[tuple[bytes, str], _Out] = {}
+        self._due: list[tuple[float, bytes, str]] = []  # heap; stale entries are skipped lazily
+        self._own_receipts: dict[bytes, bytes] = {}
+        self._held: dict[int, list[Held]] = {}
+        self._evictions: list[DeleteMessages] = []
+        self._tokens = itertools.count(1)
+        self._seq = 0
+        self._next_gc = 0.0
+        self._clock_offsets: deque[float] = deque(maxlen=32)
+        self.counters: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+        self.peers: dict[str, float] = {}
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    # ------------------------------------------------------------------ restore
+
+    def _restore(self, snap: Snapshot) -> None:
+        self._seq = snap.counters.get(SEQ_COUNTER, 0)
+        for kid, (high, bits) in snap.replay.items():
+            self.replay.windows[kid] = ReplayWindow.restore(high, bits)
+        self._tombstones = dict(snap.tombstones)
+        trust_msgs: list[Envelope] = []
+        parsed: list[tuple[Envelope, StoredMessage]] = []
+        for sm in snap.messages:
+            env = open_envelope(sm.raw, max_bytes=1 << 20)
+            if isinstance(env, Rejection):  # stored by us after verification: a bug or corruption
+                raise ValueError(f"stored message cannot be parsed: {env.detail}")
+            parsed.append((env, sm))
+            if env.decision.kind in (Kind.ROSTER, Kind.REVOCATION):
+                trust_msgs.append(env)
+        for env in sorted(trust_msgs, key=lambda e: e.decision.seq):
+            verdict = self.trust.check(env, env.decision.issued_at)
+            if isinstance(verdict, Accepted):
+                self.trust.apply(verdict)
+        for env, sm in parsed:
+            d = env.decision
+            m = _Msg(sm.raw, d.kind, d.precedence, d.expires_at, sm.received_at, sm.origin)
+            if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
+                m.recipients = frozenset(self.trust.roster.recipients(d.audience))
+            self._msgs[env.id] = m
+        for msg_id, node in snap.receipts:
+            if msg_id in self._msgs:
+                self._msgs[msg_id].signed.add(node)
+        self._own_receipts = dict(snap.own_receipts)
+        for row in snap.outbox:
+            if row.id in self._msgs and row.link in self.links:
+                self._schedule(row.id, row.link, row.attempts, row.next_at, row.awaiting_receipts)
+
+    # ------------------------------------------------------------------ inputs
+
+    def submit(self, raw: bytes, now: float, *, ticket: int) -> list[Action]:
+        """A message signed by a local operator; answered by ``Submitted(ticket, …)``, which is
+        released only once the message is durable."""
+        return self._ingest(LOCAL_LINK, raw, now, channel=None, ticket=ticket)
+
+    def received(
+        self, link: str, raw: bytes, now: float, *, channel: str | None = None, peer: str = ""
+    ) -> list[Action]:
+        if peer:
+            self.peers[peer] = now
+        return self._ingest(link, raw, now, channel=channel, ticket=None)
+
+    def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
+        """A link refused input before it reached the engine (e.g. oversized): count it too."""
+        self.counters["received"] += 1
+        return self._reject(link, Rejection(reason, detail), None, now, None)
+
+    def persisted(self, token: int, now: float) -> list[Action]:
+        actions: list[Action] = []
+        activated = False
+        for item in self._held.pop(token, []):
+            if isinstance(item, _Activate):
+                self._msgs[item.id] = item.msg
+                self._pending_ids.discard(item.id)
+                for name in item.targets:
+                    self._schedule(item.id, name, 0, now, item.awaiting)
+                activated = True
+            else:
+                actions.append(item)
+        return actions + self._pump(now) if activated else actions
+
+    def link_state(self, link: str, up: bool, now: float) -> list[Action]:
+        was = self.link_up.get(link, False)
+        self.link_up[link] = up
+        if up and not was:
+            # Everything waiting for this link becomes due at once.
+            for (msg_id, name), out in self._outbox.items():
+                if name == link and not out.inflight:
+                    self._reschedule(msg_id, name, out, now)
+        return self._pump(now)
+
+    def transmitted(self, link: str, msg_id: bytes, ok: bool, now: float) -> list[Action]:
+        """A link reports the outcome of a ``Transmit`` (for MQTT: PUBACK received or not)."""
+        out = self._outbox.get((msg_id, link))
+        m = self._msgs.get(msg_id)
+        if out is None or m is None:
+            return self._pump(now)
+        out.inflight = False
+        out.attempts += 1
+        actions: list[Action] = []
+        if not ok:
+            self.counters["transmit_failed"] += 1
+            delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
+            self._reschedule(msg_id, link, out, now + min(delay, self.config.fail_retry_max_s))
+        elif out.awaiting_receipts and m.recipients - m.signed:
+            self.counters["transmitted"] += 1
+            base = (
+                self.config.flash_retry_base_s
+                if m.precedence == Precedence.FLASH
+                else self.config.retry_base_s
+            )
+            delay = min(base * 2 ** min(out.attempts - 1, 16), self.config.retry_max_s)
+            self._reschedule(msg_id, link, out, now + delay)
+        else:
+            self.counters["transmitted"] += 1
+            del self._outbox[(msg_id, link)]
+            actions.append(Persist(next(self._tokens), (DeleteOutbox(msg_id, link),)))
+        return actions + self._pump(now)
+
+    def timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if now >= self._next_gc:
+            self._next_gc = now + self.config.gc_interval_s
+            actions += self._collect(now)
+        return actions + self._pump(now)
+
+    def next_deadline(self) -> float:
+        """When ``timer`` should next be called."""
+        while self._due:
+            at, msg_id, link = self._due[0]
+            out = self._outbox.get((msg_id, link))
+            if out is None or out.inflight or out.next_at != at or not self.link_up.get(link):
+                heapq.heappop(self._due)  # stale, or parked until link_state() revives it
+                continue
+            return min(at, self._next_gc)
+        return self._next_gc
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def _reject(
+        self, link: str, why: Rejection, ticket: int | None, now: float, msg_id: bytes | None
+    ) -> list[Action]:
+        self.rejections[str(why.reason)] += 1
+        audit = AuditEvent(now, "rejected", msg_id, link, None, f"{why.reason}: {why.detail}")
+        actions: list[Action] = [
+            Rejected(link, why.reason, why.detail, msg_id),
+            Persist(next(self._tokens), (audit,)),
+        ]
+        if ticket is not None:
+            actions.append(Submitted(ticket, msg_id, why.reason, why.detail))
+        return actions
+
+    def _ingest(
+        self, link: str, raw: bytes, now: float, *, channel: str | None, ticket: int | None
+    ) -> list[Action]:
+        self.counters["received"] += 1
+        env = open_envelope(raw, max_bytes=self.config.max_inbound_bytes)
+        if isinstance(env, Rejection):
+            return self._reject(link, env, ticket, now, None)
+        if env.id in self._msgs or env.id in self._pending_ids or env.id in self._tombstones:
+            return self._duplicate(link, env, ticket, now)
+        d = env.decision
+        if channel is not None and (channel == "rcpt") != (d.kind == Kind.ACK):
+            why = Rejection(Reason.WRONG_TOPIC, f"{d.kind.name} message on the {channel} topic")
+            return self._reject(link, why, ticket, now, env.id)
+        verdict = self.trust.check(env, now, self.replay)
+        if isinstance(verdict, Rejection):
+            return self._reject(link, verdict, ticket, now, env.id)
+        if not self._make_room(d.precedence):
+            why = Rejection(Reason.STORE_FULL, "store is full of unexpired FLASH messages")
+            return self._reject(link, why, ticket, now, env.id)
+        return self._accept(link, verdict, now, ticket)
+
+    def _duplicate(self, link: str, env: Envelope, ticket: int | None, now: float) -> list[Action]:
+        self.counters["duplicates"] += 1
+        actions: list[Action] = []
+        if ticket is not None:
+            actions.append(Submitted(ticket, env.id, duplicate=True))
+        # The sender is retrying, so our receipt may have been lost: send it again.
+        rid = self._own_receipts.get(env.id)
+        if rid is not None and rid in self._msgs and link != LOCAL_LINK:
+            ops: list[StoreOp] = []
+            for name in self._links_for(origin=True):
+                if (rid, name) not in self._outbox:
+                    self._schedule(rid, name, 0, now, False)
+                    ops.append(PutOutbox(rid, name, 0, now, False))
+            if ops:
+                actions.append(Persist(next(self._tokens), tuple(ops)))
+            actions += self._pump(now)
+        return actions
+
+    def _accept(self, link: str, verdict: Accepted, now: float, ticket: int | None) -> list[Action]:
+        env, d = verdict.envelope, verdict.envelope.decision
+        origin = link == LOCAL_LINK
+        window = self.replay.commit(env.kid, d.seq)
+        self._pending_ids.add(env.id)
+        self._clock_offsets.append(d.issued_at - now)
+        self.counters["accepted"] += 1
+        ops: list[StoreOp] = [
+            PutMessage(
+                id=env.id,
+                raw=env.raw,
+                kid=env.kid,
+                signer=verdict.signer,
+                seq=d.seq,
+                kind=int(d.kind),
+                precedence=int(d.precedence),
+                exercise=d.exercise,
+                audience=str(d.audience),
+                issued_at=d.issued_at,
+                expires_at=d.expires_at,
+                received_at=now,
+                received_via=link,
+                origin=origin,
+            ),
+            PutReplay(env.kid, window.high, window.to_bytes()),
+            AuditEvent(now, "accepted", env.id, link, verdict.signer, d.kind.name.lower()),
+        ]
+        held: list[Held] = []
+        m = _Msg(env.raw, d.kind, d.precedence, d.expires_at, now, origin)
+        if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
+            m.recipients = frozenset(self.trust.roster.recipients(d.audience))
+        if d.kind in (Kind.ROSTER, Kind.REVOCATION):
+            self.trust.apply(verdict)
+            if d.kind == Kind.REVOCATION:
+                kids = ",".join(k.hex() for k in revoked_kids(d))
+                ops.append(AuditEvent(now, "revoked", env.id, link, None, kids))
+        if d.kind == Kind.ACK:
+            held += self._receipt_in(verdict, link, now, ops)
+        if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
+            ops.append(PutInbox(env.id, now))
+            ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, None))
+            held.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
+            self.counters["delivered"] += 1
+            held.append(self._sign_receipt(env, d, now, ops))
+            if origin:
+                m.signed.add(self.config.node)
+        targets = tuple(self._links_for(origin=origin, arrived=link))
+        awaiting = bool(origin and m.recipients - m.signed)
+        ops += [PutOutbox(env.id, name, 0, now, awaiting) for name in targets]
+        ops += self._evictions
+        self._evictions.clear()
+        held.append(_Activate(env.id, m, targets, awaiting))
+        if ticket is not None:
+            held.append(Submitted(ticket, env.id))
+        token = next(self._tokens)
+        self._held[token] = held
+        return [Persist(token, tuple(ops))]
+
+    def _receipt_in(
+        self, verdict: Accepted, link: str, now: float, ops: list[StoreOp]
+    ) -> list[Held]:
+        d = verdict.envelope.decision
+        held: list[Held] = []
+        for ref in d.refs:
+            ops.append(PutReceipt(ref, verdict.signer, verdict.envelope.id, d.issued_at, now, link))
+            m = self._msgs.get(ref)
+            if m is None or verdict.signer in m.signed:
+                continue
+            m.signed.add(verdict.signer)
+            self.counters["receipts"] += 1
+            if m.origin:
+                held.append(DeliveredAt(ref, verdict.signer, link))
+                if not m.recipients - m.signed:
+                    for key in [k for k in self._outbox if k[0] == ref]:
+                        del self._outbox[key]
+                        ops.append(DeleteOutbox(*key))
+        return held
+
+    def _sign_receipt(
+        self, env: Envelope, d: Decision, now: float, ops: list[StoreOp]
+    ) -> _Activate:
+        """Sign for a delivered decision with the node key (persisted with the delivery)."""
+        self._seq += 1
+        issued = int(now)
+        expires = max(d.expires_at, issued + 60)
+        expires += -(expires - issued) % 60
+        receipt = Decision(
+            issued_at=issued,
+            expires_at=expires,
+            precedence=d.precedence,
+            audience=Audience.all(),
+            seq=self._seq,
+            kind=Kind.ACK,
+            exercise=d.exercise,
+            refs=(env.id,),
+        )
+        raw = seal(receipt, self._key)
+        renv = open_envelope(raw)
+        assert isinstance(renv, Envelope)  # we just made it; anything else is our bug
+        self._own_receipts[env.id] = renv.id
+        self._pending_ids.add(renv.id)
+        targets = tuple(self._links_for(origin=True))
+        ops += [
+            SetCounter(SEQ_COUNTER, self._seq),
+            PutMessage(
+                id=renv.id,
+                raw=raw,
+                kid=renv.kid,
+                signer=self.config.node,
+                seq=self._seq,
+                kind=int(Kind.ACK),
+                precedence=int(d.precedence),
+                exercise=d.exercise,
+                audience="all",
+                issued_at=issued,
+                expires_at=expires,
+                received_at=now,
+                received_via=LOCAL_LINK,
+                origin=True,
+            ),
+            PutReceipt(env.id, self.config.node, renv.id, issued, now, LOCAL_LINK),
+        ]
+        ops += [PutOutbox(renv.id, name, 0, now, False) for name in targets]
+        return _Activate(
+            renv.id, _Msg(raw, Kind.ACK, d.precedence, expires, now, True), targets, False
+        )
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _links_for(self, *, origin: bool, arrived: str | None = None) -> list[str]:
+        """Our own messages go out on every link; others are forwarded across link kinds
+        (a gateway carries mesh traffic to MQTT and back), never back where they came from."""
+        if origin:
+            return list(self.links)
+        arrived_kind = self.links[arrived].kind if arrived in self.links else None
+        return [n for n, info in self.links.items() if info.kind != arrived_kind]
+
+    def _schedule(self, msg_id: bytes, link: str, attempts: int, at: float, awaiting: bool) -> None:
+        self._outbox[(msg_id, link)] = _Out(attempts, at, awaiting)
+        heapq.heappush(self._due, (at, msg_id, link))
+
+    def _reschedule(self, msg_id: bytes, link: str, out: _Out, at: float) -> None:
+        out.next_at = at
+        heapq.heappush(self._due, (at, msg_id, link))
+
+    def _pump(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        inflight = Counter(name for (_, name), out in self._outbox.items() if out.inflight)
+        deferred: list[tuple[float, bytes, str]] = []
+        while self._due and self._due[0][0] <= now:
+            at, msg_id, link = heapq.heappop(self._due)
+            out = self._outbox.get((msg_id, link))
+            if out is None or out.inflight or out.next_at != at:
+                continue
+            if not self.link_up.get(link, False):
+                continue  # parked; link_state() makes it due again
+            m = self._msgs.get(msg_id)
+            if m is None or m.expires_at + self.trust.skew_s < now:
+                self._outbox.pop((msg_id, link), None)
+                continue
+            if inflight[link] >= self.config.max_inflight_per_link:
+                deferred.append((at, msg_id, link))
+                continue
+            if out.attempts and out.awaiting_receipts:
+                self.counters["retries"] += 1
+            out.inflight = True
+            inflight[link] += 1
+            channel = "rcpt" if m.kind == Kind.ACK else "msg"
+            actions.append(Transmit(link, channel, msg_id, m.raw, int(m.precedence)))
+        for item in deferred:
+            heapq.heappush(self._due, item)
+        return actions
+
+    # ------------------------------------------------------------------ bounds and expiry
+
+    def _make_room(self, incoming: Precedence) -> bool:
+        """Keep the store within max_messages. Evict the least urgent, oldest messages first;
+        unexpired FLASH is never evicted, and when only FLASH is left a non-FLASH newcomer is
+        refused (its sender keeps it and retries). Evicted ids stay known as tombstones until
+        they expire, so a later copy is still a duplicate, never a second delivery."""
+        excess = len(self._msgs) + len(self._pending_ids) + 1 - self.config.max_messages
+        if excess <= 0:
+            return True
+        candidates = sorted(
+            (-int(m.precedence), m.received_at, msg_id)
+            for msg_id, m in self._msgs.items()
+            if m.precedence != Precedence.FLASH
+        )[:excess]
+        if len(candidates) < excess:
+            # Only FLASH left: a FLASH newcomer still gets in (FLASH is bounded by its issuers).
+            return incoming == Precedence.FLASH
+        ids = tuple(c[2] for c in candidates)
+        for msg_id in ids:
+            m = self._msgs.pop(msg_id)
+            self._tombstones[msg_id] = m.expires_at + self.trust.skew_s
+            self._own_receipts.pop(msg_id, None)
+            for key in [k for k in self._outbox if k[0] == msg_id]:
+                del self._outbox[key]
+        self.counters["evicted"] += len(ids)
+        self._evictions.append(DeleteMessages(ids, tombstone=True))
+        return True
+
+    def _collect(self, now: float) -> list[Action]:
+        horizon = now - self.trust.skew_s
+        expired = tuple(i for i, m in self._msgs.items() if m.expires_at < horizon)
+        ops: list[StoreOp] = []
+        if expired:
+            for msg_id in expired:
+                del self._msgs[msg_id]
+                self._own_receipts.pop(msg_id, None)
+                for key in [k for k in self._outbox if k[0] == msg_id]:
+                    del self._outbox[key]
+            ops.append(DeleteMessages(expired, tombstone=False))
+            self.counters["expired"] += len(expired)
+        stale = [i for i, t in self._tombstones.items() if t < now]
+        for msg_id in stale:
+            del self._tombstones[msg_id]
+        if stale:
+            ops.append(PruneTombstones(now))
+        return [Persist(next(self._tokens), tuple(ops))] if ops else []
+
+    # ------------------------------------------------------------------ introspection
+
+    def clock_offset(self) -> float | None:
+        """Median (message issued-at minus our clock) over recent messages, in seconds."""
+        return statistics.median(self._clock_offsets) if len(self._clock_offsets) >= 3 else None
+
+    def statistics(self) -> dict[str, object]:
+        offset = self.clock_offset()
+        return {
+            "messages": len(self._msgs),
+            "outbox": len(self._outbox),
+            "inflight": sum(1 for o in self._outbox.values() if o.inflight),
+            "counters": dict(self.counters),
+            "rejections": dict(self.rejections),
+            "clock_offset_s": offset,
+            "clock_warning": offset is not None and abs(offset) > CLOCK_WARN_S,
+            "roster_serial": self.trust.roster.serial if self.trust.roster else None,
+        }
+
+    def outbox_depths(self) -> Mapping[str, int]:
+        return Counter(name for (_, name) in self._outbox)
+
+    def recipients_of(self, msg_id: bytes) -> tuple[frozenset[str], set[str]] | None:
+        m = self._msgs.get(msg_id)
+        return None if m is None else (m.recipients, set(m.signed))

@@ -1,0 +1,318 @@
+"""The durable store: the only module with SQL (aiosqlite).
+
+Durability choice (see docs/store.md): WAL journal with ``synchronous=FULL``. In WAL mode FULL
+syncs the WAL on every commit, so a committed transaction survives a power cut; NORMAL would only
+protect against application crashes and may lose the last commits on power loss, which would break
+"nothing acknowledged is lost". To keep throughput, the daemon group-commits: several engine
+batches go into one transaction, and none of their held actions is released before that commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from relay.engine.core import Snapshot, StoredMessage
+from relay.engine.ops import (
+    AuditEvent,
+    DeleteMessages,
+    DeleteOutbox,
+    PruneTombstones,
+    PutInbox,
+    PutMessage,
+    PutOutbox,
+    PutReceipt,
+    PutReplay,
+    SetCounter,
+    StoreOp,
+)
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE messages(
+        id BLOB PRIMARY KEY,
+        raw BLOB NOT NULL,
+        kid BLOB NOT NULL,
+        signer TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        precedence INTEGER NOT NULL,
+        exercise INTEGER NOT NULL,
+        audience TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        received_via TEXT NOT NULL,
+        origin INTEGER NOT NULL
+    );
+    CREATE INDEX messages_expiry ON messages(expires_at);
+    CREATE TABLE inbox(
+        id BLOB PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        delivered_at REAL NOT NULL
+    );
+    CREATE TABLE outbox(
+        id BLOB NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        link TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        awaiting_receipts INTEGER NOT NULL,
+        PRIMARY KEY(id, link)
+    );
+    CREATE TABLE receipts(
+        msg_id BLOB NOT NULL,
+        node TEXT NOT NULL,
+        receipt_id BLOB NOT NULL,
+        signed_at INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        via TEXT NOT NULL,
+        PRIMARY KEY(msg_id, node)
+    );
+    CREATE TABLE replay(kid BLOB PRIMARY KEY, high INTEGER NOT NULL, bits BLOB NOT NULL);
+    CREATE TABLE tombstones(id BLOB PRIMARY KEY, until REAL NOT NULL);
+    CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE audit(
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        msg_id BLOB,
+        link TEXT,
+        node TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_msg ON audit(msg_id);
+    """,
+)
+
+
+class StoreError(Exception):
+    """The database is unusable (corrupt, from a newer version, or the disk failed)."""
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: Path, max_audit_rows: int) -> None:
+        self._db = db
+        self.path = path
+        self.max_audit_rows = max_audit_rows
+        self.commits = 0
+
+    @classmethod
+    async def open(cls, path: Path, *, max_audit_rows: int = 200_000) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path, max_audit_rows)
+            await store._migrate()
+        except Exception:
+            await db.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this relay knows {SCHEMA_VERSION}"
+            )
+        for target in range(version, SCHEMA_VERSION):
+            # executescript() would commit on its own: run the statements in one transaction.
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in filter(str.strip, MIGRATIONS[target].split(";")):
+                    await self._db.execute(stmt)
+                await self._db.execute(f"PRAGMA user_version={target + 1}")
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # ------------------------------------------------------------------ writing
+
+    async def apply(self, batches: Sequence[Iterable[StoreOp]]) -> None:
+        """Apply several engine batches in ONE transaction (group commit), durably."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for ops in batches:
+                for op in ops:
+                    await self._apply_one(op)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+
+    async def _apply_one(self, op: StoreOp) -> None:
+        x = self._db.execute
+        match op:
+            case PutMessage():
+                await x(
+                    "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        op.id, op.raw, op.kid, op.signer, op.seq, op.kind, op.precedence,
+                        int(op.exercise), op.audience, op.issued_at, op.expires_at,
+                        op.received_at, op.received_via, int(op.origin),
+                    ),
+                )  # fmt: skip
+            case PutInbox():
+                await x("INSERT OR IGNORE INTO inbox VALUES (?,?)", (op.id, op.at))
+            case PutOutbox():
+                await x(
+                    "INSERT OR REPLACE INTO outbox VALUES (?,?,?,?,?)",
+                    (op.id, op.link, op.attempts, op.next_at, int(op.awaiting_receipts)),
+                )
+            case DeleteOutbox():
+                await x("DELETE FROM outbox WHERE id=? AND link=?", (op.id, op.link))
+            case PutReceipt():
+                await x(
+                    "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?)",
+                    (op.msg_id, op.node, op.receipt_id, op.signed_at, op.received_at, op.via),
+                )
+            case PutReplay():
+                await x("INSERT OR REPLACE INTO replay VALUES (?,?,?)", (op.kid, op.high, op.bits))
+            case SetCounter():
+                await x("INSERT OR REPLACE INTO counters VALUES (?,?)", (op.name, op.value))
+            case AuditEvent():
+                await x(
+                    "INSERT INTO audit(at,event,msg_id,link,node,detail) VALUES (?,?,?,?,?,?)",
+                    (op.at, op.event, op.msg_id, op.link, op.node, op.detail),
+                )
+            case DeleteMessages():
+                for msg_id in op.ids:
+                    if op.tombstone:
+                        await x(
+                            "INSERT OR REPLACE INTO tombstones "
+                            "SELECT id, expires_at + 86400 FROM messages WHERE id=?",
+                            (msg_id,),
+                        )
+                    await x("DELETE FROM messages WHERE id=?", (msg_id,))
+            case PruneTombstones():
+                await x("DELETE FROM tombstones WHERE until < ?", (op.before,))
+
+    async def prune_audit(self) -> int:
+        """Keep the audit log within its row bound (oldest rows go first)."""
+        cur = await self._db.execute(
+            "DELETE FROM audit WHERE n <= (SELECT MAX(n) FROM audit) - ?", (self.max_audit_rows,)
+        )
+        await self._db.commit()
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ reading
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def snapshot(self) -> Snapshot:
+        snap = Snapshot()
+        for raw, via, at, origin, signer in await self._all(
+            "SELECT raw, received_via, received_at, origin, signer FROM messages ORDER BY rowid"
+        ):
+            snap.messages.append(StoredMessage(raw, via, at, bool(origin), signer))
+        snap.tombstones = dict(await self._all("SELECT id, until FROM tombstones"))
+        for kid, high, bits in await self._all("SELECT kid, high, bits FROM replay"):
+            snap.replay[kid] = (high, bits)
+        for msg_id, link, attempts, next_at, awaiting in await self._all(
+            "SELECT id, link, attempts, next_at, awaiting_receipts FROM outbox"
+        ):
+            snap.outbox.append(PutOutbox(msg_id, link, attempts, next_at, bool(awaiting)))
+        snap.receipts = [tuple(r) for r in await self._all("SELECT msg_id, node FROM receipts")]
+        snap.counters = dict(await self._all("SELECT name, value FROM counters"))
+        return snap
+
+    async def own_receipts(self, node: str) -> dict[bytes, bytes]:
+        rows = await self._all("SELECT msg_id, receipt_id FROM receipts WHERE node=?", (node,))
+        return {m: r for m, r in rows}
+
+    async def inbox(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT m.id, m.raw, m.signer, m.precedence, m.exercise, m.received_at, "
+            "m.received_via, i.delivered_at FROM inbox i JOIN messages m ON m.id = i.id "
+            "ORDER BY i.delivered_at DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("id", "raw", "signer", "precedence", "exercise", "received_at", "via", "at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def message(self, msg_id: bytes) -> dict[str, Any] | None:
+        rows = await self._all(
+            "SELECT raw, signer, received_at, received_via, origin FROM messages WHERE id=?",
+            (msg_id,),
+        )
+        if not rows:
+            return None
+        raw, signer, at, via, origin = rows[0]
+        receipts = await self._all(
+            "SELECT node, signed_at, received_at, via FROM receipts WHERE msg_id=? ORDER BY node",
+            (msg_id,),
+        )
+        outbox = await self._all(
+            "SELECT link, attempts, next_at, awaiting_receipts FROM outbox WHERE id=?", (msg_id,)
+        )
+        return {
+            "raw": raw,
+            "signer": signer,
+            "received_at": at,
+            "received_via": via,
+            "origin": bool(origin),
+            "receipts": [
+                {"node": n, "signed_at": s, "received_at": r, "via": v} for n, s, r, v in receipts
+            ],
+            "outbox": [
+                {"link": lk, "attempts": a, "next_at": t, "awaiting_receipts": bool(w)}
+                for lk, a, t, w in outbox
+            ],
+        }
+
+    async def find_ids(self, prefix: str) -> list[bytes]:
+        """Message ids whose hex starts with ``prefix`` (operators type short ids)."""
+        if not prefix or len(prefix) > 64 or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        lo = bytes.fromhex(prefix.ljust(64, "0"))
+        hi = bytes.fromhex(prefix.ljust(64, "f"))
+        return [r[0] for r in await self._all(
+            "SELECT id FROM messages WHERE id BETWEEN ? AND ? LIMIT 5", (lo, hi)
+        )]  # fmt: skip
+
+    async def audit(self, since: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT n, at, event, msg_id, link, node, detail FROM audit WHERE n > ? "
+            "ORDER BY n LIMIT ?",
+            (since, limit),
+        )
+        keys = ("n", "at", "event", "msg_id", "link", "node", "detail")
+        out = [dict(zip(keys, r, strict=True)) for r in rows]
+        for row in out:
+            row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
+        return out
+
+    async def rejection_counts(self) -> dict[str, int]:
+        rows = await self._all(
+            "SELECT substr(detail, 1, instr(detail, ':') - 1), COUNT(*) FROM audit "
+            "WHERE event='rejected' GROUP BY 1"
+        )
+        return {r: c for r, c in rows}
+
+    async def integrity_check(self) -> str:
+        rows = await self._all("PRAGMA integrity_check")
+        return str(rows[0][0]) if rows else "no answer"
+
+    async def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for table in ("messages", "inbox", "outbox", "receipts", "tombstones", "audit"):
+            rows = await self._all(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - fixed names
+            out[table] = int(rows[0][0])
+        return out
