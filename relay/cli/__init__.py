@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "roster",
     "sign",
+    "demo",
 )
 
 Handler = Callable[[argparse.Namespace], int]

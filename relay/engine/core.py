@@ -6,12 +6,25 @@ milliseconds in tests.
 
 Ordering guarantee (invariant 1): every action that shows, acknowledges or forwards a message is
 held back until the ``Persist`` that stores it has been reported durable through ``persisted``.
+
+Routing (docs/failover.md):
+
+* FLASH goes out on every link at once (one outbox entry per link).
+* Everything else gets one outbox entry for "the best usable link" (``ANY_LINK``): MQTT before
+  mesh, ``up`` before ``degraded``. The link is chosen when the entry is sent, so a message that is
+  waiting fails over to the mesh the moment MQTT is declared down, and back when it returns.
+* A gateway (a node with both kinds of link) bridges: what arrives fresh from the mesh goes to MQTT
+  while MQTT is usable; what arrives by MQTT goes into the mesh only when a node that needs it has
+  not been heard on MQTT lately, after a random delay that is cancelled when the message is heard
+  on the mesh meanwhile (Trickle-style suppression, RFC 6206), so several gateways do not all
+  transmit it.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import random
 import statistics
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
@@ -19,6 +32,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.engine.health import LinkHealth
 from relay.engine.ops import (
     Action,
     AuditEvent,
@@ -56,6 +70,8 @@ LOCAL_LINK = "local"
 SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = 300
+ANY_LINK = "*"  # outbox entry for "the best usable link at the time of sending"
+KIND_RANK = {"mqtt": 0, "mesh": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,10 @@ class EngineConfig:
     fail_retry_max_s: float = 60.0
     gc_interval_s: float = 60.0
     max_inbound_bytes: int = 4096
+    link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
+    peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
+    trickle_s: float = 4.0  # gateways wait a random 0..trickle_s before bridging into the mesh
+    seed: int | None = None  # for the gateway's random delays (tests fix it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +131,7 @@ class _Msg:
     expires_at: int
     received_at: float
     origin: bool
+    via_kind: str = "local"  # the kind of link it arrived by
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
 
@@ -121,7 +142,7 @@ class _Activate:
 
     id: bytes
     msg: _Msg
-    targets: tuple[str, ...]
+    targets: tuple[tuple[str, float], ...]  # (link or ANY_LINK, delay before the first send)
     awaiting: bool
 
 
@@ -131,6 +152,8 @@ class _Out:
     next_at: float
     awaiting_receipts: bool
     inflight: bool = False
+    via: str | None = None  # the link actually used (for ANY_LINK entries)
+    suppressible: bool = False  # a gateway's bridged copy: cancelled when heard on the mesh
 
 
 Held = Action | _Activate
@@ -149,7 +172,12 @@ class Engine:
         self.trust = trust
         self._key = node_key
         self.links = {link.name: link for link in links}
-        self.link_up: dict[str, bool] = dict.fromkeys(self.links, False)
+        self.health = {
+            name: LinkHealth(hold_s=config.link_hold_s, current_hold_s=config.link_hold_s)
+            for name in self.links
+        }
+        self.mqtt_peers: dict[str, float] = {}
+        self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, _Msg] = {}
         self._tombstones: dict[bytes, float] = {}
@@ -191,7 +219,15 @@ class Engine:
                 self.trust.apply(verdict)
         for env, sm in parsed:
             d = env.decision
-            m = _Msg(sm.raw, d.kind, d.precedence, d.expires_at, sm.received_at, sm.origin)
+            m = _Msg(
+                sm.raw,
+                d.kind,
+                d.precedence,
+                d.expires_at,
+                sm.received_at,
+                sm.origin,
+                self._kind(sm.received_via),
+            )
             if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
                 m.recipients = frozenset(self.trust.roster.recipients(d.audience))
             self._msgs[env.id] = m
@@ -200,7 +236,7 @@ class Engine:
                 self._msgs[msg_id].signed.add(node)
         self._own_receipts = dict(snap.own_receipts)
         for row in snap.outbox:
-            if row.id in self._msgs and row.link in self.links:
+            if row.id in self._msgs and (row.link in self.links or row.link == ANY_LINK):
                 self._schedule(row.id, row.link, row.attempts, row.next_at, row.awaiting_receipts)
 
     # ------------------------------------------------------------------ inputs
@@ -214,8 +250,14 @@ class Engine:
         self, link: str, raw: bytes, now: float, *, channel: str | None = None, peer: str = ""
     ) -> list[Action]:
         if peer:
-            self.peers[peer] = now
+            self.peer_heard(link, peer, now)
         return self._ingest(link, raw, now, channel=channel, ticket=None)
+
+    def peer_heard(self, link: str, node: str, now: float) -> None:
+        """A node was heard on a link (any message or status it published)."""
+        self.peers[node] = now
+        if self._kind(link) == "mqtt":
+            self.mqtt_peers[node] = now
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -229,26 +271,31 @@ class Engine:
             if isinstance(item, _Activate):
                 self._msgs[item.id] = item.msg
                 self._pending_ids.discard(item.id)
-                for name in item.targets:
-                    self._schedule(item.id, name, 0, now, item.awaiting)
+                for name, delay in item.targets:
+                    out = self._schedule(item.id, name, 0, now + delay, item.awaiting)
+                    out.suppressible = delay > 0
                 activated = True
             else:
                 actions.append(item)
         return actions + self._pump(now) if activated else actions
 
-    def link_state(self, link: str, up: bool, now: float) -> list[Action]:
-        was = self.link_up.get(link, False)
-        self.link_up[link] = up
-        if up and not was:
-            # Everything waiting for this link becomes due at once.
-            for (msg_id, name), out in self._outbox.items():
-                if name == link and not out.inflight:
-                    self._reschedule(msg_id, name, out, now)
+    def link_state(self, link: str, state: str | bool, now: float) -> list[Action]:
+        """The link's own measurement: "up", "degraded" or "down" (True/False accepted)."""
+        if isinstance(state, bool):
+            state = "up" if state else "down"
+        if self.health[link].report(state, now):
+            self._revive(now)
         return self._pump(now)
 
     def transmitted(self, link: str, msg_id: bytes, ok: bool, now: float) -> list[Action]:
         """A link reports the outcome of a ``Transmit`` (for MQTT: PUBACK received or not)."""
-        out = self._outbox.get((msg_id, link))
+        key = (msg_id, link)
+        out = self._outbox.get(key)
+        if out is None or not out.inflight:
+            key = (msg_id, ANY_LINK)
+            out = self._outbox.get(key)
+            if out is not None and out.via != link:
+                out = None
         m = self._msgs.get(msg_id)
         if out is None or m is None:
             return self._pump(now)
@@ -258,7 +305,9 @@ class Engine:
         if not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
-            self._reschedule(msg_id, link, out, now + min(delay, self.config.fail_retry_max_s))
+            if key[1] == ANY_LINK and self._best_link(now) not in (None, link):
+                delay = 0.0  # another link is usable: fail over now, do not wait
+            self._reschedule(msg_id, key[1], out, now + min(delay, self.config.fail_retry_max_s))
         elif out.awaiting_receipts and m.recipients - m.signed:
             self.counters["transmitted"] += 1
             base = (
@@ -267,15 +316,17 @@ class Engine:
                 else self.config.retry_base_s
             )
             delay = min(base * 2 ** min(out.attempts - 1, 16), self.config.retry_max_s)
-            self._reschedule(msg_id, link, out, now + delay)
+            self._reschedule(msg_id, key[1], out, now + delay)
         else:
             self.counters["transmitted"] += 1
-            del self._outbox[(msg_id, link)]
-            actions.append(Persist(next(self._tokens), (DeleteOutbox(msg_id, link),)))
+            del self._outbox[key]
+            actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
         return actions + self._pump(now)
 
     def timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
+        if any([h.tick(now) for h in self.health.values()]):
+            self._revive(now)
         if now >= self._next_gc:
             self._next_gc = now + self.config.gc_interval_s
             actions += self._collect(now)
@@ -283,14 +334,19 @@ class Engine:
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
+        deadline = self._next_gc
+        for h in self.health.values():
+            change = h.next_change_at()
+            if change is not None:
+                deadline = min(deadline, change)
         while self._due:
             at, msg_id, link = self._due[0]
             out = self._outbox.get((msg_id, link))
-            if out is None or out.inflight or out.next_at != at or not self.link_up.get(link):
-                heapq.heappop(self._due)  # stale, or parked until link_state() revives it
+            if out is None or out.inflight or out.next_at != at:
+                heapq.heappop(self._due)  # stale
                 continue
-            return min(at, self._next_gc)
-        return self._next_gc
+            return min(at, deadline)
+        return deadline
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -333,11 +389,20 @@ class Engine:
         actions: list[Action] = []
         if ticket is not None:
             actions.append(Submitted(ticket, env.id, duplicate=True))
+        if self._kind(link) == "mesh":
+            # Heard on the mesh: another gateway (or the origin) has put it there already.
+            for name in [n for n, info in self.links.items() if info.kind == "mesh"]:
+                out = self._outbox.get((env.id, name))
+                if out is not None and out.suppressible and not out.inflight and not out.attempts:
+                    del self._outbox[(env.id, name)]
+                    self.counters["bridge_suppressed"] += 1
+                    actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, name),)))
         # The sender is retrying, so our receipt may have been lost: send it again.
         rid = self._own_receipts.get(env.id)
         if rid is not None and rid in self._msgs and link != LOCAL_LINK:
             ops: list[StoreOp] = []
-            for name in self._links_for(origin=True):
+            rm = self._msgs[rid]
+            for name, _ in self._targets(rm.precedence, Kind.ACK, None, origin=True, now=now):
                 if (rid, name) not in self._outbox:
                     self._schedule(rid, name, 0, now, False)
                     ops.append(PutOutbox(rid, name, 0, now, False))
@@ -374,7 +439,7 @@ class Engine:
             AuditEvent(now, "accepted", env.id, link, verdict.signer, d.kind.name.lower()),
         ]
         held: list[Held] = []
-        m = _Msg(env.raw, d.kind, d.precedence, d.expires_at, now, origin)
+        m = _Msg(env.raw, d.kind, d.precedence, d.expires_at, now, origin, self._kind(link))
         if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
             m.recipients = frozenset(self.trust.roster.recipients(d.audience))
         if d.kind in (Kind.ROSTER, Kind.REVOCATION):
@@ -392,9 +457,11 @@ class Engine:
             held.append(self._sign_receipt(env, d, now, ops))
             if origin:
                 m.signed.add(self.config.node)
-        targets = tuple(self._links_for(origin=origin, arrived=link))
+        targets = tuple(
+            self._targets(d.precedence, d.kind, d, origin=origin, now=now, arrived=link)
+        )
         awaiting = bool(origin and m.recipients - m.signed)
-        ops += [PutOutbox(env.id, name, 0, now, awaiting) for name in targets]
+        ops += [PutOutbox(env.id, name, 0, now + delay, awaiting) for name, delay in targets]
         ops += self._evictions
         self._evictions.clear()
         held.append(_Activate(env.id, m, targets, awaiting))
@@ -447,7 +514,7 @@ class Engine:
         assert isinstance(renv, Envelope)  # we just made it; anything else is our bug
         self._own_receipts[env.id] = renv.id
         self._pending_ids.add(renv.id)
-        targets = tuple(self._links_for(origin=True))
+        targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
         ops += [
             SetCounter(SEQ_COUNTER, self._seq),
             PutMessage(
@@ -468,24 +535,96 @@ class Engine:
             ),
             PutReceipt(env.id, self.config.node, renv.id, issued, now, LOCAL_LINK),
         ]
-        ops += [PutOutbox(renv.id, name, 0, now, False) for name in targets]
+        ops += [PutOutbox(renv.id, name, 0, now, False) for name, _ in targets]
         return _Activate(
             renv.id, _Msg(raw, Kind.ACK, d.precedence, expires, now, True), targets, False
         )
 
     # ------------------------------------------------------------------ scheduling
 
-    def _links_for(self, *, origin: bool, arrived: str | None = None) -> list[str]:
-        """Our own messages go out on every link; others are forwarded across link kinds
-        (a gateway carries mesh traffic to MQTT and back), never back where they came from."""
-        if origin:
-            return list(self.links)
-        arrived_kind = self.links[arrived].kind if arrived in self.links else None
-        return [n for n, info in self.links.items() if info.kind != arrived_kind]
+    def _kind(self, link: str) -> str:
+        info = self.links.get(link)
+        return info.kind if info is not None else link
 
-    def _schedule(self, msg_id: bytes, link: str, attempts: int, at: float, awaiting: bool) -> None:
-        self._outbox[(msg_id, link)] = _Out(attempts, at, awaiting)
+    def _usable(self, link: str, now: float) -> bool:
+        return self.health[link].usable(now)
+
+    def _best_link(self, now: float) -> str | None:
+        usable = [
+            (KIND_RANK.get(info.kind, 9), self.health[name].effective(now) != "up", i, name)
+            for i, (name, info) in enumerate(self.links.items())
+            if self._usable(name, now)
+        ]
+        return min(usable)[3] if usable else None
+
+    def _targets(
+        self,
+        precedence: Precedence,
+        kind: Kind,
+        d: Decision | None,
+        *,
+        origin: bool,
+        now: float,
+        arrived: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """Outbox entries for a new message: (link or ANY_LINK, delay before the first send)."""
+        if not self.links:
+            return []
+        if origin:
+            if precedence == Precedence.FLASH:
+                return [(name, 0.0) for name in self.links]
+            return [(ANY_LINK, 0.0)]
+        arrived_kind = self._kind(arrived) if arrived else None
+        if arrived_kind == "mesh":
+            # Bridge fresh mesh traffic to MQTT; what MQTT missed meanwhile, healing catches up.
+            return [
+                (n, 0.0)
+                for n, info in self.links.items()
+                if info.kind == "mqtt" and self._usable(n, now)
+            ]
+        if arrived_kind == "mqtt" and d is not None and self._mesh_needed(d, now):
+            return [
+                (n, self._rng.uniform(0.0, self.config.trickle_s))
+                for n, info in self.links.items()
+                if info.kind == "mesh"
+            ]
+        return []
+
+    def _mesh_needed(self, d: Decision, now: float) -> bool:
+        """Does a node that should get this message depend on the mesh right now?"""
+        if d.kind == Kind.ACK:
+            # A receipt matters on the mesh side when what it acknowledges came from there.
+            return any(
+                (m := self._msgs.get(ref)) is not None and m.via_kind == "mesh" for ref in d.refs
+            )
+        roster = self.trust.roster
+        if roster is None:
+            return False
+        audience = Audience.all() if d.kind in (Kind.ROSTER, Kind.REVOCATION) else d.audience
+        cutoff = now - self.config.peer_timeout_s
+        return any(
+            self.mqtt_peers.get(node, float("-inf")) < cutoff
+            for node in roster.recipients(audience)
+            if node != self.config.node
+        )
+
+    def _schedule(self, msg_id: bytes, link: str, attempts: int, at: float, awaiting: bool) -> _Out:
+        out = self._outbox[(msg_id, link)] = _Out(attempts, at, awaiting)
         heapq.heappush(self._due, (at, msg_id, link))
+        return out
+
+    def _revive(self, now: float) -> None:
+        """A link changed state. Entries parked for want of a link go back on the heap; an entry
+        that has not been carried yet (or whose last try failed) becomes due at once, so it fails
+        over (or back) without waiting out its backoff."""
+        for (msg_id, name), out in self._outbox.items():
+            if out.inflight:
+                continue
+            fresh = not out.awaiting_receipts or out.attempts == 0
+            if name != ANY_LINK and not self._usable(name, now):
+                continue
+            at = min(out.next_at, now) if fresh else out.next_at
+            self._reschedule(msg_id, name, out, at)
 
     def _reschedule(self, msg_id: bytes, link: str, out: _Out, at: float) -> None:
         out.next_at = at
@@ -493,28 +632,29 @@ class Engine:
 
     def _pump(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        inflight = Counter(name for (_, name), out in self._outbox.items() if out.inflight)
+        inflight = Counter(out.via for out in self._outbox.values() if out.inflight)
         deferred: list[tuple[float, bytes, str]] = []
         while self._due and self._due[0][0] <= now:
             at, msg_id, link = heapq.heappop(self._due)
             out = self._outbox.get((msg_id, link))
             if out is None or out.inflight or out.next_at != at:
                 continue
-            if not self.link_up.get(link, False):
-                continue  # parked; link_state() makes it due again
+            via = self._best_link(now) if link == ANY_LINK else link
+            if via is None or not self._usable(via, now):
+                continue  # parked; a link state change (_revive) makes it due again
             m = self._msgs.get(msg_id)
             if m is None or m.expires_at + self.trust.skew_s < now:
                 self._outbox.pop((msg_id, link), None)
                 continue
-            if inflight[link] >= self.config.max_inflight_per_link:
+            if inflight[via] >= self.config.max_inflight_per_link:
                 deferred.append((at, msg_id, link))
                 continue
             if out.attempts and out.awaiting_receipts:
                 self.counters["retries"] += 1
-            out.inflight = True
-            inflight[link] += 1
+            out.inflight, out.via = True, via
+            inflight[via] += 1
             channel = "rcpt" if m.kind == Kind.ACK else "msg"
-            actions.append(Transmit(link, channel, msg_id, m.raw, int(m.precedence)))
+            actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
         for item in deferred:
             heapq.heappush(self._due, item)
         return actions
@@ -586,8 +726,22 @@ class Engine:
             "roster_serial": self.trust.roster.serial if self.trust.roster else None,
         }
 
+    def link_health(self, now: float) -> dict[str, dict[str, object]]:
+        return {
+            name: {
+                "reported": h.reported,
+                "effective": h.effective(now),
+                "changed_at": h.changed_at,
+                "hold_s": h.current_hold_s,
+            }
+            for name, h in self.health.items()
+        }
+
     def outbox_depths(self) -> Mapping[str, int]:
         return Counter(name for (_, name) in self._outbox)
+
+    def waiting_for_any_link(self) -> int:
+        return sum(1 for (_, n), o in self._outbox.items() if n == ANY_LINK and not o.inflight)
 
     def recipients_of(self, msg_id: bytes) -> tuple[frozenset[str], set[str]] | None:
         m = self._msgs.get(msg_id)

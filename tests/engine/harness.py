@@ -99,8 +99,14 @@ class Node:
         return out
 
 
-def make_node(w: World, name: str, regions: set[str], store: MemStore | None = None,
-              **cfg: float) -> Node:  # fmt: skip
+def make_node(
+    w: World,
+    name: str,
+    regions: set[str],
+    store: MemStore | None = None,
+    links: tuple[LinkInfo, ...] = (LinkInfo("mqtt", "mqtt"),),
+    **cfg: float,
+) -> Node:
     store = store or MemStore()
     if w.roster.by_name(name) is None:
         w.add(name, Role.NODE, *[f"region:{r}" for r in regions])
@@ -108,9 +114,10 @@ def make_node(w: World, name: str, regions: set[str], store: MemStore | None = N
         EngineConfig(node=name, regions=frozenset(regions), **cfg),  # type: ignore[arg-type]
         w.trust(),
         w.keys[name],
-        [LinkInfo("mqtt", "mqtt")],
+        list(links),
         store.snapshot(name),
     )
     node = Node(name, engine, store)
-    node.run(engine.link_state("mqtt", True, NOW), NOW)
+    for link in links:
+        node.run(engine.link_state(link.name, "up", NOW), NOW)
     return node

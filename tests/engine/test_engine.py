@@ -90,6 +90,9 @@ def test_link_down_holds_and_link_up_flushes() -> None:
     sender.run(sender.engine.timer(NOW + 100), NOW + 100)
     assert sender.sent == []
     sender.run(sender.engine.link_state("mqtt", True, NOW + 200), NOW + 200)
+    assert sender.sent == []  # a link back from an outage is held down for 2 s first
+    assert sender.engine.next_deadline() <= NOW + 202  # the timer is due when the hold ends
+    sender.run(sender.engine.timer(NOW + 202), NOW + 202)
     # The decision, and this node's own receipt (it is in the audience "all").
     assert sorted(t.channel for t in sender.sent) == ["msg", "rcpt"]
 

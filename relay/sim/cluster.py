@@ -1,0 +1,251 @@
+"""A set of relay nodes on one machine: keys, roster, configs and node processes.
+
+Used by the integration tests, the benchmarks and the drill runner. Every node is a real
+``relay run`` process with its own SQLite store and API socket; brokers and radios are given to it
+as URLs and addresses (loopback only).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay import api
+from relay.envelope import Audience, Decision, Kind, Precedence, seal
+from relay.keys import SequenceCounter, load_private, raw_public, write_keypair
+from relay.rosterfile import write_roster
+from relay.trust import DEFAULT_KINDS, Role, Roster, RosterEntry, Scope
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    regions: tuple[str, ...] = ()
+    mqtt: tuple[str, ...] = ()  # broker URLs in preference order
+    radios: tuple[str, ...] = ()  # "HOST:PORT" of emulated or meshtasticd radios
+    options: dict[str, Any] = field(default_factory=dict)  # extra [node] keys
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSpec:
+    name: str
+    scope: tuple[str, ...] = ("all",)
+    role: Role = Role.ISSUER
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+class Cluster:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.keys = directory / "keys"
+        self.roster_path = directory / "roster.cbor"
+        self.specs: dict[str, NodeSpec] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def create(self, nodes: Sequence[NodeSpec], issuers: Iterable[IssuerSpec]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _, _, root = write_keypair(self.keys, "root", force=True)
+        entries: list[RosterEntry] = []
+        for spec in nodes:
+            _, _, key = write_keypair(self.keys, spec.name, force=True)
+            scope = Scope.parse([f"region:{r}" for r in spec.regions])
+            entries.append(
+                RosterEntry(
+                    raw_public(key.public_key()),
+                    spec.name,
+                    Role.NODE,
+                    scope,
+                    DEFAULT_KINDS[Role.NODE],
+                )
+            )
+            self.specs[spec.name] = spec
+        for issuer in issuers:
+            _, _, key = write_keypair(self.keys, issuer.name, force=True)
+            entries.append(
+                RosterEntry(
+                    raw_public(key.public_key()),
+                    issuer.name,
+                    issuer.role,
+                    Scope.parse(issuer.scope),
+                    DEFAULT_KINDS[issuer.role],
+                )
+            )
+        serial = SequenceCounter(self.keys / "root.key").reserve()
+        write_roster(self.roster_path, Roster(serial=serial, entries=tuple(entries)), root)
+        for spec in nodes:
+            self.write_config(spec)
+
+    def node_dir(self, name: str) -> Path:
+        return self.dir / "nodes" / name
+
+    def config_path(self, name: str) -> Path:
+        return self.node_dir(name) / "relay.toml"
+
+    def socket_path(self, name: str) -> Path:
+        # Unix socket paths are limited to ~107 bytes: keep them short and absolute.
+        return self.node_dir(name) / "api.sock"
+
+    def write_config(self, spec: NodeSpec) -> None:
+        d = self.node_dir(spec.name)
+        d.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "[node]",
+            f"name = {_toml_value(spec.name)}",
+            f"key = {_toml_value(str(self.keys / (spec.name + '.key')))}",
+            f"regions = {_toml_value(list(spec.regions))}",
+            f"store = {_toml_value(str(d / 'relay.db'))}",
+            *(f"{k} = {_toml_value(v)}" for k, v in spec.options.items()),
+            "",
+            "[trust]",
+            f"root = {_toml_value(str(self.keys / 'root.pub'))}",
+            f"roster = {_toml_value(str(self.roster_path))}",
+            "",
+            "[api]",
+            f"socket = {_toml_value(str(self.socket_path(spec.name)))}",
+            "",
+        ]
+        if spec.mqtt:
+            lines += ["[mqtt]", "probe_interval = 0.5", "probe_timeout = 2.0", ""]
+            for url in spec.mqtt:
+                lines += ["[[mqtt.broker]]", f"url = {_toml_value(url)}", ""]
+        for radio in spec.radios:
+            lines += ["[[mesh.radio]]", f"tcp = {_toml_value(radio)}", ""]
+        self.config_path(spec.name).write_text("\n".join(lines))
+
+    # ------------------------------------------------------------------ processes
+
+    def start(self, name: str, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        if name in self.procs and self.procs[name].poll() is None:
+            raise RuntimeError(f"node {name} is already running")
+        log = (self.node_dir(name) / "node.log").open("ab")
+        self._logs[name] = log
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "run", "--config", str(self.config_path(name))],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, name: str, timeout: float = 20.0, *, link_up: bool = True) -> None:
+        """Wait until the node answers its API (and, by default, has a link up)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"node {name} exited with {proc.returncode}: {self.log(name)}")
+            try:
+                st = self.call(name, {"op": "status"}, timeout=2.0)
+                if not link_up or any(lk["state"] == "up" for lk in st["links"]):
+                    return
+                last = str([(lk["name"], lk["state"]) for lk in st["links"]])
+            except (api.ApiError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.05)
+        raise TimeoutError(f"node {name} not ready after {timeout} s: {last}")
+
+    def stop(self, name: str, timeout: float = 15.0) -> int:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._close_log(name)
+        return proc.returncode
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._close_log(name)
+
+    def _close_log(self, name: str) -> None:
+        log = self._logs.pop(name, None)
+        if log is not None:
+            log.close()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def log(self, name: str, tail: int = 4000) -> str:
+        path = self.node_dir(name) / "node.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    # ------------------------------------------------------------------ talking to nodes
+
+    def call(self, name: str, req: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
+        answer = api.call(self.socket_path(name), req, timeout=timeout)
+        if not answer.get("ok"):
+            raise api.ApiError(str(answer.get("error")))
+        return answer
+
+    def sign(
+        self,
+        issuer: str,
+        text: str,
+        *,
+        to: str = "all",
+        precedence: Precedence = Precedence.PRIORITY,
+        exercise: bool = False,
+        lifetime_s: int = 6 * 3600,
+        now: float | None = None,
+    ) -> bytes:
+        key_path = self.keys / f"{issuer}.key"
+        issued = int(time.time() if now is None else now)
+        decision = Decision(
+            issued_at=issued,
+            expires_at=issued + lifetime_s,
+            precedence=precedence,
+            audience=Audience.parse(to),
+            seq=SequenceCounter(key_path).reserve(),
+            text=text,
+            kind=Kind.DECISION,
+            exercise=exercise,
+        )
+        return seal(decision, load_private(key_path))
+
+    def submit(self, node: str, raw: bytes) -> str:
+        answer = self.call(node, {"op": "submit", "raw": base64.b64encode(raw).decode()})
+        return str(answer["id"])
+
+    def inbox(self, node: str) -> list[dict[str, Any]]:
+        return list(self.call(node, {"op": "inbox", "limit": 100_000})["messages"])
+
+    def status(self, node: str) -> dict[str, Any]:
+        return self.call(node, {"op": "status"})
+
+    def message(self, node: str, msg_id: str) -> dict[str, Any]:
+        return dict(self.call(node, {"op": "message", "id": msg_id})["message"])
+
+    def recipients(self, audience: str) -> list[str]:
+        aud = Audience.parse(audience)
+        return sorted(n for n, s in self.specs.items() if aud.includes(n, frozenset(s.regions)))

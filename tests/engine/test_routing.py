@@ -1,0 +1,132 @@
+"""Routing by precedence over MQTT and mesh: failover, failback, gateways, link health."""
+
+from relay.engine.core import LinkInfo
+from relay.engine.health import LinkHealth
+from relay.envelope import Precedence
+from relay.trust import Role
+from tests.engine.harness import Node, make_node
+from tests.world import NOW, World, standard_world
+
+BOTH = (LinkInfo("mqtt", "mqtt"), LinkInfo("mesh", "mesh"))
+
+
+def msgs_on(node: Node, link: str) -> list[bytes]:
+    return [t.id for t in node.sent if t.link == link and t.channel == "msg"]
+
+
+def gateway(w: World, name: str = "gw-b") -> Node:
+    return make_node(w, name, {"VR05"}, links=BOTH, seed=7)
+
+
+def test_priority_goes_by_mqtt_only_when_healthy() -> None:
+    """Test that a PRIORITY decision uses MQTT alone while MQTT is up: no mesh airtime."""
+    w = standard_world()
+    hq = make_node(w, "hq", set(), links=BOTH)
+    hq.run(hq.engine.submit(w.sign("national", to="region:VR07"), NOW, ticket=1), NOW)
+    assert len(msgs_on(hq, "mqtt")) == 1 and msgs_on(hq, "mesh") == []
+
+
+def test_flash_goes_on_every_link_at_once() -> None:
+    """Test that a FLASH decision is transmitted on MQTT and on the mesh immediately."""
+    w = standard_world()
+    hq = make_node(w, "hq", set(), links=BOTH)
+    raw = w.sign("national", to="region:VR07", precedence=Precedence.FLASH)
+    hq.run(hq.engine.submit(raw, NOW, ticket=1), NOW)
+    assert len(msgs_on(hq, "mqtt")) == 1 and len(msgs_on(hq, "mesh")) == 1
+
+
+def test_waiting_message_fails_over_to_mesh_and_back() -> None:
+    """Test that a waiting PRIORITY message moves to the mesh when MQTT dies, then back."""
+    w = standard_world()
+    hq = make_node(w, "hq", set(), links=BOTH)
+    hq.run(hq.engine.link_state("mqtt", "down", NOW), NOW)
+    hq.run(hq.engine.submit(w.sign("national", to="region:VR07"), NOW + 1, ticket=1), NOW + 1)
+    assert msgs_on(hq, "mqtt") == [] and len(msgs_on(hq, "mesh")) == 1
+    # MQTT returns: after its hold-down the next message goes by MQTT again.
+    hq.run(hq.engine.link_state("mqtt", "up", NOW + 10), NOW + 10)
+    hq.run(hq.engine.timer(NOW + 12.1), NOW + 12.1)
+    hq.run(hq.engine.submit(w.sign("national", "second", to="region:VR07"), NOW + 13, ticket=2),
+           NOW + 13)  # fmt: skip
+    assert len(msgs_on(hq, "mqtt")) == 1
+
+
+def test_failed_mqtt_publish_fails_over_at_once() -> None:
+    """Test that a publish that failed on MQTT is retried on the mesh without backoff."""
+    w = standard_world()
+    hq = make_node(w, "hq", set(), links=BOTH)
+    hq.run(hq.engine.submit(w.sign("national", to="region:VR07"), NOW, ticket=1), NOW)
+    msg_id = msgs_on(hq, "mqtt")[0]
+    hq.run(hq.engine.link_state("mqtt", "down", NOW + 3), NOW + 3)
+    hq.run(hq.engine.transmitted("mqtt", msg_id, False, NOW + 3), NOW + 3)
+    assert msgs_on(hq, "mesh") == [msg_id]
+
+
+def test_gateway_bridges_into_mesh_when_a_recipient_is_cut_off() -> None:
+    """Test that a gateway forwards an MQTT decision into the mesh when a VR05 node went quiet."""
+    w = standard_world()
+    gw = gateway(w)
+    gw.engine.peer_heard("mqtt", "vr05-twente", NOW - 60)  # heard once, a minute ago
+    raw = w.sign("national", to="region:VR05")
+    gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    assert msgs_on(gw, "mesh") == []  # not at once: a random Trickle-style delay first
+    gw.run(gw.engine.timer(NOW + 4.01), NOW + 4.01)
+    assert len(msgs_on(gw, "mesh")) == 1
+
+
+def test_gateway_does_not_bridge_while_everyone_is_on_mqtt() -> None:
+    """Test that nothing goes into the mesh when every recipient was heard on MQTT lately."""
+    w = standard_world()
+    gw = gateway(w)
+    gw.engine.peer_heard("mqtt", "vr05-twente", NOW - 1)
+    gw.run(gw.engine.received("mqtt", w.sign("national", to="region:VR05"), NOW, channel="msg"),
+           NOW)  # fmt: skip
+    gw.run(gw.engine.timer(NOW + 30), NOW + 30)
+    assert msgs_on(gw, "mesh") == []
+
+
+def test_second_gateway_suppresses_when_it_hears_the_first() -> None:
+    """Test that a gateway cancels its bridged copy when it hears the message on the mesh."""
+    w = standard_world()
+    w.add("gw-b2", Role.NODE, "region:VR05")
+    g1, g2 = gateway(w, "gw-b"), make_node(w, "gw-b2", {"VR05"}, links=BOTH, seed=99)
+    raw = w.sign("national", to="region:VR05")
+    for g in (g1, g2):
+        g.run(g.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    # Step through time; whatever one gateway puts on the mesh, the other hears at once.
+    t: float = NOW
+    while t < NOW + 6:
+        t += 0.05
+        for me, other in ((g1, g2), (g2, g1)):
+            before = len(me.sent)
+            me.run(me.engine.timer(t), t)
+            for tx in me.sent[before:]:
+                if tx.link == "mesh":
+                    other.run(other.engine.received("mesh", tx.raw, t), t)
+    assert len(msgs_on(g1, "mesh")) + len(msgs_on(g2, "mesh")) == 1
+    assert g1.engine.counters["bridge_suppressed"] + g2.engine.counters["bridge_suppressed"] == 1
+
+
+def test_mesh_arrivals_are_bridged_to_mqtt() -> None:
+    """Test that a gateway publishes on MQTT what it receives from the mesh."""
+    w = standard_world()
+    gw = gateway(w)
+    raw = w.sign("vr07-issuer", to="region:VR07")
+    gw.run(gw.engine.received("mesh", raw, NOW), NOW)
+    assert len(msgs_on(gw, "mqtt")) == 1
+
+
+def test_health_believes_down_at_once_and_up_after_hold() -> None:
+    """Test the hysteresis: down is immediate, recovery is held, flapping doubles the hold."""
+    h = LinkHealth(hold_s=2.0, current_hold_s=2.0)
+    h.report("up", 0.0)
+    assert h.usable(0.0)  # first connection: no hold
+    h.report("down", 10.0)
+    assert not h.usable(10.0)
+    h.report("up", 11.0)
+    assert not h.usable(12.9) and h.usable(13.0)
+    h.report("down", 20.0)  # a second outage within the flap window doubles the hold
+    h.report("up", 21.0)
+    assert not h.usable(24.9) and h.usable(25.0)
+    h.report("down", 200.0)  # after a long stable period the hold is forgiven
+    h.report("up", 201.0)
+    assert h.usable(203.0)
