@@ -1,0 +1,1 @@
+"""Simulation and test harness: real brokers on loopback, fault injection, throwaway PKI."""
