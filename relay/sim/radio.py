@@ -129,7 +129,9 @@ class Radio:
         encoded = data.SerializeToString()
         if len(encoded) + MESH_HEADER_LEN > MAX_LORA_FRAME:
             return self._nak_host(Error.TOO_LARGE, packet_id, now)
-        hop_limit = min(packet.hop_limit or self.settings.hop_limit, 7)
+        hop_limit = min(packet.hop_limit, 7)
+        if packet.want_ack and hop_limit == 0:
+            hop_limit = self.settings.hop_limit  # ReliableRouter: 0 means "the default" here
         frame = AirFrame(
             src=self.node_num,
             dest=packet.to,
