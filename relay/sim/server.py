@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -56,6 +57,7 @@ class MeshServer:
         """Run until ``stop()`` (or cancellation); call ``ready`` once every port is open."""
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
+        self.mesh.epoch0 = time.time()  # rx_time and last_heard in wall-clock Unix time
         control_server: asyncio.Server | None = None
         try:
             for r in self.spec.radios:
