@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "roster",
     "sign",
     "demo",
+    "sim",
 )
 
 Handler = Callable[[argparse.Namespace], int]
