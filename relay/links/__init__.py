@@ -1,0 +1,1 @@
+"""Links that carry signed bytes between nodes. Each module owns one outside library."""
