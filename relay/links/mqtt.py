@@ -632,7 +632,10 @@ class MqttLink:
             graceful = session.handover is not None
             log.info("mqtt session ended", reason=reason)
         except asyncio.CancelledError:
-            graceful = stopping = True  # we are being stopped: say goodbye properly
+            # We are being stopped: say goodbye properly, unless the connection is already
+            # known dead (then a goodbye would only wait for its timeout).
+            stopping = True
+            graceful = not session.ended.done() or session.handover is not None
             raise
         finally:
             self._stats["disconnects"] += 1
