@@ -42,7 +42,10 @@ from relay.sim.net import LOOPBACK, free_port, port_accepts, require_loopback
 __all__ = ["NODE_ACL", "BridgeConfig", "BrokerError", "Mosquitto", "TlsListener"]
 
 # Each node may write only below its own topic; everybody may read everything under crisis/.
-NODE_ACL = "pattern readwrite crisis/%u/#\ntopic read crisis/#\n"
+# The read rule must be a ``pattern``: in a mosquitto ACL file, ``topic`` lines before any
+# ``user`` line apply to anonymous clients only, so ``topic read crisis/#`` gives certificate
+# users nothing (verified with mosquitto 2.0.11: the subscription is granted, nothing arrives).
+NODE_ACL = "pattern readwrite crisis/%u/#\npattern read crisis/#\n"
 
 _POLL_S = 0.02
 

@@ -1,0 +1,85 @@
+"""Pure parts of the MQTT link: topic layout and settings validation (no broker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay.links.mqtt import BrokerConfig, MqttSettings, parse_topic, topic_for
+
+
+def test_topic_for_and_parse_topic_agree() -> None:
+    """Test that every channel topic we build parses back to its node and channel."""
+    for channel in ("msg", "rcpt", "sync", "status"):
+        topic = topic_for("crisis", "vr-utrecht.1", channel)
+        assert parse_topic("crisis", "me", topic) == ("vr-utrecht.1", channel)
+    assert parse_topic("nl/crisis", "me", "nl/crisis/me/probe") == ("me", "probe")
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "crisis/a/other",  # unknown channel
+        "crisis/a/msg/extra",  # extra level
+        "crisis/msg",  # missing level
+        "crisis//msg",  # empty node
+        "crisis/no de/msg",  # node outside the name pattern
+        "crisis/other/probe",  # someone else's probe
+        "elsewhere/a/msg",  # another prefix
+        "crisisx/a/msg",  # prefix must end at a level boundary
+    ],
+)
+def test_parse_topic_rejects_topics_outside_the_layout(topic: str) -> None:
+    """Test that topics outside the layout do not parse."""
+    assert parse_topic("crisis", "me", topic) is None
+
+
+def test_broker_config_parses_urls() -> None:
+    """Test that broker urls give host, port and TLS, with the MQTT default ports."""
+    assert (BrokerConfig("mqtt://127.0.0.1").port, BrokerConfig("mqtts://127.0.0.1").port) == (
+        1883,
+        8883,
+    )
+    tls = BrokerConfig("mqtts://127.0.0.1:8884", ca=Path("ca.crt"))
+    assert (tls.host, tls.port, tls.tls) == ("127.0.0.1", 8884, True)
+    assert "secret" not in repr(BrokerConfig("mqtt://127.0.0.1", password="secret"))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "http://127.0.0.1:1883"},
+        {"url": "mqtt://127.0.0.1:1883/path"},
+        {"url": "mqtt://127.0.0.1:99999"},
+        {"url": "mqtt://127.0.0.1", "ca": Path("ca.crt")},
+        {"url": "mqtts://127.0.0.1", "cert": Path("c.crt")},
+    ],
+)
+def test_broker_config_rejects_bad_input(kwargs: dict[str, object]) -> None:
+    """Test that malformed broker configurations raise ValueError."""
+    with pytest.raises(ValueError):
+        BrokerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"node": "a/b"},
+        {"node": "a+"},
+        {"node": ""},
+        {"brokers": ()},
+        {"topic_prefix": "crisis/#"},
+        {"topic_prefix": "crisis/"},
+        {"probe_interval_s": 3.0, "probe_timeout_s": 3.0},
+        {"reconnect_min_s": 5.0, "reconnect_max_s": 1.0},
+        {"publish_timeout_s": 0},
+        {"max_inbound_bytes": 0},
+    ],
+)
+def test_settings_reject_bad_values(overrides: dict[str, object]) -> None:
+    """Test that settings that would break the topic layout or the timers raise ValueError."""
+    values: dict[str, object] = {"node": "a", "brokers": (BrokerConfig("mqtt://127.0.0.1"),)}
+    values.update(overrides)
+    with pytest.raises(ValueError):
+        MqttSettings(**values)  # type: ignore[arg-type]
