@@ -9,6 +9,7 @@ message id is the SHA-256 of those bytes, so one decision has one id on every pa
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -248,7 +249,11 @@ def _uint(m: dict[Any, Any], key: int, name: str, *, limit: int = 2**63) -> int:
 
 def decode_payload(payload: bytes) -> Decision:
     """Strict decoder: unknown keys, wrong types and non-minimal choices are errors."""
-    m = cbor2.loads(payload)
+    stream = io.BytesIO(payload)
+    m = cbor2.CBORDecoder(stream).decode()
+    if stream.tell() != len(payload):
+        # cbor2.loads ignores trailing bytes; the payload must be exactly one map.
+        raise ValueError(f"{len(payload) - stream.tell()} trailing bytes after the payload map")
     if not isinstance(m, dict):
         raise ValueError("payload is not a map")
     unknown = set(m) - KNOWN_KEYS

@@ -283,10 +283,15 @@ class ReplayWindow:
     def commit(self, seq: int) -> None:
         if seq > self.high:
             shift = seq - self.high
-            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1)
+            # A jump past the whole window forgets every bit; shifting by it would build an
+            # integer of ``shift`` bits (a signed seq near 2**63 exhausts memory).
+            bits = 0 if shift >= self.size else self.bits << shift
+            self.bits = (bits | 1) & ((1 << self.size) - 1)
             self.high = seq
-        else:
+        elif self.high - seq < self.size:
             self.bits |= 1 << (self.high - seq)
+        # else: below the window, already reported as seen; setting its bit would overflow
+        # ``to_bytes`` (a message checked before a much newer one was committed).
 
     def to_bytes(self) -> bytes:
         return self.bits.to_bytes(self.size // 8, "little")

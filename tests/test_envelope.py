@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay import cose
 from relay.envelope import (
     MAX_TEXT_BYTES,
     Audience,
@@ -16,6 +17,7 @@ from relay.envelope import (
     Precedence,
     Reason,
     Rejection,
+    encode_payload,
     open_envelope,
     seal,
 )
@@ -165,3 +167,12 @@ def test_exercise_flag_is_signed() -> None:
     forged = raw[:idx] + b"\x04\xf4" + raw[idx + 2 :]
     result = open_envelope(forged)
     assert isinstance(result, Rejection) or not isinstance(w.trust().check(result, NOW), Accepted)
+
+
+def test_signed_payload_with_trailing_bytes_is_malformed() -> None:
+    """Test that a correctly signed payload followed by extra bytes is rejected as malformed."""
+    d = Decision(NOW, NOW + 600, Precedence.FLASH, Audience.all(), 7, "Dijk houdt.")
+    raw = cose.sign1(encode_payload(d) + b"\x00", KEY, kid=b"\x01\x02\x03\x04")
+    result = open_envelope(raw)
+    assert isinstance(result, Rejection) and result.reason == Reason.MALFORMED
+    assert "trailing" in result.detail
