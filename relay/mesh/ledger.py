@@ -77,6 +77,9 @@ class AirtimeLedger:
     ``window_s / coalesce_s + 2`` buckets and airtime is never under-counted; it is held at most
     ``coalesce_s`` longer than exact accounting would.
 
+    ``now`` must not go backwards between calls (use a monotonic clock): the ledger forgets
+    airtime as soon as a call shows it has left the window.
+
     The ledger knows only what ``record`` is told. Firmware-level retries (want_ack sends up to
     three times), routing ACKs and packets this node relays for others also use its duty cycle:
     record them when they are known, or choose ``budget_fraction`` below 0.10 to leave room.
