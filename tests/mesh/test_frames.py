@@ -94,7 +94,7 @@ def test_fragment_key_is_four_bytes_of_a_domain_separated_hash() -> None:
 # -- round trips -----------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(messages)
 def test_message_round_trips_through_frames(message: bytes) -> None:
     """Test that any message of 1..MAX_MESSAGE bytes encodes to valid frames and back."""
@@ -115,7 +115,7 @@ def test_message_round_trips_through_frames(message: bytes) -> None:
     assert b"".join(f.data for f in fragments) == message
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(0, 31), min_size=1, max_size=32), st.binary(min_size=4, max_size=4))
 def test_nack_round_trips(missing: list[int], key: bytes) -> None:
     """Test that a NACK for any set of indexes decodes to the same sorted set, shortest form."""
@@ -124,7 +124,7 @@ def test_nack_round_trips(missing: list[int], key: bytes) -> None:
     assert decode_frame(frame) == Nack(key, tuple(sorted(set(missing))))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=120), min_size=1, max_size=40))
 def test_receipts_pack_into_bundles_and_round_trip(receipts: list[bytes]) -> None:
     """Test that pack_receipts keeps every receipt, in order, in frames within the limit."""
@@ -154,7 +154,7 @@ def test_summary_round_trips(data: bytes) -> None:
 # -- decoding never raises -------------------------------------------------------------------
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(st.binary(max_size=300))
 def test_decode_of_arbitrary_bytes_never_raises(data: bytes) -> None:
     """Test that decode_frame returns a frame or Malformed for any bytes, never raising."""
@@ -162,7 +162,7 @@ def test_decode_of_arbitrary_bytes_never_raises(data: bytes) -> None:
     assert isinstance(result, Single | Fragment | Nack | ReceiptBundle | Summary | Malformed)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(st.integers(0x40, 0x7F), st.binary(max_size=240))
 def test_decode_of_version_one_garbage_never_raises(first: int, rest: bytes) -> None:
     """Test that bytes with a valid version and any type and tail decode without raising."""
@@ -210,7 +210,7 @@ def test_self_delimiting_frames_reject_every_truncation(frame: bytes) -> None:
         }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(SELF_DELIMITING), garbage)
 def test_self_delimiting_frames_reject_trailing_garbage(frame: bytes, tail: bytes) -> None:
     """Test that a NACK, bundle or summary with bytes appended is rejected."""

@@ -51,7 +51,7 @@ def as_fragment(frame: bytes) -> Fragment:
 # -- delivery in any order, duplicates, loss and repair -------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(multi_frame_messages, st.randoms(use_true_random=False))
 def test_fragments_in_any_order_with_duplicates_give_the_message_once(
     message: bytes, rnd: random.Random
@@ -69,7 +69,7 @@ def test_fragments_in_any_order_with_duplicates_give_the_message_once(
     assert len(reassembler) == 0 and reassembler.buffered_bytes == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(multi_frame_messages, st.randoms(use_true_random=False))
 def test_lost_fragments_are_repaired_selectively_via_nack(
     message: bytes, rnd: random.Random
@@ -177,7 +177,7 @@ def test_last_fragment_first_bounds_the_others() -> None:
     assert receiver.feed(bad, 1, 0) == Refused(1, key, Refusal.LENGTH_MISMATCH)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(multi_frame_messages, st.data())
 def test_truncated_or_extended_fragments_never_yield_a_wrong_message(
     message: bytes, data: st.DataObject
