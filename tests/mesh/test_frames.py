@@ -83,6 +83,13 @@ def test_worked_example_from_the_docs() -> None:
     assert encode_nack(KEY, [1, 9]).hex(" ") == "51 01 02 03 04 02 02"
     assert encode_summary(b"\xaa").hex(" ") == "60 01 aa"
     assert encode_receipt_bundle([b"\xaa", b"\xbb\xcc"]).hex(" ") == "59 01 aa 02 bb cc"
+    assert encode_single(bytes.fromhex("d28443a10127a058")).hex(" ") == "40 d2 84 43 a1 01 27 a0 58"
+    message = bytes.fromhex("d28443a10127") + bytes(i % 256 for i in range(294))
+    first, second = encode_message(message)
+    assert first[:10].hex(" ") == "48 20 c6 cc 5a cc d2 84 43 a1"
+    assert second[:10].hex(" ") == "48 21 c6 cc 5a cc 90 91 92 93"
+    assert len(first) == len(second) == 156
+    assert encode_nack(fragment_key(message), [1]).hex(" ") == "50 c6 cc 5a cc 02"
 
 
 def test_fragment_key_is_four_bytes_of_a_domain_separated_hash() -> None:
