@@ -294,7 +294,7 @@ def _decode_single(data: bytes, low: int) -> Single | Malformed:
         return Malformed(MalformedReason.RESERVED_BITS, f"single low bits {low:03b}")
     if len(data) == SINGLE_HEADER:
         return Malformed(MalformedReason.EMPTY_DATA, "single frame without data")
-    return Single(data[SINGLE_HEADER:])
+    return Single(bytes(data[SINGLE_HEADER:]))
 
 
 def _decode_fragment(data: bytes, low: int) -> Fragment | Malformed:
@@ -511,6 +511,16 @@ class Reassembler:
     def remembered(self) -> int:
         """Number of recently completed message keys remembered for duplicate suppression."""
         return len(self._completed)
+
+    def statistics(self) -> dict[str, int]:
+        """Occupancy and counters (completions, refusals and evictions by reason), for metrics."""
+        return {
+            "partials": len(self._partials),
+            "senders": len(self._per_sender),
+            "buffered_bytes": self._buffered,
+            "remembered": len(self._completed),
+            **{str(k): v for k, v in self.counters.items()},
+        }
 
     def next_timer(self) -> float | None:
         """The earliest time ``missing`` has work to do (a NACK or an expiry), or None."""

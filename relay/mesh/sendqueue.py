@@ -5,7 +5,8 @@ outbox and the radio, so it is small and every item that leaves it other than by
 reported to the caller (``Evicted``) or refused up front (``PushRefused``): the outbox keeps the
 message and queues it again later. Nothing is dropped silently.
 
-Eviction rules, when a push does not fit:
+Eviction rules, when a push does not fit (and an item needing more airtime than its cap ever
+allows is handed back by pop_ready as UNSENDABLE rather than wedging its level):
   * expired items go first, whatever their precedence;
   * then items of strictly lower precedence than the newcomer, least urgent level first and,
     within a level, newest first (the oldest have waited longest and may be part-sent);
@@ -43,6 +44,7 @@ class QueueItem(Generic[T]):
 class EvictReason(StrEnum):
     EXPIRED = "expired"
     DISPLACED = "displaced"  # made room for a more urgent item
+    UNSENDABLE = "unsendable"  # needs more airtime than its precedence may ever have in use
 
 
 class RefuseReason(StrEnum):
@@ -167,21 +169,27 @@ class SendQueue(Generic[T]):
         they must not spend the airtime it is waiting for. FLASH draws on a reserve the others
         cannot touch, so a ROUTINE backlog never holds FLASH back.
         """
-        expired = self._drop_expired(now)
+        evicted = list(self._drop_expired(now))
         for level in self._levels:
-            if not level:
-                continue
-            head = level[0]
-            airtime = airtime_of(head.frame)
-            if ledger.allowed(airtime, head.precedence, now):
-                level.popleft()
-                self._bytes -= len(head.frame)
-                ledger.record(airtime, now)
-                self._stats.sent += 1
-                return Ready(head, airtime, expired)
-            wake = ledger.next_allowed_at(airtime, head.precedence, now)
-            return Wait(min(wake, self._earliest_expiry()), expired)
-        return Wait(None, expired)
+            while level:
+                head = level[0]
+                airtime = airtime_of(head.frame)
+                if ledger.allowed(airtime, head.precedence, now):
+                    level.popleft()
+                    self._bytes -= len(head.frame)
+                    ledger.record(airtime, now)
+                    self._stats.sent += 1
+                    return Ready(head, airtime, tuple(evicted))
+                wake = ledger.next_allowed_at(airtime, head.precedence, now)
+                if wake == math.inf:
+                    # It would block its level for ever (a budget configured below one frame):
+                    # hand it back rather than wedge the queue.
+                    level.popleft()
+                    self._bytes -= len(head.frame)
+                    evicted.append(self._evicted(head, EvictReason.UNSENDABLE))
+                    continue
+                return Wait(min(wake, self._earliest_expiry()), tuple(evicted))
+        return Wait(None, tuple(evicted))
 
     def drain(self) -> tuple[QueueItem[T], ...]:
         """Remove and return everything queued, most urgent first (for shutdown or link loss)."""

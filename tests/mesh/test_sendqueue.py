@@ -213,6 +213,17 @@ def test_a_blocked_urgent_item_is_not_overtaken_by_a_less_urgent_one() -> None:
     assert isinstance(result, Wait) and len(queue) == 2
 
 
+def test_an_item_the_budget_can_never_carry_is_handed_back_not_wedged() -> None:
+    """Test that a head needing more airtime than its cap is evicted as unsendable."""
+    ledger = AirtimeLedger(window_s=10.0, budget_fraction=0.1)  # 1 s budget, 0.8 s non-FLASH
+    queue: SendQueue[int] = SendQueue()
+    queue.push(item(0, ROUTINE, size=231), 0.0)
+    queue.push(item(1, ROUTINE, size=10), 0.0)
+    result = queue.pop_ready(ledger, lambda f: len(f) / 100, 0.0)
+    assert isinstance(result, Ready) and result.item.tag == 1
+    assert [(e.item.tag, e.reason) for e in result.evicted] == [(0, EvictReason.UNSENDABLE)]
+
+
 def test_empty_queue_waits_for_nothing() -> None:
     """Test that an empty queue returns Wait(None)."""
     queue: SendQueue[int] = SendQueue()
