@@ -374,7 +374,7 @@ class Refusal(StrEnum):
     """Why the reassembler set a fragment aside or gave up a partial message; counter keys."""
 
     DUPLICATE = "duplicate"  # a fragment we already hold, byte for byte
-    ALREADY_COMPLETE = "already_complete"  # a late copy of a message we finished recently
+    ALREADY_COMPLETE = "already_complete"  # counter for Repeated results
     COUNT_MISMATCH = "count_mismatch"  # same key, different fragment count
     CONFLICT = "conflict"  # same key and index, different bytes
     LENGTH_MISMATCH = "length_mismatch"  # fragment sizes that no sender produces
@@ -410,6 +410,19 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class Repeated:
+    """A fragment of a message completed recently: a retry, probably because our receipt was lost.
+
+    ``sha256`` is the SHA-256 of the whole message, so the engine can find it by id and send
+    its receipt again instead of the sender retrying until the message expires.
+    """
+
+    sender: int
+    key: bytes
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A fragment not stored (or a partial given up); a peer fault or harmless repeat, counted."""
 
@@ -418,7 +431,7 @@ class Refused:
     reason: Refusal
 
 
-FeedResult = Completed | Progress | Refused
+FeedResult = Completed | Progress | Repeated | Refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +502,8 @@ class Reassembler:
         # entry is always the least recently active partial.
         self._partials: OrderedDict[_PartialId, _Partial] = OrderedDict()
         self._per_sender: Counter[int] = Counter()
-        self._completed: OrderedDict[_PartialId, float] = OrderedDict()  # id -> forget at
+        # id -> (forget at, SHA-256 of the message): 40-odd bytes each, bounded by max_completed.
+        self._completed: OrderedDict[_PartialId, tuple[float, bytes]] = OrderedDict()
         self._buffered = 0
         self.counters: Counter[str] = Counter()
 
@@ -537,8 +551,10 @@ class Reassembler:
             raise ValueError("fragment larger than any frame carries; decode_frame it first")
         pid = (sender, fragment.key)
         self._forget_completed(now)
-        if pid in self._completed:
-            return self._refuse(pid, Refusal.ALREADY_COMPLETE)
+        done = self._completed.get(pid)
+        if done is not None:
+            self.counters[Refusal.ALREADY_COMPLETE] += 1
+            return Repeated(sender, fragment.key, done[1])
         partial = self._partials.get(pid)
         if partial is None:
             self._make_room_for_partial(sender)
@@ -581,7 +597,7 @@ class Reassembler:
             # Two messages under one key, or forged fragments: never hand out a splice. The
             # sender's end-to-end retry sends the message again.
             return self._refuse(pid, Refusal.DIGEST_MISMATCH)
-        self._completed[pid] = now + self.remember_s
+        self._completed[pid] = (now + self.remember_s, hashlib.sha256(message).digest())
         self._completed.move_to_end(pid)
         while len(self._completed) > self.max_completed:
             self._completed.popitem(last=False)
@@ -653,7 +669,7 @@ class Reassembler:
 
     def _forget_completed(self, now: float) -> None:
         while self._completed:
-            pid, forget_at = next(iter(self._completed.items()))
+            pid, (forget_at, _) = next(iter(self._completed.items()))
             if forget_at > now:
                 break
             del self._completed[pid]

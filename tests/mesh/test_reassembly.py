@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -26,6 +27,7 @@ from relay.mesh.frames import (
     Repair,
     RepairRefusal,
     RepairRefused,
+    Repeated,
     decode_frame,
     encode_fragment,
     encode_message,
@@ -65,7 +67,7 @@ def test_fragments_in_any_order_with_duplicates_give_the_message_once(
     completed = [r for r in results if isinstance(r, Completed)]
     assert completed == [Completed(SENDER, fragment_key(message), message)]
     after = results[results.index(completed[0]) + 1 :]
-    assert all(isinstance(r, Refused) for r in after)
+    assert all(isinstance(r, Refused | Repeated) for r in after)
     assert len(reassembler) == 0 and reassembler.buffered_bytes == 0
 
 
@@ -205,13 +207,15 @@ def test_truncated_or_extended_fragments_never_yield_a_wrong_message(
 
 
 def test_late_duplicate_of_a_completed_message_is_ignored() -> None:
-    """Test that a fragment arriving after its message completed starts no new partial."""
+    """Test that a fragment of a recently completed message is reported as a repeat only."""
     frags = fragments_of(bytes(700))
     receiver = Reassembler(nack_delay_s=5.0)
     for frag in frags:
         receiver.feed(frag, SENDER, 0.0)
     result = receiver.feed(frags[1], SENDER, 100.0)
-    assert isinstance(result, Refused) and result.reason is Refusal.ALREADY_COMPLETE
+    # The engine gets the message's SHA-256 so it can acknowledge the retry again.
+    assert result == Repeated(SENDER, fragment_key(bytes(700)), hashlib.sha256(bytes(700)).digest())
+    assert receiver.counters[Refusal.ALREADY_COMPLETE] == 1
     assert len(receiver) == 0 and receiver.missing(200.0) == []
 
 
