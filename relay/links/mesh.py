@@ -234,6 +234,7 @@ class RadioBridge:
         self.log = log.bind(link=name, radio=str(endpoint))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._iface: Any = None
+        self._opening: Any = None  # the interface being connected (worker thread sets it)
         self._worker: _Worker | None = None
         self._generation = 0
         self._lost = asyncio.Event()
@@ -279,12 +280,13 @@ class RadioBridge:
                 try:
                     iface = await worker.call(self._open, self.settings.connect_timeout_s)
                 except Exception as exc:  # noqa: BLE001 - any failure (timeouts too): retry
+                    self._opening = None  # a late success must not feed us packets
                     self.counters["connect_failures"] += 1
                     self.log.info("radio_connect_failed", error=repr(exc), retry_in=delay)
                     worker.stop()
                     self._emit(Disconnected(f"connect failed: {exc!r}", gen))
                 else:
-                    self._iface = iface
+                    self._iface, self._opening = iface, None
                     self.node_num = int(iface.myInfo.my_node_num)
                     self.counters["connects"] += 1
                     self.log.info("radio_connected", node_num=f"!{self.node_num:08x}", gen=gen)
@@ -300,20 +302,40 @@ class RadioBridge:
         finally:
             iface, self._iface = self._iface, None
             if iface is not None and self._worker is not None:
+                # Cancelled: close politely without waiting (it may block), on a spare thread.
                 self._kill(iface)
+                threading.Thread(target=self._quiet_close, args=(iface,), daemon=True).start()
                 self._worker.stop()
             self._unsubscribe()
 
     def _open(self) -> Any:
-        """Build an interface (worker thread). The constructor waits for the config download."""
+        """Build and connect an interface (worker thread); waits for the config download.
+
+        Built with ``connectNow=False`` so that ``_opening`` names it before its reader thread
+        starts: packets the radio buffered for us while we were away arrive right after the
+        config, before this call returns, and must not be taken for another interface's.
+        """
+        wait_s = max(int(self.settings.connect_timeout_s * 0.8), 1)  # the library's own waits
         if self.endpoint.tcp is not None:
             from meshtastic.tcp_interface import TCPInterface
 
             host, port = self.endpoint.tcp
-            return TCPInterface(host, portNumber=port)
-        from meshtastic.serial_interface import SerialInterface
+            iface = TCPInterface(host, portNumber=port, connectNow=False, timeout=wait_s)
+        else:
+            from meshtastic.serial_interface import SerialInterface
 
-        return SerialInterface(self.endpoint.serial)
+            iface = SerialInterface(self.endpoint.serial, connectNow=False, timeout=wait_s)
+        self._opening = iface
+        try:
+            iface.connect()
+            iface.waitForConfig()
+        except BaseException:
+            self._opening = None
+            self._kill(iface)
+            with contextlib.suppress(Exception):
+                iface.close()
+            raise
+        return iface
 
     async def _close(self, worker: _Worker, iface: Any) -> None:
         self._iface = None
@@ -323,6 +345,11 @@ class RadioBridge:
         except Exception as exc:  # noqa: BLE001 - it is gone either way
             self.log.info("radio_close_failed", error=repr(exc))
         worker.stop()
+
+    @staticmethod
+    def _quiet_close(iface: Any) -> None:
+        with contextlib.suppress(Exception):
+            iface.close()
 
     @staticmethod
     def _kill(iface: Any) -> None:
@@ -395,7 +422,7 @@ class RadioBridge:
 
     def _on_receive(self, packet: dict[str, Any], interface: Any) -> None:
         """pubsub's publishing thread: every packet of every interface in the process."""
-        if interface is not self._iface or interface is None:
+        if interface is None or (interface is not self._iface and interface is not self._opening):
             return
         raw = packet.get("raw")
         if raw is None or not raw.HasField("decoded") or raw.decoded.portnum != PRIVATE_APP:

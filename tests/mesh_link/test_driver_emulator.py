@@ -168,3 +168,29 @@ def test_unplugged_radio_recovers_and_multi_frame_message_completes() -> None:
         assert pair.a.bridge.statistics()["connects"] >= 2
     finally:
         running.stop()
+
+
+@pytest.mark.radio
+def test_packets_buffered_while_the_receiver_was_unplugged_arrive_after_replug() -> None:
+    """Test that what the receiving radio heard while unplugged reaches its driver after replug."""
+    running = RunningMesh(loopback_spec(2, time_scale=10.0))
+    raw = standard_world().sign("national", "Besluit: gemaal Kampen blijft draaien.")
+    try:
+        pair = Pair(
+            RadioEntry("mesh", tcp=("127.0.0.1", running.port("r1"))),
+            RadioEntry("mesh", tcp=("127.0.0.1", running.port("r2"))),
+        )
+
+        async def body() -> None:
+            await asyncio.to_thread(running.call, lambda: running.server.unplug("r2"))
+            await pair.host_b.wait_for(lambda: pair.host_b.state == "down")
+            async with asyncio.timeout(WAIT_S):
+                await pair.a.send(transmit(raw))  # r2 still meshes: it rebroadcasts, r1 hears it
+            assert not pair.got(raw)
+            await asyncio.to_thread(running.call, lambda: running.server.replug("r2"))
+            await pair.host_b.wait_for(lambda: pair.got(raw))
+            assert pair.host_b.state == "up"
+
+        asyncio.run(with_pair(pair, body()))
+    finally:
+        running.stop()
