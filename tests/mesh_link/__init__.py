@@ -1,0 +1,1 @@
+"""Tests of the mesh link: radio bridge, protocol core, driver, airtime benchmark."""

@@ -1,0 +1,61 @@
+"""A recording LinkHost and small async helpers for driving MeshDrivers in tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from relay.envelope import Reason
+
+WAIT_S = 30.0
+
+
+class RecordingHost:
+    """A LinkHost that keeps what the driver reports and wakes waiters on every call."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes, str]] = []
+        self.rejected: list[tuple[str, Reason, str]] = []
+        self.states: list[tuple[str, str, str]] = []
+        self.changed = asyncio.Event()
+
+    def link_received(self, link: str, raw: bytes, *, channel: str, peer: str) -> None:
+        self.received.append((link, raw, channel))
+        self.changed.set()
+
+    def link_rejected(self, link: str, reason: Reason, detail: str) -> None:
+        self.rejected.append((link, reason, detail))
+        self.changed.set()
+
+    def link_state(self, link: str, state: str, detail: str = "") -> None:
+        self.states.append((link, state, detail))
+        self.changed.set()
+
+    def peer_status(self, peer: str, status: dict[str, Any], *, link: str = "mesh") -> None:
+        self.changed.set()
+
+    @property
+    def state(self) -> str:
+        return self.states[-1][1] if self.states else "none"
+
+    async def wait_for(
+        self, cond: Callable[[], bool], *also: asyncio.Event, timeout_s: float = WAIT_S
+    ) -> None:
+        """Wait until ``cond()`` holds, re-checking whenever the driver reports something (or
+        one of the events ``also`` is set, e.g. a driver's ``activity``)."""
+        await wait_until(cond, self.changed, *also, timeout_s=timeout_s)
+
+
+async def wait_until(cond: Callable[[], bool], *events: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``cond()`` holds, re-checking each time one of ``events`` is set."""
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            for event in events:
+                event.clear()
+            waiters = [asyncio.ensure_future(event.wait()) for event in events]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
