@@ -334,6 +334,14 @@ def open_envelope(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope
         cose.check_alg(msg)
     except cose.CoseError as exc:
         return Rejection(Reason(exc.reason), exc.detail)
+    # The id is a hash of the bytes, so only one byte form of a message may exist: anyone could
+    # otherwise re-wrap a signed message (untagged, an unprotected header, longer length
+    # encodings) into a second valid copy with another id. cose.verify_sign1 stays permissive.
+    canonical = cbor2.dumps(
+        cbor2.CBORTag(cose.COSE_SIGN1_TAG, [msg.protected_bytes, {}, msg.payload, msg.signature])
+    )
+    if canonical != raw:
+        return Rejection(Reason.MALFORMED, "not in canonical form (tagged, empty unprotected map)")
     kid = msg.kid
     if kid is None or len(kid) != KID_LEN:
         return Rejection(Reason.MALFORMED, f"key id must be {KID_LEN} bytes")

@@ -176,3 +176,16 @@ def test_signed_payload_with_trailing_bytes_is_malformed() -> None:
     result = open_envelope(raw)
     assert isinstance(result, Rejection) and result.reason == Reason.MALFORMED
     assert "trailing" in result.detail
+
+
+def test_rewrapped_copy_is_rejected_so_ids_are_unique() -> None:
+    """Test that an untagged or re-headed copy of a valid message is refused, not a new id."""
+    import cbor2
+
+    raw = seal(Decision(NOW, NOW + 600, Precedence.FLASH, Audience.all(), 7, "Dijk."), KEY)
+    item = cbor2.loads(raw).value
+    untagged = cbor2.dumps(list(item))
+    reheaded = cbor2.dumps(cbor2.CBORTag(18, [item[0], {99: 1}, item[2], item[3]]))
+    for copy in (untagged, reheaded):
+        result = open_envelope(copy)
+        assert isinstance(result, Rejection) and result.reason == Reason.MALFORMED

@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "roster",
     "sign",
+    "node",
     "demo",
     "sim",
 )

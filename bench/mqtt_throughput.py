@@ -1,0 +1,221 @@
+"""Relay throughput and latency over MQTT, against raw aiomqtt through the same broker.
+
+    python bench/mqtt_throughput.py [--messages 2000] [--trials 3] [--rate 100] [--seconds 10]
+
+Baseline: one aiomqtt client publishes QoS 1 messages of the same size as a signed decision, a
+second one subscribed with QoS 1 receives them; nothing is verified or stored.
+
+Relay: two real ``relay run`` processes on the same mosquitto. Pre-signed decisions are submitted to
+the sending node's API (as operators do with ``relay send``); the figure counts until every one of
+them is verified, committed to the receiving node's SQLite inbox (synchronous=FULL) and delivered.
+
+Latency: both at a steady rate (default 100 messages/s), from submission (or publish) to arrival in
+the receiving inbox (or subscriber). The machines are shared and noisy: medians over trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt  # the baseline uses the library directly; the relay itself goes through links/mqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from relay import api
+from relay.sim.broker import Mosquitto
+from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
+
+PAYLOAD_BYTES = 180  # about the median signed decision
+
+
+async def baseline_throughput(port: int, n: int) -> float:
+    done = asyncio.Event()
+    got = 0
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-sub") as sub:
+        await sub.subscribe("bench/t", qos=1)
+
+        async def receive() -> None:
+            nonlocal got
+            async for _ in sub.messages:
+                got += 1
+                if got == n:
+                    done.set()
+                    return
+
+        async with aiomqtt.Client("127.0.0.1", port, identifier="bench-pub") as pub:
+            task = asyncio.create_task(receive())
+            payload = b"x" * PAYLOAD_BYTES
+            t0 = time.perf_counter()
+            await asyncio.gather(*(pub.publish("bench/t", payload, qos=1) for _ in range(n)))
+            await asyncio.wait_for(done.wait(), 120)
+            elapsed = time.perf_counter() - t0
+            await task
+    return n / elapsed
+
+
+async def baseline_latency(port: int, rate: float, seconds: float) -> list[float]:
+    lat: list[float] = []
+    n = int(rate * seconds)
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-lsub") as sub:
+        await sub.subscribe("bench/l", qos=1)
+
+        async def receive() -> None:
+            async for msg in sub.messages:
+                assert isinstance(msg.payload, bytes)
+                sent = float(msg.payload[:20].decode())
+                lat.append(time.time() - sent)
+                if len(lat) == n:
+                    return
+
+        async with aiomqtt.Client("127.0.0.1", port, identifier="bench-lpub") as pub:
+            task = asyncio.create_task(receive())
+            t0 = time.perf_counter()
+            for i in range(n):
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+                stamp = f"{time.time():<20.6f}".encode()
+                await pub.publish("bench/l", stamp + b"x" * (PAYLOAD_BYTES - 20), qos=1)
+            await asyncio.wait_for(task, 60)
+    return lat
+
+
+async def submit_all(sock: Path, raws: list[bytes], concurrency: int = 16) -> None:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for raw in raws:
+        queue.put_nowait(raw)
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        try:
+            while not queue.empty():
+                raw = queue.get_nowait()
+                writer.write(
+                    json.dumps({"op": "submit", "raw": base64.b64encode(raw).decode()}).encode()
+                    + b"\n"
+                )
+                await writer.drain()
+                answer = json.loads(await reader.readline())
+                if not answer.get("ok"):
+                    raise RuntimeError(answer)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def delivered(sock: Path) -> int:
+    st = await api.request(sock, {"op": "status"})
+    return int(st["engine"]["counters"].get("delivered", 0))
+
+
+async def relay_throughput(c: Cluster, n: int) -> float:
+    rx = c.socket_path("rx")
+    base = await delivered(rx)
+    raws = [c.sign("national", f"Besluit {i}: bench", to="region:VR07") for i in range(n)]
+    t0 = time.perf_counter()
+    await submit_all(c.socket_path("tx"), raws)
+    # Polling the node's API is the only view into another process; 10 ms is below the noise.
+    while await delivered(rx) < base + n:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return n / (time.perf_counter() - t0)
+
+
+async def relay_latency(c: Cluster, rate: float, seconds: float) -> list[float]:
+    n = int(rate * seconds)
+    raws = [c.sign("national", f"Latentie {i}", to="region:VR07") for i in range(n)]
+    tx, rx = c.socket_path("tx"), c.socket_path("rx")
+    submitted: dict[str, float] = {}
+    reader, writer = await asyncio.open_unix_connection(str(tx))
+    t0 = time.perf_counter()
+    for i, raw in enumerate(raws):
+        await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+        at = time.time()
+        writer.write(
+            json.dumps({"op": "submit", "raw": base64.b64encode(raw).decode()}).encode() + b"\n"
+        )
+        await writer.drain()
+        submitted[json.loads(await reader.readline())["id"]] = at
+    writer.close()
+    deadline = time.monotonic() + 60
+    while True:
+        inbox = (await api.request(rx, {"op": "inbox", "limit": 100_000}))["messages"]
+        got = {m["id"]: m["received_at"] for m in inbox if m["id"] in submitted}
+        if len(got) == n or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    return [got[i] - submitted[i] for i in got]
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, Mosquitto() as broker:
+        c = Cluster(Path(tmp))
+        c.create(
+            [NodeSpec("tx", (), (broker.url,)), NodeSpec("rx", ("VR07",), (broker.url,))],
+            [IssuerSpec("national", ("all",))],
+        )
+        for name in ("tx", "rx"):
+            c.start(name)
+        try:
+            for name in ("tx", "rx"):
+                c.wait_ready(name)
+            raw_tp = [asyncio.run(baseline_throughput(broker.port, args.messages))
+                      for _ in range(args.trials)]  # fmt: skip
+            relay_tp = [asyncio.run(relay_throughput(c, args.messages))
+                        for _ in range(args.trials)]  # fmt: skip
+            raw_lat = asyncio.run(baseline_latency(broker.port, args.rate, args.seconds))
+            relay_lat = asyncio.run(relay_latency(c, args.rate, args.seconds))
+        finally:
+            c.stop_all()
+
+    result = {
+        "messages": args.messages,
+        "trials": args.trials,
+        "baseline_msgs_per_s": statistics.median(raw_tp),
+        "relay_msgs_per_s": statistics.median(relay_tp),
+        "ratio": statistics.median(relay_tp) / statistics.median(raw_tp),
+        "rate": args.rate,
+        "baseline_latency_ms": {"p50": pct(raw_lat, 50) * 1e3, "p99": pct(raw_lat, 99) * 1e3},
+        "relay_latency_ms": {"p50": pct(relay_lat, 50) * 1e3, "p99": pct(relay_lat, 99) * 1e3},
+        "relay_latency_samples": len(relay_lat),
+        "all_trials": {"baseline": raw_tp, "relay": relay_tp},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"MQTT throughput, {args.messages} messages x {args.trials} trials (medians)")
+    print(f"{'':34} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
+    for label, tp, lat in (
+        ("raw aiomqtt QoS1 pub->sub", "baseline_msgs_per_s", "baseline_latency_ms"),
+        ("relay: verify+store(FULL)+deliver", "relay_msgs_per_s", "relay_latency_ms"),
+    ):
+        ms = result[lat]
+        assert isinstance(ms, dict)
+        print(f"{label:34} {result[tp]:>10.0f} {ms['p50']:>9.2f} {ms['p99']:>9.2f}")
+    print(f"ratio relay/raw throughput: {result['ratio']:.2f} (goal >= 0.5); latency at "
+          f"{args.rate:.0f} msgs/s, {result['relay_latency_samples']} samples")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

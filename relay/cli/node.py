@@ -1,0 +1,147 @@
+"""``relay run`` and the operator commands that talk to a running node."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from relay import api
+from relay.cli import CliError
+from relay.cli.common import add_message_arguments, sign_from_args
+from relay.config import Config, ConfigError, load
+from relay.render import EXERCISE_MARKER, timestamp
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run a relay node (the daemon)")
+    run.add_argument("--config", type=Path, required=True)
+    run.add_argument("--check", action="store_true", help="validate the config and exit")
+    run.set_defaults(handler=cmd_run)
+
+    send = sub.add_parser("send", help="sign a decision and submit it to the running node")
+    send.add_argument("--config", type=Path, required=True)
+    add_message_arguments(send)
+    send.set_defaults(handler=cmd_send)
+
+    inbox = sub.add_parser("inbox", help="decisions received by the running node")
+    inbox.add_argument("--config", type=Path, required=True)
+    inbox.add_argument("--json", action="store_true")
+    inbox.add_argument("--limit", type=int, default=200)
+    inbox.set_defaults(handler=cmd_inbox)
+
+    status = sub.add_parser("status", help="links, queues and peers; or one message's delivery")
+    status.add_argument("id", nargs="?", help="a message id (or a unique prefix of one)")
+    status.add_argument("--config", type=Path, required=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise CliError(f"config: {exc}") from exc
+
+
+def _call(cfg: Config, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        answer = api.call(cfg.api_socket, req)
+    except api.ApiError as exc:
+        raise CliError(str(exc), status=3) from exc
+    if not answer.get("ok"):
+        raise CliError(str(answer.get("error", "the node refused the request")), status=1)
+    return answer
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    if args.check:
+        print(f"{args.config}: ok (node {cfg.node})")
+        return 0
+    from relay import log
+    from relay.daemon import run_node
+
+    log.configure(cfg.log_level, cfg.log_format)
+    return run_node(cfg)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    raw = sign_from_args(args)
+    answer = _call(cfg, {"op": "submit", "raw": base64.b64encode(raw).decode()})
+    print(answer["id"])
+    return 0
+
+
+def _line(m: dict[str, Any]) -> str:
+    marker = f"[{EXERCISE_MARKER}] " if m["exercise"] else ""
+    return (
+        f"{marker}{timestamp(m['received_at'])}  {m['precedence']:<9}  {m['issuer']:<16} "
+        f"via {m['received_via']:<6} {m['id'][:16]}  {m['text']}"
+    )
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    messages = _call(cfg, {"op": "inbox", "limit": args.limit})["messages"]
+    if args.json:
+        print(json.dumps(messages, indent=2))
+    elif not messages:
+        print("inbox is empty")
+    else:
+        for m in messages:
+            print(_line(m))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    if args.id:
+        msg = _call(cfg, {"op": "message", "id": args.id})["message"]
+        if args.json:
+            print(json.dumps(msg, indent=2))
+            return 0
+        marker = f"[{EXERCISE_MARKER}] " if msg["exercise"] else ""
+        print(
+            f"{marker}{msg['precedence']} {msg['kind']} from {msg['issuer']} "
+            f"to {','.join(msg['audience'])}  id {msg['id']}"
+        )
+        for row in msg["delivery"]:
+            if row["signed"]:
+                print(
+                    f"  {row['node']:<24} signed   {timestamp(row['received_at'])} via {row['via']}"
+                )
+            else:
+                print(f"  {row['node']:<24} waiting")
+        for out in msg["outbox"]:
+            print(
+                f"  outbox {out['link']}: {out['attempts']} attempts, next "
+                f"{timestamp(out['next_at'])}"
+            )
+        return 0
+    st = _call(cfg, {"op": "status"})
+    st.pop("ok", None)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"node {st['node']} regions {','.join(st['regions'])}")
+    if st["clock_warning"]:
+        off = st["engine"]["clock_offset_s"]
+        print(f"WARNING: this node's clock differs from message times by {off:+.0f} s")
+    for link in st["links"]:
+        print(
+            f"  link {link['name']:<8} {link['kind']:<5} {link['state']:<9} since "
+            f"{timestamp(link['since'])}  outbox {link['outbox']}  {link['detail']}"
+        )
+    eng = st["engine"]
+    print(f"  messages {eng['messages']}  outbox {eng['outbox']}  in flight {eng['inflight']}")
+    counters = ", ".join(f"{k} {v}" for k, v in sorted(eng["counters"].items()))
+    print(f"  counters: {counters or 'none'}")
+    if st["rejections"]:
+        print("  rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(st["rejections"].items())))
+    for peer, info in sorted(st["peers"].items()):
+        print(f"  peer {peer:<24} {info.get('state', '?'):<8} heard {timestamp(info['heard_at'])}")
+    return 0

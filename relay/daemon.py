@@ -1,0 +1,469 @@
+"""``relay run``: the node daemon. Owns tasks, signals, the clock and the wiring; nothing else.
+
+Shape (one pump, as aioquic's asyncio shell):
+
+    links ──inbound──▶ input queue (bounded) ─▶ engine task ──Persist──▶ store writer
+                                                   ▲   │                     │ group commit
+                                                   │   └─Transmit─▶ link senders
+                                                   └──── persisted / transmitted / link state
+
+* Only the engine task calls the engine; everything else talks to it through queues.
+* The store writer drains every pending batch into one transaction, commits (fsync), and only
+  then reports the tokens persisted, which releases the held deliveries, receipts and transmits.
+* Every task is created under one TaskGroup with a name. A link's own faults are handled inside
+  the link with backoff; an unexpected exception anywhere ends the TaskGroup, the process exits
+  non-zero and systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from relay import api
+from relay.config import Config
+from relay.engine.core import Engine, EngineConfig, LinkInfo
+from relay.engine.ops import (
+    Action,
+    Deliver,
+    DeliveredAt,
+    Persist,
+    Rejected,
+    StoreOp,
+    Submitted,
+    Transmit,
+)
+from relay.envelope import Rejection, open_envelope
+from relay.keys import load_private, load_public
+from relay.links import LinkDriver, LinkUnavailable
+from relay.render import as_json
+from relay.rosterfile import load_trust
+from relay.store import Store
+
+log = structlog.get_logger("relay")
+
+INPUT_QUEUE = 10_000
+SENDERS_PER_LINK = 8
+STATUS_INTERVAL_S = 5.0  # status heartbeat: peers count us cut off after 15 s of silence
+PRUNE_INTERVAL_S = 300.0
+
+
+@dataclass
+class LinkView:
+    """What the daemon knows about a link's health, for `relay status`."""
+
+    kind: str
+    state: str = "down"
+    since: float = field(default_factory=time.time)
+    detail: str = ""
+
+
+class Node:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.log = log.bind(node=config.node)
+        self._inputs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(INPUT_QUEUE)
+        self._internal: deque[tuple[Any, ...]] = deque()
+        self._wake = asyncio.Event()
+        self._store_batches: deque[Persist] = deque()
+        self._store_wake = asyncio.Event()
+        self._senders: dict[str, asyncio.Queue[Transmit]] = {}
+        # FLASH has its own queue and sender per link, so it never waits behind a backlog of
+        # lower precedence that is itself waiting for airtime.
+        self._flash_senders: dict[str, asyncio.Queue[Transmit]] = {}
+        self._tickets: dict[int, asyncio.Future[Submitted]] = {}
+        self._next_ticket = 0
+        self._stop = asyncio.Event()
+        self.links: dict[str, LinkDriver] = {}
+        self.views: dict[str, LinkView] = {}
+        self.overload_drops = 0
+        self.peers: dict[str, dict[str, Any]] = {}
+        self.ready = asyncio.Event()
+        self.engine: Engine
+        self.store: Store
+
+    # ------------------------------------------------------------------ wiring
+
+    def add_link(self, driver: LinkDriver) -> None:
+        self.links[driver.name] = driver
+        self.views[driver.name] = LinkView(driver.kind)
+        self._senders[driver.name] = asyncio.Queue()
+        self._flash_senders[driver.name] = asyncio.Queue()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        cfg = self.config
+        key: Ed25519PrivateKey = load_private(cfg.key)
+        trust = load_trust(cfg.roster, load_public(cfg.root))
+        trust.skew_s = cfg.skew_s
+        if trust.roster is not None and trust.roster.by_name(cfg.node) is None:
+            self.log.warning("node_not_on_roster", hint="receipts from this node will be rejected")
+        self.store = await Store.open(cfg.store)
+        try:
+            snapshot = await self.store.snapshot()
+            snapshot.own_receipts = await self.store.own_receipts(cfg.node)
+            self._build_links()
+            self.engine = Engine(
+                EngineConfig(
+                    node=cfg.node,
+                    regions=cfg.regions,
+                    max_messages=cfg.max_messages,
+                    max_inbound_bytes=cfg.max_inbound_bytes,
+                ),
+                trust,
+                key,
+                [LinkInfo(n, d.kind) for n, d in self.links.items()],
+                snapshot,
+            )
+            self.log.info(
+                "started",
+                messages=len(snapshot.messages),
+                outbox=len(snapshot.outbox),
+                links=list(self.links),
+                roster_serial=trust.roster.serial if trust.roster else None,
+            )
+            await self._run_tasks()
+        finally:
+            await self.store.close()
+            self.log.info("stopped")
+
+    def _build_links(self) -> None:
+        if self.config.mqtt is not None:
+            from relay.links.mqtt_driver import MqttDriver
+
+            self.add_link(MqttDriver(self, self.config))
+        if self.config.radios:
+            from relay.links.mesh_driver import MeshDriver
+
+            for radio in self.config.radios:
+                self.add_link(MeshDriver(self, radio))
+
+    async def _run_tasks(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        api_ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self._store_writer(), name="store-writer")
+            workers = [
+                tg.create_task(self._engine_loop(), name="engine"),
+                tg.create_task(api.serve(self.config.api_socket, self._api, api_ready), name="api"),
+                tg.create_task(self._housekeeping(), name="housekeeping"),
+            ]
+            for name, driver in self.links.items():
+                workers.append(tg.create_task(driver.run(), name=f"link-{name}"))
+                workers += [
+                    tg.create_task(self._sender(name, self._senders), name=f"send-{name}-{i}")
+                    for i in range(SENDERS_PER_LINK)
+                ]
+                workers.append(
+                    tg.create_task(self._sender(name, self._flash_senders), name=f"flash-{name}")
+                )
+            await api_ready.wait()
+            self.ready.set()
+            await self._stop.wait()
+            self.log.info("stopping")
+            for task in workers:
+                task.cancel()
+            self._store_batches.append(Persist(-1, ()))  # sentinel: flush and finish
+            self._store_wake.set()
+            await writer
+
+    # ------------------------------------------------------------------ inputs from links
+
+    def link_received(self, link: str, raw: bytes, *, channel: str, peer: str) -> None:
+        """Called by a link driver on the event loop. Never blocks: drops and counts when the
+        engine is this far behind (the sender retries until our receipt arrives)."""
+        try:
+            self._inputs.put_nowait(("received", link, raw, channel, peer))
+        except asyncio.QueueFull:
+            self.overload_drops += 1
+            self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
+        self._wake.set()
+
+    def link_rejected(self, link: str, reason: Any, detail: str) -> None:
+        self._internal.append(("link_rejected", link, reason, detail))
+        self._wake.set()
+
+    def link_state(self, link: str, state: str, detail: str = "") -> None:
+        view = self.views[link]
+        if view.state != state:
+            self.log.info("link_state", link=link, state=state, was=view.state, detail=detail)
+            view.state, view.since, view.detail = state, self.clock(), detail
+        self._internal.append(("link", link, state))
+        self._wake.set()
+
+    def peer_status(self, peer: str, status: dict[str, Any], *, link: str = "mqtt") -> None:
+        self.peers[peer] = {**status, "heard_at": self.clock()}
+        if status.get("state") != "offline":
+            self._internal.append(("peer", link, peer))
+            self._wake.set()
+
+    # ------------------------------------------------------------------ the engine task
+
+    async def _engine_loop(self) -> None:
+        engine = self.engine
+        for name in self.links:
+            self._dispatch(engine.link_state(name, "down", self.clock()))
+        while True:
+            now = self.clock()
+            self._dispatch(engine.timer(now))
+            timeout = max(0.0, min(engine.next_deadline() - now, 1.0))
+            if not self._internal and self._inputs.empty():
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            # Internal feedback first: it releases held work and never grows without bound.
+            budget = 256
+            while (self._internal or not self._inputs.empty()) and budget:
+                budget -= 1
+                event = self._internal.popleft() if self._internal else self._inputs.get_nowait()
+                self._dispatch(self._feed(event, self.clock()))
+            await asyncio.sleep(0)
+
+    def _feed(self, event: tuple[Any, ...], now: float) -> list[Action]:
+        engine = self.engine
+        match event:
+            case ("received", link, raw, channel, peer):
+                return engine.received(link, raw, now, channel=channel, peer=peer)
+            case ("submit", raw, ticket):
+                return engine.submit(raw, now, ticket=ticket)
+            case ("persisted", token):
+                return engine.persisted(token, now)
+            case ("transmitted", link, msg_id, ok):
+                return engine.transmitted(link, msg_id, ok, now)
+            case ("link", link, state):
+                return engine.link_state(link, state, now)
+            case ("peer", link, node):
+                engine.peer_heard(link, node, now)
+                return []
+            case ("link_rejected", link, reason, detail):
+                return engine.rejected_by_link(link, reason, detail, now)
+        raise AssertionError(f"unknown engine input {event[0]!r}")
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Persist():
+                    self._store_batches.append(action)
+                    self._store_wake.set()
+                case Transmit():
+                    queues = self._flash_senders if action.precedence == 0 else self._senders
+                    queues[action.link].put_nowait(action)
+                case Deliver():
+                    self.log.info(
+                        "delivered",
+                        msg_id=action.id.hex(),
+                        signer=action.signer,
+                        precedence=action.precedence,
+                        exercise=action.exercise,
+                        link=action.via,
+                    )
+                case DeliveredAt():
+                    self.log.info(
+                        "receipt", msg_id=action.id.hex(), recipient=action.node, link=action.via
+                    )
+                case Rejected():
+                    self.log.warning(
+                        "rejected",
+                        link=action.link,
+                        reason=str(action.reason),
+                        detail=action.detail,
+                        msg_id=action.id.hex() if action.id else None,
+                    )
+                case Submitted():
+                    fut = self._tickets.pop(action.ticket, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(action)
+
+    # ------------------------------------------------------------------ store writer
+
+    async def _store_writer(self) -> None:
+        """Group commit: one transaction for everything queued, then release the tokens."""
+        while True:
+            if not self._store_batches:
+                self._store_wake.clear()
+                await self._store_wake.wait()
+            batches: list[Persist] = []
+            finished = False
+            while self._store_batches:
+                batch = self._store_batches.popleft()
+                if batch.token == -1:
+                    finished = True
+                else:
+                    batches.append(batch)
+            if batches:
+                ops: list[tuple[StoreOp, ...]] = [b.ops for b in batches]
+                await self.store.apply(ops)
+                for b in batches:
+                    self._internal.append(("persisted", b.token))
+                self._wake.set()
+            if finished:
+                return
+
+    # ------------------------------------------------------------------ link senders
+
+    async def _sender(self, name: str, queues: dict[str, asyncio.Queue[Transmit]]) -> None:
+        queue, driver = queues[name], self.links[name]
+        while True:
+            t = await queue.get()
+            try:
+                await driver.send(t)
+                ok = True
+            except LinkUnavailable as exc:
+                ok = False
+                self.log.debug("transmit_failed", link=name, msg_id=t.id.hex(), error=str(exc))
+            self._internal.append(("transmitted", name, t.id, ok))
+            self._wake.set()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _housekeeping(self) -> None:
+        """Publish our status (peers use it to tell who is reachable) and prune the audit log."""
+        last_prune = self.clock()
+        while True:
+            status = {
+                "state": "online",
+                "time": self.clock(),
+                "regions": sorted(self.config.regions),
+                "links": {n: v.state for n, v in self.views.items()},
+                "clock_warning": bool(self.engine.statistics()["clock_warning"]),
+            }
+            for driver in self.links.values():
+                await driver.publish_status(status)
+            if self.clock() - last_prune > PRUNE_INTERVAL_S:
+                last_prune = self.clock()
+                await self.store.prune_audit()
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    # ------------------------------------------------------------------ operator API
+
+    async def submit(self, raw: bytes) -> Submitted:
+        self._next_ticket += 1
+        ticket = self._next_ticket
+        fut: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
+        self._tickets[ticket] = fut
+        await self._inputs.put(("submit", raw, ticket))
+        self._wake.set()
+        return await fut
+
+    async def _api(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        try:
+            match op:
+                case "submit":
+                    raw = base64.b64decode(str(req.get("raw", "")), validate=True)
+                    result = await self.submit(raw)
+                    if result.reason is not None:
+                        return {
+                            "ok": False,
+                            "error": f"rejected: {result.reason}: {result.detail}",
+                            "reason": str(result.reason),
+                        }
+                    assert result.id is not None
+                    return {"ok": True, "id": result.id.hex(), "duplicate": result.duplicate}
+                case "inbox":
+                    return {"ok": True, "messages": await self._inbox(int(req.get("limit", 1000)))}
+                case "status":
+                    return {"ok": True, **await self.status()}
+                case "message":
+                    return await self._message(str(req.get("id", "")))
+                case "audit":
+                    events = await self.store.audit(int(req.get("since", 0)))
+                    return {"ok": True, "node": self.config.node, "events": events}
+        except (ValueError, TypeError) as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _inbox(self, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for row in await self.store.inbox(limit):
+            env = open_envelope(row["raw"], max_bytes=1 << 20)
+            if isinstance(env, Rejection):  # stored only after verification: corruption
+                raise AssertionError(f"stored message {row['id'].hex()} no longer parses")
+            item = as_json(env.decision, row["signer"], env.id)
+            item.update(received_via=row["via"], received_at=row["received_at"], verdict="valid")
+            out.append(item)
+        return out
+
+    async def _message(self, ident: str) -> dict[str, Any]:
+        ids = await self.store.find_ids(ident.lower())
+        if len(ids) != 1:
+            return {"ok": False, "error": f"{len(ids)} messages match id {ident!r}"}
+        info = await self.store.message(ids[0])
+        assert info is not None
+        env = open_envelope(info.pop("raw"), max_bytes=1 << 20)
+        assert not isinstance(env, Rejection)
+        expected = self.engine.recipients_of(env.id)
+        recipients = sorted(expected[0]) if expected else []
+        signed = {r["node"]: r for r in info["receipts"]}
+        matrix = [
+            {"node": n, "signed": n in signed, **({k: v for k, v in signed[n].items()
+                                                    if k != "node"} if n in signed else {})}
+            for n in sorted(set(recipients) | set(signed))
+        ]  # fmt: skip
+        return {
+            "ok": True,
+            "message": {
+                **as_json(env.decision, info["signer"], env.id),
+                **{k: v for k, v in info.items() if k != "receipts"},
+                "recipients": recipients,
+                "delivery": matrix,
+            },
+        }
+
+    async def status(self) -> dict[str, Any]:
+        stats = self.engine.statistics()
+        depths = self.engine.outbox_depths()
+        health = self.engine.link_health(self.clock())
+        links = [
+            {
+                "name": name,
+                "kind": view.kind,
+                "state": view.state,
+                "since": view.since,
+                "routing": health[name]["effective"],
+                "routing_since": health[name]["changed_at"],
+                "detail": view.detail,
+                "outbox": depths.get(name, 0),
+                "queued": self._senders[name].qsize(),
+                **self.links[name].describe(),
+            }
+            for name, view in self.views.items()
+        ]
+        return {
+            "node": self.config.node,
+            "regions": sorted(self.config.regions),
+            "links": links,
+            "engine": stats,
+            "rejections": stats["rejections"],
+            "clock_warning": stats["clock_warning"],
+            "store": await self.store.stats(),
+            "input_queue": self._inputs.qsize(),
+            "overload_drops": self.overload_drops,
+            "peers": self.peers,
+            "engine_peers": dict(self.engine.peers),
+            "time": self.clock(),
+        }
+
+
+def run_node(config: Config) -> int:
+    async def main() -> None:
+        await Node(config).run()
+
+    asyncio.run(main())
+    return 0

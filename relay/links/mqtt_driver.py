@@ -1,0 +1,86 @@
+"""Adapts relay.links.mqtt.MqttLink to the daemon: events in, transmissions out."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from relay.config import Config
+from relay.engine.ops import Transmit
+from relay.envelope import Reason
+from relay.links import LinkHost, LinkUnavailable
+from relay.links import mqtt as mqtt_link
+
+
+class MqttDriver:
+    kind = "mqtt"
+
+    def __init__(self, host: LinkHost, config: Config, name: str = "mqtt") -> None:
+        assert config.mqtt is not None
+        self.name = name
+        self._host = host
+        self._node = config.node
+        opts = config.mqtt
+        settings = mqtt_link.MqttSettings(
+            node=config.node,
+            brokers=tuple(
+                mqtt_link.BrokerConfig(
+                    url=b.url,
+                    ca=b.ca,
+                    cert=b.cert,
+                    key=b.key,
+                    username=b.username,
+                    password=b.password,
+                )
+                for b in opts.brokers
+            ),
+            topic_prefix=opts.topic_prefix,
+            protocol="v311" if opts.protocol == "v311" else "v5",
+            session_expiry_s=opts.session_expiry_s,
+            keepalive_s=opts.keepalive_s,
+            probe_interval_s=opts.probe_interval_s,
+            probe_timeout_s=opts.probe_timeout_s,
+            max_inbound_bytes=config.max_inbound_bytes,
+        )
+        self.link = mqtt_link.MqttLink(settings, on_event=self._on_event)
+
+    def _on_event(self, event: mqtt_link.LinkEvent) -> None:
+        match event:
+            case mqtt_link.LinkStateChanged():
+                self._host.link_state(self.name, event.state, f"{event.broker_url} {event.reason}")
+            case mqtt_link.Inbound(channel="status"):
+                try:
+                    status = json.loads(event.payload)
+                except ValueError:
+                    status = {"state": "unparseable"}
+                self._host.peer_status(
+                    event.sender_node, status if isinstance(status, dict) else {}
+                )
+            case mqtt_link.Inbound():
+                if event.sender_node == self._node:
+                    return  # our own publication echoed by the broker
+                self._host.link_received(
+                    self.name, event.payload, channel=event.channel, peer=event.sender_node
+                )
+            case mqtt_link.InboundRejected():
+                self._host.link_rejected(
+                    self.name, Reason(event.reason), f"{event.topic}: {event.size} bytes"
+                )
+
+    async def run(self) -> None:
+        await self.link.run()
+
+    async def send(self, t: Transmit) -> None:
+        try:
+            await self.link.publish(t.channel, t.raw)  # type: ignore[arg-type]
+        except mqtt_link.LinkUnavailable as exc:
+            raise LinkUnavailable(str(exc)) from exc
+
+    async def publish_status(self, status: dict[str, Any]) -> None:
+        # When it fails the next heartbeat tries again; the Last Will covers a dead node.
+        with contextlib.suppress(mqtt_link.LinkUnavailable):
+            await self.link.set_status(status)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mqtt": self.link.statistics()}
