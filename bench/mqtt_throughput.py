@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -167,6 +168,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    # aiomqtt warns on every publish while more than 10 wait for a PUBACK: that is the point here.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
 
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, Mosquitto() as broker:
         c = Cluster(Path(tmp))

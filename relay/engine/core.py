@@ -187,6 +187,7 @@ class Engine:
         self._own_receipts: dict[bytes, bytes] = {}
         self._held: dict[int, list[Held]] = {}
         self._evictions: list[DeleteMessages] = []
+        self._inflight: Counter[str] = Counter()  # per link, kept incrementally
         self._tokens = itertools.count(1)
         self._seq = 0
         self._next_gc = 0.0
@@ -299,7 +300,10 @@ class Engine:
         m = self._msgs.get(msg_id)
         if out is None or m is None:
             return self._pump(now)
+        if not out.inflight:
+            return self._pump(now)  # a late or repeated report: nothing is in flight
         out.inflight = False
+        self._inflight[link] -= 1
         out.attempts += 1
         actions: list[Action] = []
         if not ok:
@@ -486,8 +490,8 @@ class Engine:
             if m.origin:
                 held.append(DeliveredAt(ref, verdict.signer, link))
                 if not m.recipients - m.signed:
-                    for key in [k for k in self._outbox if k[0] == ref]:
-                        del self._outbox[key]
+                    for key in self._keys_of(ref):
+                        self._drop_key(key)
                         ops.append(DeleteOutbox(*key))
         return held
 
@@ -608,6 +612,15 @@ class Engine:
             if node != self.config.node
         )
 
+    def _drop_key(self, key: tuple[bytes, str]) -> None:
+        out = self._outbox.pop(key, None)
+        if out is not None and out.inflight and out.via is not None:
+            self._inflight[out.via] -= 1
+
+    def _keys_of(self, msg_id: bytes) -> list[tuple[bytes, str]]:
+        """The outbox keys of one message, found directly (no scan of the whole outbox)."""
+        return [k for k in ((msg_id, n) for n in (*self.links, ANY_LINK)) if k in self._outbox]
+
     def _schedule(self, msg_id: bytes, link: str, attempts: int, at: float, awaiting: bool) -> _Out:
         out = self._outbox[(msg_id, link)] = _Out(attempts, at, awaiting)
         heapq.heappush(self._due, (at, msg_id, link))
@@ -632,7 +645,7 @@ class Engine:
 
     def _pump(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        inflight = Counter(out.via for out in self._outbox.values() if out.inflight)
+        inflight = self._inflight
         deferred: list[tuple[float, bytes, str]] = []
         while self._due and self._due[0][0] <= now:
             at, msg_id, link = heapq.heappop(self._due)
@@ -652,7 +665,7 @@ class Engine:
             if out.attempts and out.awaiting_receipts:
                 self.counters["retries"] += 1
             out.inflight, out.via = True, via
-            inflight[via] += 1
+            inflight[via] += 1  # decremented in transmitted() (or _drop_key)
             channel = "rcpt" if m.kind == Kind.ACK else "msg"
             actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
         for item in deferred:
@@ -682,8 +695,8 @@ class Engine:
             m = self._msgs.pop(msg_id)
             self._tombstones[msg_id] = m.expires_at + self.trust.skew_s
             self._own_receipts.pop(msg_id, None)
-            for key in [k for k in self._outbox if k[0] == msg_id]:
-                del self._outbox[key]
+            for key in self._keys_of(msg_id):
+                self._drop_key(key)
         self.counters["evicted"] += len(ids)
         self._evictions.append(DeleteMessages(ids, tombstone=True))
         return True
@@ -696,8 +709,8 @@ class Engine:
             for msg_id in expired:
                 del self._msgs[msg_id]
                 self._own_receipts.pop(msg_id, None)
-                for key in [k for k in self._outbox if k[0] == msg_id]:
-                    del self._outbox[key]
+                for key in self._keys_of(msg_id):
+                    self._drop_key(key)
             ops.append(DeleteMessages(expired, tombstone=False))
             self.counters["expired"] += len(expired)
         stale = [i for i, t in self._tombstones.items() if t < now]
@@ -718,7 +731,7 @@ class Engine:
         return {
             "messages": len(self._msgs),
             "outbox": len(self._outbox),
-            "inflight": sum(1 for o in self._outbox.values() if o.inflight),
+            "inflight": sum(self._inflight.values()),
             "counters": dict(self.counters),
             "rejections": dict(self.rejections),
             "clock_offset_s": offset,
