@@ -282,6 +282,13 @@ class _Client(aiomqtt.Client):
         properties: Properties | None = None,
     ) -> None:
         self.session_present = bool(flags.session_present)
+        # paho leaves Nagle's algorithm on. A small publish (a receipt) written while our
+        # previous small write (a PUBACK) is unacknowledged then waits for the broker's delayed
+        # ACK, about 40 ms on Linux, on every hop. Each MQTT packet is a complete message here.
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_disconnect(
