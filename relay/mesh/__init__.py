@@ -12,20 +12,7 @@ Modules:
 
 from __future__ import annotations
 
-from enum import IntEnum
-
-
-class Precedence(IntEnum):
-    """Message precedence (ACP 121/127); a lower value is more urgent.
-
-    Local to the mesh core for now: the values match the envelope's precedence so the two can be
-    unified without changing any number.
-    """
-
-    FLASH = 0
-    IMMEDIATE = 1
-    PRIORITY = 2
-    ROUTINE = 3
-
+# One precedence for the whole project: the signed envelope's (FLASH=0 ... ROUTINE=3).
+from relay.envelope import Precedence
 
 __all__ = ["Precedence"]

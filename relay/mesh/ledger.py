@@ -15,42 +15,28 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
+from relay import airtime
 from relay.mesh import Precedence
 
 # Per-packet Meshtastic overhead around our payload, in bytes on air (FACTS.md): a 16-byte
 # packet header, then the Data protobuf: portnum field (tag + 2-byte varint for 256..511),
 # payload field (tag + 1-2 byte length), and the 2-byte bitfield the firmware adds. With our
 # 231-byte maximum that is exactly the 255-byte LoRa limit.
-MESH_HEADER: Final = 16
+MESH_HEADER: Final = airtime.MESH_HEADER_LEN
 _DATA_FIXED: Final = 3 + 1 + 2  # portnum field, payload tag, bitfield field
 
-# Meshtastic sends a 16-symbol preamble, explicit header and CRC on every packet.
-_PREAMBLE: Final = 16
-
-
-@dataclass(frozen=True, slots=True)
-class LoRaPreset:
-    """Modem settings that decide time on air; ``cr`` is the 4/x denominator (5..8)."""
-
-    name: str
-    sf: int
-    bandwidth_hz: float
-    cr: int
-
-
-SHORT_FAST: Final = LoRaPreset("SHORT_FAST", 7, 250_000.0, 5)
-MEDIUM_FAST: Final = LoRaPreset("MEDIUM_FAST", 9, 250_000.0, 5)
-LONG_FAST: Final = LoRaPreset("LONG_FAST", 11, 250_000.0, 5)
-LONG_SLOW: Final = LoRaPreset("LONG_SLOW", 12, 125_000.0, 8)
+# Presets and the time-on-air formula live in relay.airtime (one implementation for the whole
+# project); these names stay for the mesh core's callers.
+LoRaPreset = airtime.Preset
+SHORT_FAST: Final = airtime.PRESETS["SHORT_FAST"]
+MEDIUM_FAST: Final = airtime.PRESETS["MEDIUM_FAST"]
+LONG_FAST: Final = airtime.PRESETS["LONG_FAST"]
+LONG_SLOW: Final = airtime.PRESETS["LONG_SLOW"]
 
 
 def time_on_air(phy_bytes: int, preset: LoRaPreset = LONG_FAST) -> float:
-    """Return seconds on air for a LoRa PHY payload of ``phy_bytes`` (Semtech SX126x formula)."""
-    t_sym = (1 << preset.sf) / preset.bandwidth_hz
-    ldro = 1 if t_sym >= 0.016 else 0  # low data rate optimisation, as the firmware sets it
-    bits = max(8 * phy_bytes - 4 * preset.sf + 28 + 16, 0)  # +16: CRC on; explicit header
-    blocks = math.ceil(bits / (4 * (preset.sf - 2 * ldro)))
-    return t_sym * (_PREAMBLE + 4.25 + 8 + blocks * preset.cr)
+    """Return seconds on air for a LoRa PHY payload of ``phy_bytes`` (see relay.airtime)."""
+    return airtime.time_on_air(phy_bytes, preset)
 
 
 def packet_airtime(payload_len: int, preset: LoRaPreset = LONG_FAST) -> float:
