@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -461,9 +462,30 @@ class Node:
         }
 
 
-def run_node(config: Config) -> int:
+CLOCK_SKEW_ENV = "RELAY_CLOCK_SKEW_S"
+
+
+def skewed_clock(environ: Mapping[str, str]) -> Callable[[], float]:
+    """The wall clock, shifted by ``RELAY_CLOCK_SKEW_S`` seconds when that is set.
+
+    Drills and tests use it to play a node whose clock is wrong (a Pi without RTC or NTP); a real
+    node leaves it unset. A value that is not a finite number is refused rather than ignored.
+    """
+    raw = environ.get(CLOCK_SKEW_ENV, "").strip()
+    if not raw:
+        return time.time
+    try:
+        skew = float(raw)
+    except ValueError:
+        raise ValueError(f"{CLOCK_SKEW_ENV}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(skew):
+        raise ValueError(f"{CLOCK_SKEW_ENV}={raw!r} is not a finite number of seconds")
+    return lambda: time.time() + skew
+
+
+def run_node(config: Config, *, clock: Callable[[], float] = time.time) -> int:
     async def main() -> None:
-        await Node(config).run()
+        await Node(config, clock=clock).run()
 
     asyncio.run(main())
     return 0

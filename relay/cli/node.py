@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: ok (node {cfg.node})")
         return 0
     from relay import log
-    from relay.daemon import run_node
+    from relay.daemon import run_node, skewed_clock
 
+    try:
+        clock = skewed_clock(os.environ)
+    except ValueError as exc:
+        raise CliError(str(exc), status=2) from None
     log.configure(cfg.log_level, cfg.log_format)
-    return run_node(cfg)
+    return run_node(cfg, clock=clock)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import api
+from relay.daemon import CLOCK_SKEW_ENV
 from relay.envelope import Audience, Decision, Kind, Precedence, seal
 from relay.keys import SequenceCounter, load_private, raw_public, write_keypair
 from relay.rosterfile import write_roster
@@ -32,6 +33,7 @@ class NodeSpec:
     mqtt: tuple[str, ...] = ()  # broker URLs in preference order
     radios: tuple[str, ...] = ()  # "HOST:PORT" of emulated or meshtasticd radios
     options: dict[str, Any] = field(default_factory=dict)  # extra [node] keys
+    clock_skew_s: float = 0.0  # play a node whose wall clock is this far off (RELAY_CLOCK_SKEW_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,9 @@ class Cluster:
     def start(self, name: str, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         if name in self.procs and self.procs[name].poll() is None:
             raise RuntimeError(f"node {name} is already running")
+        spec = self.specs.get(name)
+        if spec is not None and spec.clock_skew_s:
+            env = {CLOCK_SKEW_ENV: repr(spec.clock_skew_s), **(env or {})}
         log = (self.node_dir(name) / "node.log").open("ab")
         self._logs[name] = log
         proc = subprocess.Popen(

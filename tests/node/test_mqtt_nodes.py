@@ -206,3 +206,18 @@ def test_bad_input_is_rejected_with_reasons_and_counted(
         c.submit("hq", c.sign("national", "Na de aanval", to="all"))
         wait_until(lambda: len(c.inbox("vr07-utrecht")) == 2, 20, "a decision after the attack")
         assert [m["text"] for m in c.inbox("vr07-utrecht")][-1] == "Geldig besluit"
+
+
+def test_clock_skew_env_shifts_the_node_clock_and_refuses_garbage() -> None:
+    """Test that RELAY_CLOCK_SKEW_S shifts the daemon's clock and a non-number is refused."""
+    import math
+    import time
+
+    from relay.daemon import skewed_clock
+
+    assert skewed_clock({}) is time.time
+    shifted = skewed_clock({"RELAY_CLOCK_SKEW_S": "-10800"})
+    assert math.isclose(time.time() - shifted(), 10800, abs_tol=5)
+    for bad in ("three hours", "nan", "inf"):
+        with pytest.raises(ValueError, match="RELAY_CLOCK_SKEW_S"):
+            skewed_clock({"RELAY_CLOCK_SKEW_S": bad})
