@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import math
+import random
 import signal
 import time
 from collections import deque
@@ -54,7 +55,9 @@ from relay.store import Store
 log = structlog.get_logger("relay")
 
 INPUT_QUEUE = 10_000
-SENDERS_PER_LINK = 32
+SENDERS_PER_LINK = 8
+LINK_RESTART_MIN_S = 1.0  # backoff after a link crashed, doubling up to the maximum
+LINK_RESTART_MAX_S = 60.0
 STATUS_INTERVAL_S = 5.0  # status heartbeat: peers count us cut off after 15 s of silence
 PRUNE_INTERVAL_S = 300.0
 
@@ -89,6 +92,7 @@ class Node:
         self.links: dict[str, LinkDriver] = {}
         self.views: dict[str, LinkView] = {}
         self.overload_drops = 0
+        self.link_crashes: dict[str, int] = {}
         self.peers: dict[str, dict[str, Any]] = {}
         self.ready = asyncio.Event()
         self.engine: Engine
@@ -166,7 +170,9 @@ class Node:
                 tg.create_task(self._housekeeping(), name="housekeeping"),
             ]
             for name, driver in self.links.items():
-                workers.append(tg.create_task(driver.run(), name=f"link-{name}"))
+                workers.append(
+                    tg.create_task(self._supervise_link(name, driver), name=f"link-{name}")
+                )
                 workers += [
                     tg.create_task(self._sender(name, self._senders), name=f"send-{name}-{i}")
                     for i in range(SENDERS_PER_LINK)
@@ -183,6 +189,32 @@ class Node:
             self._store_batches.append(Persist(-1, ()))  # sentinel: flush and finish
             self._store_wake.set()
             await writer
+
+    async def _supervise_link(self, name: str, driver: LinkDriver) -> None:
+        """Run one link; when it crashes (raises, or returns while the node runs), log the error
+        with its traceback, count it, report the link down and restart it with jittered backoff.
+
+        Links supervise their own connections; this catches bugs in a link, so one bad frame
+        path cannot silently leave a node without its link while the rest keeps running.
+        """
+        loop = asyncio.get_running_loop()
+        delay = LINK_RESTART_MIN_S
+        while True:
+            began = loop.time()
+            try:
+                await driver.run()
+                error = "the link's run() returned"
+            except Exception as exc:  # a link's bug must not end the node
+                error = f"{type(exc).__name__}: {exc}"
+                self.log.error("link_crashed", link=name, error=error, exc_info=exc)
+            else:
+                self.log.error("link_crashed", link=name, error=error)
+            self.link_crashes[name] = self.link_crashes.get(name, 0) + 1
+            self.link_state(name, "down", f"crashed: {error}")
+            if loop.time() - began > LINK_RESTART_MAX_S:
+                delay = LINK_RESTART_MIN_S  # it ran well for a while: start backoff afresh
+            await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))  # noqa: S311
+            delay = min(delay * 2, LINK_RESTART_MAX_S)
 
     # ------------------------------------------------------------------ inputs from links
 
@@ -456,6 +488,7 @@ class Node:
             "store": await self.store.stats(),
             "input_queue": self._inputs.qsize(),
             "overload_drops": self.overload_drops,
+            "link_crashes": self.link_crashes,
             "peers": self.peers,
             "engine_peers": dict(self.engine.peers),
             "time": self.clock(),

@@ -82,6 +82,8 @@ class Reason(StrEnum):
     REPLAY = "replay"
     STALE_ROSTER = "stale-roster"
     WRONG_TOPIC = "wrong-topic"
+    QUEUE_FULL = "queue-full"  # the link's bounded inbound queue overflowed; the sender retries
+    BAD_PROBE = "bad-probe"  # a liveness probe echo that we did not send
     DRILL_WINDOW = "outside-drill-window"
     STORE_FULL = "store-full"
 

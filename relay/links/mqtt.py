@@ -633,7 +633,9 @@ class MqttLink:
                 ]
                 if session.index > 0:
                     tasks.append(tg.create_task(self._failback(session), name=f"{name}-failback"))
-                reason = await session.ended
+                # Shielded: if a task of the group fails, the group cancels this wait, and a
+                # cancelled ``ended`` would hide that failure behind a CancelledError.
+                reason = await asyncio.shield(session.ended)
                 for task in tasks:
                     task.cancel()
             graceful = session.handover is not None
@@ -653,7 +655,9 @@ class MqttLink:
                 self._session = None
                 await session.client.close(graceful=False)
             if session.handover is None and not stopping:
-                self._set_state("down", session.broker.url, session.ended.result())
+                ended = session.ended
+                why = ended.result() if ended.done() and not ended.cancelled() else "link error"
+                self._set_state("down", session.broker.url, why)
 
     async def _leave(self, session: _Session) -> None:
         """Graceful goodbye: let pending PUBACKs arrive, mark us offline, DISCONNECT."""

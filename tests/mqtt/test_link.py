@@ -14,6 +14,8 @@ from relay.links.mqtt import (
     ConnectFailed,
     Inbound,
     InboundRejected,
+    LinkEvent,
+    LinkStateChanged,
     LinkUnavailable,
     MqttLink,
     PublishRejected,
@@ -334,5 +336,28 @@ def test_bridge_carries_messages_between_brokers(mosquitto_factory: Factory) -> 
             await a.publish("msg", b"across the bridge")
             got = await rec_b.inbound("msg", b"across the bridge")
             assert got.sender_node == "a" and got.broker_url == remote.url
+
+    run(scenario)
+
+
+def test_a_failing_event_handler_ends_run_with_that_error(mosquitto: Mosquitto) -> None:
+    """Test that an exception in the event handler ends run() with that error, not a cancel."""
+    rec = Recorder()
+
+    def handler(event: LinkEvent) -> None:
+        rec(event)
+        if isinstance(event, InboundRejected):
+            raise ValueError("handler bug")
+
+    link = MqttLink(settings("a", mosquitto.url), on_event=handler)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(link.run())
+        await rec.state("up")
+        await asyncio.to_thread(raw_publish, mosquitto.port, "crisis/no de!/msg", b"x")
+        with pytest.raises(ExceptionGroup) as caught:
+            await asyncio.wait_for(task, 10)
+        assert caught.group_contains(ValueError, match="handler bug")
+        assert rec.of_type(LinkStateChanged)[-1].state == "down"
 
     run(scenario)
