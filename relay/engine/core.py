@@ -469,7 +469,8 @@ class Engine:
             held += self._receipt_in(verdict, link, now, ops)
         if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
             ops.append(PutInbox(env.id, now))
-            ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, None))
+            shown = d.precedence.name.lower() + (" exercise" if d.exercise else "")
+            ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, shown))
             held.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
             self.counters["delivered"] += 1
             held.append(self._sign_receipt(env, d, now, ops))

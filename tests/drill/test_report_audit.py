@@ -1,6 +1,7 @@
 """The engine's audit rows the drill report is built from: sent, receipt, link."""
 
 from relay.engine.ops import Action, AuditEvent, Persist
+from relay.envelope import Precedence
 from tests.engine.harness import make_node
 from tests.world import NOW, standard_world
 
@@ -49,3 +50,18 @@ def test_confirmed_transmission_and_receipt_are_audited() -> None:
     assert rows == [("receipt", send.id, "mqtt", "vr07-utrecht")]
     again = audits(sender.engine.received("mqtt", receipt.raw, NOW + 105, channel="rcpt"))
     assert [x for x in again if x.event == "receipt"] == []  # a duplicate receipt is not news
+
+
+def test_delivery_is_audited_with_precedence_and_exercise_marker() -> None:
+    """Test that a delivered row names the precedence and marks exercise traffic."""
+    w = standard_world()
+    node = make_node(w, "vr07-utrecht", {"VR07"})
+    drill = w.sign("national", exercise=True, precedence=Precedence.FLASH)
+    real = w.sign("national", "Besluit: scholen dicht.")
+    got = audits(node.run(node.engine.received("mqtt", drill, NOW, channel="msg"), NOW))
+    got += audits(node.run(node.engine.received("mqtt", real, NOW + 1, channel="msg"), NOW + 1))
+    rows = [(x.event, x.link, x.node, x.detail) for x in got if x.event == "delivered"]
+    assert rows == [
+        ("delivered", "mqtt", "vr07-utrecht", "flash exercise"),
+        ("delivered", "mqtt", "vr07-utrecht", "priority"),
+    ]
