@@ -132,7 +132,11 @@ class Expectation:
     line: int | None = None
 
     def describe(self) -> str:
-        which = f"every {self.precedence.name} decision" if self.precedence else "every decision"
+        which = (
+            "every decision"
+            if self.precedence is None
+            else f"every {self.precedence.name} decision"
+        )
         match self.kind:
             case "delivered":
                 return f"{which} at every node in its audience within {self.within_s:g} s"
