@@ -176,6 +176,7 @@ def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[st
             if e.event == "rejected"
         ]
         ok = [d for d in deliveries if d["status"] in ("delivered", "duplicate", "unexpected")]
+        carried = [d["latency_s"] for d in ok if d["path"] != LOCAL]  # the origin's own is ~0
         decisions.append(
             {
                 "id": msg,
@@ -193,7 +194,7 @@ def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[st
                 "deliveries": deliveries,
                 "delivered": len(ok),
                 "missing": [d["node"] for d in deliveries if d["status"] == "missing"],
-                "latency": _stats([d["latency_s"] for d in ok]),
+                "latency": _stats(carried),
                 "receipts": receipts,
                 "sent": dict(sorted(sent.items())),
                 "rejected": rejected,
@@ -373,7 +374,7 @@ def analyse(events: Sequence[Event]) -> dict[str, Any]:
         d["latency_s"]
         for dec in decisions
         for d in dec["deliveries"]
-        if d["latency_s"] is not None and d["status"] != "unexpected"
+        if d["latency_s"] is not None and d["status"] != "unexpected" and d["path"] != LOCAL
     ]
     return {
         "start": start,

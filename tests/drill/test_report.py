@@ -79,7 +79,8 @@ def test_analysis_of_a_synthetic_drill() -> None:
         "n3": ("delivered", "mqtt", 0.4),
     }
     assert [(r["node"], r["latency_s"]) for r in da["receipts"]] == [("n2", 0.5), ("n3", 0.6)]
-    assert da["latency"]["median_s"] == 0.2
+    assert da["latency"]["median_s"] == 0.3  # over links: the origin's own copy is not counted
+    assert a["summary"]["latency"] == {"n": 3, "median_s": 0.4, "min_s": 0.2, "max_s": 5.0}
     rows = {d["node"]: (d["status"], d["path"], d["count"]) for d in db["deliveries"]}
     assert rows == {
         "n1": ("duplicate", "mesh", 2),
