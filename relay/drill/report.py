@@ -92,22 +92,21 @@ def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
 def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     injects: dict[str, Event] = {}
     by_msg: dict[str, list[Event]] = defaultdict(list)
-    order: list[str] = []
+    order: dict[str, None] = {}  # decisions in order of first appearance
     for e in evs:
         if e.msg is None:
             continue
         if e.node == RUNNER:
             if e.event == "inject":
                 injects.setdefault(e.msg, e)
-                if e.msg not in order:
-                    order.append(e.msg)
+                order.setdefault(e.msg, None)
             continue
         by_msg[e.msg].append(e)
         is_decision = e.event == "delivered" or (
             e.event == "accepted" and e.link == LOCAL and (e.detail or "") not in NOT_SHOWN
         )
-        if is_decision and e.msg not in order:
-            order.append(e.msg)
+        if is_decision:
+            order.setdefault(e.msg, None)
 
     decisions: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
