@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +121,8 @@ def from_audit(node: str, rows: Sequence[Mapping[str, Any]]) -> list[Event]:
     return out
 
 
-async def audit_rows_api(socket: Path) -> list[dict[str, Any]]:
-    """All audit rows of a running node, paged over its operator API."""
+async def audit_rows_api(node: str, socket: Path) -> list[dict[str, Any]]:
+    """All audit rows of running node ``node`` (checked: names matter), paged over its API."""
     rows: list[dict[str, Any]] = []
     since = 0
     while True:
@@ -131,6 +132,9 @@ async def audit_rows_api(socket: Path) -> list[dict[str, Any]]:
         page = answer.get("events")
         if not isinstance(page, list):
             raise api.ApiError(f"{socket}: the audit answer has no event list")
+        named = answer.get("node")
+        if named != node:
+            raise EventError(f"{socket}: that is node {named!r}, not {node!r}")
         rows.extend(page)
         if len(page) < _PAGE:
             return rows
@@ -140,7 +144,7 @@ async def audit_rows_api(socket: Path) -> list[dict[str, Any]]:
 async def collect_api_async(sockets: Mapping[str, Path]) -> list[Event]:
     events: list[Event] = []
     for node, socket in sockets.items():
-        events.extend(from_audit(node, await audit_rows_api(socket)))
+        events.extend(from_audit(node, await audit_rows_api(node, socket)))
     return sort_events(events)
 
 
@@ -164,3 +168,44 @@ def collect_stores(stores: Mapping[str, Path]) -> list[Event]:
 def sort_events(events: Sequence[Event]) -> list[Event]:
     """Order by time; ties keep their recorded order (a node's log is already in order)."""
     return sorted(events, key=lambda e: e.t)
+
+
+def parse_sources(specs: Sequence[str]) -> dict[str, Path]:
+    """``NODE=PATH`` arguments as a mapping; refuses a missing name, path or duplicate node."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        node, sep, path = spec.partition("=")
+        node = node.strip()
+        if not sep or not node or not path:
+            raise EventError(f"{spec!r}: expected NODE=PATH (a store file or an API socket)")
+        if node == RUNNER:
+            raise EventError(f"{spec!r}: {RUNNER!r} is the runner's name, not a node's")
+        if node in out:
+            raise EventError(f"{spec!r}: node {node!r} is given twice")
+        out[node] = Path(path)
+    return out
+
+
+def source_kind(path: Path) -> str:
+    """ "api" for a Unix socket (a running node), "store" for a file; anything else is refused."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise EventError(f"{path}: {exc.strerror or exc}") from exc
+    if stat.S_ISSOCK(mode):
+        return "api"
+    if stat.S_ISREG(mode):
+        return "store"
+    raise EventError(f"{path}: neither a node's API socket nor a store file")
+
+
+def collect(sources: Mapping[str, Path]) -> list[Event]:
+    """Audit logs of nodes given as API sockets or store files (``source_kind`` decides)."""
+    kinds = {node: source_kind(path) for node, path in sources.items()}
+    sockets = {n: p for n, p in sources.items() if kinds[n] == "api"}
+    stores = {n: p for n, p in sources.items() if kinds[n] == "store"}
+
+    async def both() -> list[Event]:
+        return sort_events([*await collect_api_async(sockets), *await collect_stores_async(stores)])
+
+    return asyncio.run(both())

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from relay.drill.events import Event, EventError, collect_api, collect_stores, from_audit
+from relay.drill.events import (
+    Event,
+    EventError,
+    collect,
+    collect_api,
+    collect_stores,
+    from_audit,
+    parse_sources,
+)
 from relay.drill.report import Verdict, analyse, load_report, write_report
 from relay.envelope import Precedence
 from relay.render import EXERCISE_MARKER
@@ -185,6 +193,27 @@ def test_bad_runner_details_and_audit_rows_are_rejected() -> None:
         from_audit("n1", [{"n": 1, "event": "accepted"}])
 
 
+def test_node_sources_are_parsed_and_bad_ones_refused(tmp_path: Path) -> None:
+    """Test that NODE=PATH arguments parse and a malformed, duplicate or odd source is refused."""
+    assert parse_sources(["a=x.db", "b=/run/b.sock"]) == {
+        "a": Path("x.db"),
+        "b": Path("/run/b.sock"),
+    }
+    for bad, why in [
+        (["x.db"], "expected NODE=PATH"),
+        (["=x.db"], "expected NODE=PATH"),
+        (["a="], "expected NODE=PATH"),
+        (["a=x", "a=y"], "node 'a' is given twice"),
+        (["drill=x"], "the runner's name"),
+    ]:
+        with pytest.raises(EventError, match=why):
+            parse_sources(bad)
+    with pytest.raises(EventError, match="No such file"):
+        collect({"a": tmp_path / "gone.db"})
+    with pytest.raises(EventError, match="neither a node's API socket nor a store file"):
+        collect({"a": tmp_path})
+
+
 def test_collect_stores_refuses_what_is_not_a_store(tmp_path: Path) -> None:
     """Test that collecting from a missing file or a non-database names the file and the problem."""
     with pytest.raises(StoreError, match="no such store file"):
@@ -217,6 +246,12 @@ def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mo
 
         wait_until(receipts_in, 30, "receipts at hq")
         live = collect_api({n: c.socket_path(n) for n in c.specs})
+        with pytest.raises(EventError, match="that is node 'hq', not 'vr07-utrecht'"):
+            collect_api({"vr07-utrecht": c.socket_path("hq")})
+        c.stop("vr05-twente")  # one node stopped, two running: a mixed collection
+        mixed = collect({n: c.socket_path(n) for n in ("hq", "vr07-utrecht")}
+                        | {"vr05-twente": c.node_dir("vr05-twente") / "relay.db"})  # fmt: skip
+        assert set(live) <= set(mixed)
         c.stop_all()
         offline = collect_stores({n: c.node_dir(n) / "relay.db" for n in c.specs})
     assert set(live) <= set(offline)  # the stores hold what the API said
