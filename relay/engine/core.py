@@ -29,6 +29,7 @@ import statistics
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -91,6 +92,7 @@ class EngineConfig:
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
     trickle_s: float = 4.0  # gateways wait a random 0..trickle_s before bridging into the mesh
     seed: int | None = None  # for the gateway's random delays (tests fix it)
+    drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +399,11 @@ class Engine:
         verdict = self.trust.check(env, now, self.replay)
         if isinstance(verdict, Rejection):
             return self._reject(link, verdict, ticket, now, env.id)
+        window = self.config.drill_window
+        if d.exercise and window is not None and not window[0] <= now <= window[1]:
+            span = "..".join(datetime.fromtimestamp(t, UTC).isoformat() for t in window)
+            why = Rejection(Reason.DRILL_WINDOW, f"exercise traffic outside the window {span}")
+            return self._reject(link, why, ticket, now, env.id)
         if not self._make_room(d.precedence):
             why = Rejection(Reason.STORE_FULL, "store is full of unexpired FLASH messages")
             return self._reject(link, why, ticket, now, env.id)
