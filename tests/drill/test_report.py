@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from base64 import b64encode
 from pathlib import Path
 
 import pytest
 
+from relay.cli import main
 from relay.drill.events import (
     Event,
     EventError,
@@ -18,10 +20,11 @@ from relay.drill.events import (
     parse_sources,
 )
 from relay.drill.report import Verdict, analyse, load_report, write_report
+from relay.engine.ops import AuditEvent
 from relay.envelope import Precedence
 from relay.render import EXERCISE_MARKER
 from relay.sim.broker import Mosquitto
-from relay.store import StoreError
+from relay.store import Store, StoreError
 from tests.node.util import cluster_of, three_nodes, wait_until
 
 T0 = 1_800_000_000.0
@@ -226,7 +229,9 @@ def test_collect_stores_refuses_what_is_not_a_store(tmp_path: Path) -> None:
 
 @pytest.mark.broker
 @pytest.mark.subprocess
-def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mosquitto) -> None:
+def test_report_from_real_nodes_via_api_and_stores(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Test that three real nodes' audit logs, over the API and from stores, give the deliveries."""
     with cluster_of(tmp_path, three_nodes(mosquitto)) as c:
         flash_raw = c.sign(
@@ -254,6 +259,12 @@ def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mo
         assert set(live) <= set(mixed)
         c.stop_all()
         offline = collect_stores({n: c.node_dir(n) / "relay.db" for n in c.specs})
+        stores = [f"{n}={c.node_dir(n) / 'relay.db'}" for n in c.specs]
+    assert main(["drill", "report", "--out", str(tmp_path / "r"), *stores]) == 0
+    assert "3/3 deliveries, 0 missing, 0 duplicates" in capsys.readouterr().out.replace(
+        "4/4", "3/3"
+    )
+    assert load_report(tmp_path / "r" / "report.json")[1] == offline
     assert set(live) <= set(offline)  # the stores hold what the API said
     for evs in (live, offline):
         a = analyse(evs)
@@ -273,3 +284,39 @@ def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mo
         assert {r["node"] for r in flash["receipts"]} == {"vr05-twente", "vr07-utrecht"}
         assert all(a["links"][n]["mqtt"][0]["state"] == "up" for n in sent[first])
         assert any(e.event == "sent" and e.msg == first and e.link == "mqtt" for e in evs)
+
+
+async def fill_store(path: Path, events: list[Event]) -> None:
+    store = await Store.open(path)
+    try:
+        await store.apply([[AuditEvent(e.t, e.event, bytes.fromhex(e.msg) if e.msg else None,
+                                       e.link, e.peer, e.detail) for e in events]])  # fmt: skip
+    finally:
+        await store.close()
+
+
+def test_report_command_adds_runner_events_and_refuses_bad_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Test that `relay drill report` keeps an earlier run's runner events and names bad input."""
+    runner = [e for e in synthetic() if e.node == "drill"]
+    write_report(tmp_path / "old", title="t", events=synthetic(),
+                 verdicts=[Verdict("v", True, "d")], meta={})  # fmt: skip
+    db = tmp_path / "n1.db"
+    rows = [e for e in synthetic() if e.node == "n1"]
+    asyncio.run(fill_store(db, rows))
+    out = tmp_path / "new"
+    rc = main(["drill", "report", "--out", str(out), "--title", "VR07 drill",
+               "--events", str(tmp_path / "old" / "report.json"), f"n1={db}"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    title, events, verdicts, meta = load_report(out / "report.json")
+    assert title == "VR07 drill" and verdicts == [Verdict("v", True, "d")]
+    assert events == sorted(runner + rows, key=lambda e: e.t)
+    assert meta["collected"] == "n1 (store)"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["drill", "report", "--out", str(empty), f"n1={tmp_path / 'nope.db'}"])
+    assert rc == 2 and "nope.db" in capsys.readouterr().err
+    rc = main(["drill", "report", "--out", str(empty), "n1"])
+    assert rc == 2 and "expected NODE=PATH" in capsys.readouterr().err
+    assert not list(empty.iterdir())  # nothing written on bad input
