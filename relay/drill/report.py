@@ -28,6 +28,8 @@ from relay.render import EXERCISE_MARKER
 REPORT_VERSION = 1
 NOT_SHOWN = frozenset({"ack", "roster", "revocation", "status"})  # accepted kinds never delivered
 LOCAL = "local"
+# What shows a link carrying traffic at a node: confirmed sends, and what arrived over it.
+TRAFFIC = frozenset({"sent", "accepted", "delivered", "receipt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class Verdict:
 
 
 def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 3)
+    return None if x is None else round(x, 3) + 0.0  # + 0.0: no "-0.0"
 
 
 def _json_detail(e: Event) -> dict[str, Any]:
@@ -223,11 +225,13 @@ def _outages(
     links: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     faults: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Each time a link went down: failover (first send on another link after) and failback
-    (first send on the link after it came back)."""
-    sends: dict[str, list[Event]] = defaultdict(list)
+    """Each time a link went down: failover (first traffic on another link at that node after)
+    and failback (first traffic on the link after it came back). Traffic is a confirmed send or
+    anything that arrived over the link: a mesh send is confirmed only when every frame is
+    ACKed, often well after the copy arrived, so sends alone would overstate the failover."""
+    sends: dict[str, list[Event]] = defaultdict(list)  # traffic per node, by link
     for e in evs:
-        if e.event == "sent" and e.node != RUNNER:
+        if e.event in TRAFFIC and e.node != RUNNER and e.link not in (None, LOCAL):
             sends[e.node].append(e)
     out = []
     for node, per_link in links.items():

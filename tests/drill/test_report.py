@@ -320,3 +320,23 @@ def test_report_command_adds_runner_events_and_refuses_bad_sources(
     rc = main(["drill", "report", "--out", str(empty), "n1"])
     assert rc == 2 and "expected NODE=PATH" in capsys.readouterr().err
     assert not list(empty.iterdir())  # nothing written on bad input
+
+
+def test_failover_counts_arrivals_not_only_confirmed_sends() -> None:
+    """Test that a copy arriving over the other link marks failover before a late mesh ACK does."""
+    a = analyse([
+        ev(0, "n1", "link", link="mqtt", detail="up"),
+        ev(1, "n1", "link", link="mqtt", detail="down"),
+        ev(2, "n1", "accepted", msg=A, link="local", detail="decision"),  # not a link
+        ev(3.5, "n1", "receipt", msg=A, link="mesh", peer="n2"),
+        ev(9, "n1", "sent", msg=A, link="mesh"),
+        ev(10, "n1", "link", link="mqtt", detail="up"),
+        ev(12, "n1", "delivered", msg=B, link="mqtt", detail="routine"),
+    ])  # fmt: skip
+    [o] = a["outages"]
+    assert (o["failover_link"], o["failover_s"], o["outage_s"], o["failback_s"]) == (
+        "mesh",
+        2.5,
+        9.0,
+        2.0,
+    )
