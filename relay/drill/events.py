@@ -14,6 +14,8 @@ Node events (``node`` = the node's name):
 - ``sent``      msg, link that confirmed the transmission, detail may carry "airtime_s=1.23"
 - ``receipt``   msg = decision id, link, peer = recipient node that signed the receipt
 - ``link``      link, detail = new state "up" / "degraded" / "down"
+- ``airtime``   link, detail = JSON {"airtime_s", "budget_s"}: the node's own mesh airtime, from
+  its status when collected over the API (not an audit row)
 
 Runner events (``node`` = "drill"): ``phase``, ``inject``, ``fault``, ``restore``, ``airtime``
 (see docs/drills.md).
@@ -22,6 +24,7 @@ Runner events (``node`` = "drill"): ``phase``, ``inject``, ``fault``, ``restore`
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import stat
 from collections.abc import Mapping, Sequence
@@ -32,7 +35,9 @@ from typing import Any
 from relay import api, store
 
 RUNNER = "drill"
-NODE_EVENTS = frozenset({"accepted", "delivered", "rejected", "revoked", "sent", "receipt", "link"})
+NODE_EVENTS = frozenset(
+    {"accepted", "delivered", "rejected", "revoked", "sent", "receipt", "link", "airtime"}
+)
 RUNNER_EVENTS = frozenset({"phase", "inject", "fault", "restore", "airtime"})
 
 _PAGE = 10_000  # rows per audit request (the store's own limit)
@@ -141,10 +146,32 @@ async def audit_rows_api(node: str, socket: Path) -> list[dict[str, Any]]:
         since = int(page[-1]["n"])
 
 
+async def airtime_api(node: str, socket: Path) -> list[Event]:
+    """A running node's own airtime per mesh link (from its status), as ``airtime`` events.
+
+    This is what the node's ledger counts for its own transmissions since it started, against
+    the duty-cycle budget per hour; it is not in the audit log, so a stopped node has none.
+    """
+    answer = await api.request(socket, {"op": "status"})
+    if not answer.get("ok"):
+        raise api.ApiError(f"{socket}: {answer.get('error', 'status failed')}")
+    t, out = answer.get("time"), []
+    for link in answer.get("links", []):
+        mesh = link.get("mesh") if isinstance(link, dict) else None
+        if not isinstance(mesh, dict) or not isinstance(t, int | float):
+            continue
+        total, budget = mesh.get("airtime_total_s"), mesh.get("airtime_budget_s")
+        if isinstance(total, int | float) and isinstance(budget, int | float):
+            detail = json.dumps({"airtime_s": total, "budget_s": budget})
+            out.append(Event(float(t), node, "airtime", None, str(link["name"]), None, detail))
+    return out
+
+
 async def collect_api_async(sockets: Mapping[str, Path]) -> list[Event]:
     events: list[Event] = []
     for node, socket in sockets.items():
         events.extend(from_audit(node, await audit_rows_api(node, socket)))
+        events.extend(await airtime_api(node, socket))
     return sort_events(events)
 
 

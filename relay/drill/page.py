@@ -292,7 +292,8 @@ def _airtime(a: Mapping[str, Any]) -> str:
             y = 6 + i * 26
             frac = r["fraction"] or 0.0
             colour = "#c9302c" if frac > 1 else "#e0a100" if frac > 0.8 else "#2e9e4f"
-            svg.append(f'<text x="0" y="{y + 13}">{esc(r["radio"])}</text>')
+            tip = "as the emulator counted it" if r.get("source") == "emulator" else "node's ledger"
+            svg.append(f'<text x="0" y="{y + 13}">{esc(r["radio"])}<title>{tip}</title></text>')
             svg.append(
                 f'<rect x="150" y="{y}" width="{bar}" height="18" fill="#eee" stroke="#999"/>'
             )

@@ -303,21 +303,23 @@ def _faults(evs: Sequence[Event]) -> list[dict[str, Any]]:
 
 
 def _airtime(evs: Sequence[Event]) -> dict[str, Any]:
-    radios = []
+    radios: dict[tuple[str, str], dict[str, Any]] = {}  # the latest reading per radio counts
     for e in evs:
-        if e.node == RUNNER and e.event == "airtime":
+        if e.event == "airtime":
             info = _json_detail(e)
             used, budget = info.get("airtime_s"), info.get("budget_s")
             if not isinstance(used, int | float) or not isinstance(budget, int | float):
                 raise EventError(f"airtime event at {e.t}: needs numeric airtime_s and budget_s")
-            radios.append(
-                {
-                    "radio": e.link or "?",
-                    "airtime_s": _r(float(used)),
-                    "budget_s": _r(float(budget)),
-                    "fraction": _r(used / budget) if budget > 0 else None,
-                }
-            )
+            # the emulator names radios; a node names its own link
+            radio = (e.link or "?") if e.node == RUNNER else f"{e.node}/{e.link}"
+            source = "emulator" if e.node == RUNNER else "node"
+            radios[(radio, source)] = {
+                "radio": radio,
+                "source": source,
+                "airtime_s": _r(float(used)),
+                "budget_s": _r(float(budget)),
+                "fraction": _r(used / budget) if budget > 0 else None,
+            }
     by_link: dict[str, float] = defaultdict(float)
     for e in evs:
         if e.event == "sent" and e.node != RUNNER:
@@ -325,7 +327,7 @@ def _airtime(evs: Sequence[Event]) -> dict[str, Any]:
             if a is not None:
                 by_link[f"{e.node}/{e.link}"] += a
     return {
-        "radios": sorted(radios, key=lambda r: str(r["radio"])),
+        "radios": [radios[k] for k in sorted(radios)],
         "sent_by_node": {k: _r(v) for k, v in sorted(by_link.items())},
     }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from base64 import b64encode
 from pathlib import Path
 
@@ -24,8 +26,10 @@ from relay.engine.ops import AuditEvent
 from relay.envelope import Precedence
 from relay.render import EXERCISE_MARKER
 from relay.sim.broker import Mosquitto
+from relay.sim.cluster import Cluster, NodeSpec
+from relay.sim.net import free_port
 from relay.store import Store, StoreError
-from tests.node.util import cluster_of, three_nodes, wait_until
+from tests.node.util import ISSUERS, cluster_of, three_nodes, wait_until
 
 T0 = 1_800_000_000.0
 A, B = "aa" * 32, "bb" * 32
@@ -119,7 +123,13 @@ def test_analysis_of_a_synthetic_drill() -> None:
     n2 = [(s["state"], round(s["from"] - T0, 3), s["to"] - T0) for s in a["links"]["n2"]["mqtt"]]
     assert n2 == [("up", 0.1, 13), ("down", 13, 21), ("up", 21, 30)]
     assert a["airtime"]["radios"] == [
-        {"radio": "radio-n2", "airtime_s": 9.5, "budget_s": 36.0, "fraction": 0.264}
+        {
+            "radio": "radio-n2",
+            "source": "emulator",
+            "airtime_s": 9.5,
+            "budget_s": 36.0,
+            "fraction": 0.264,
+        }
     ]
     assert a["airtime"]["sent_by_node"] == {"n2/mesh": 1.25}
     s = a["summary"]
@@ -340,3 +350,51 @@ def test_failover_counts_arrivals_not_only_confirmed_sends() -> None:
         9.0,
         2.0,
     )
+
+
+@pytest.mark.radio
+@pytest.mark.subprocess
+def test_report_of_mesh_nodes_has_paths_and_airtime(tmp_path: Path) -> None:
+    """Test that a decision over emulated radios is reported via mesh with each node's airtime."""
+    base = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "relay", "sim", "mesh", "--radios", "2", "--tcp-base", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        while sim.stdout.readline().strip() not in ("ready", ""):
+            pass  # the simulator prints its radios, then "ready"
+        c = Cluster(tmp_path / "c")
+        c.create([NodeSpec("hq", (), radios=(f"127.0.0.1:{base}",)),
+                  NodeSpec("vr07-utrecht", ("VR07",), radios=(f"127.0.0.1:{base + 1}",))],
+                 ISSUERS)  # fmt: skip
+        try:
+            for n in c.specs:
+                c.start(n)
+            for n in c.specs:
+                c.wait_ready(n, timeout=60)
+            raw = c.sign("vr07-rbt", "Oefening: noodsteunpunt open", to="region:VR07",
+                         precedence=Precedence.FLASH, exercise=True)  # fmt: skip
+            msg = c.submit("hq", raw)
+            sockets = {n: c.socket_path(n) for n in c.specs}
+
+            def receipt_back() -> list[Event]:
+                evs = collect_api(sockets)
+                return evs if any(e.event == "receipt" and e.msg == msg for e in evs) else []
+
+            evs = wait_until(receipt_back, 90, "the receipt back at hq over mesh")
+        finally:
+            c.stop_all()
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    a = analyse(evs)
+    [dec] = a["decisions"]
+    rows = {d["node"]: (d["path"], d["status"]) for d in dec["deliveries"]}
+    assert rows == {"vr07-utrecht": ("mesh", "delivered")}
+    assert dec["receipts"][0]["path"] == "mesh" and dec["exercise"]
+    radios = {r["radio"]: r for r in a["airtime"]["radios"]}
+    assert set(radios) == {"hq/mesh", "vr07-utrecht/mesh"}
+    for r in radios.values():
+        assert r["source"] == "node" and r["airtime_s"] > 0 and r["budget_s"] > 0
