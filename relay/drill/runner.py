@@ -114,7 +114,7 @@ class MeshProcess:
             lines += ["[[link]]", f'a = "{link.a}"', f'b = "{link.b}"', f"loss = {link.loss!r}",
                       f"symmetric = {'true' if link.symmetric else 'false'}", ""]  # fmt: skip
         self.path.write_text("\n".join(lines))
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
     def start(self, timeout: float = 20.0) -> None:
@@ -123,19 +123,20 @@ class MeshProcess:
             [sys.executable, "-m", "relay", "sim", "mesh", str(self.path)],
             stdout=subprocess.PIPE,
             stderr=self._log,
-            text=True,
         )
-        out = self.proc.stdout
-        assert out is not None
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        seen = b""  # raw reads: a buffered reader could hide lines from select()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([out], [], [], 0.2)
+            ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
-                line = out.readline()
-                if line.strip() == "ready":
-                    return
-                if not line:
+                chunk = os.read(fd, 4096)
+                if not chunk:
                     break
+                seen += chunk
+                if b"\nready\n" in b"\n" + seen:
+                    return
         raise DrillError(f"the radio emulator did not start; see {self.log_path}")
 
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
