@@ -177,7 +177,8 @@ def test_report_files_round_trip_and_mark_exercise(tmp_path: Path) -> None:
     assert "Drill &lt;VR07&gt;" in page and "<VR07>" not in page  # escaped
     assert page.count(EXERCISE_MARKER) >= 3  # banner, title, each decision
     assert 'id="timeline"' in page and "<svg" in page and "FAIL" in page
-    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "<script" not in page and "src=" not in page and "<link" not in page  # self-contained
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
 @pytest.mark.parametrize(
