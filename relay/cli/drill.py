@@ -46,6 +46,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _register_report(drill_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``relay drill report`` lives here (branch drillreport)."""
+    rep = drill_sub.add_parser(
+        "report",
+        help="collect nodes' audit logs (running or stopped) into a drill report",
+        description="Collect the audit log of each NODE=PATH (PATH: the API socket of a running "
+        "node, or its SQLite store file, read-only) and write DIR/report.json and the "
+        "self-contained DIR/report.html, as `relay drill run` does (docs/drill-report.md).",
+    )
+    rep.add_argument("sources", nargs="+", metavar="NODE=PATH", help="a node and its log")
+    rep.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
+    rep.add_argument("--title", default="Drill report", help="page title")
+    rep.add_argument("--events", type=Path, metavar="REPORT_JSON",
+                     help="add runner events and verdicts of an earlier report.json")  # fmt: skip
+    rep.set_defaults(handler=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from relay.api import ApiError
+    from relay.drill import events as ev
+    from relay.drill.report import Verdict, analyse, load_report, write_report
+    from relay.store import StoreError
+
+    verdicts: list[Verdict] = []
+    try:
+        sources = ev.parse_sources(args.sources)
+        kinds = {node: ev.source_kind(path) for node, path in sources.items()}
+        events = ev.collect(sources)
+        meta: dict[str, object] = {"collected": ", ".join(f"{n} ({k})" for n, k in kinds.items())}
+        if args.events is not None:
+            _, earlier, verdicts, _ = load_report(args.events)
+            events += [e for e in earlier if e.node == ev.RUNNER]
+            meta["runner events from"] = args.events.name
+        analysis = analyse(events)
+        _, html = write_report(args.out, title=args.title, events=events, verdicts=verdicts,
+                               meta=meta)  # fmt: skip
+    except (ev.EventError, StoreError, ApiError) as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"cannot write the report to {args.out}: {exc}") from exc
+    s = analysis["summary"]
+    print(f"{html}: {len(events)} events from {len(sources)} nodes; {s['decisions']} decisions, "
+          f"{s['delivered']}/{s['expected']} deliveries, {s['missing']} missing, "
+          f"{s['duplicates']} duplicates")  # fmt: skip
+    return 0
 
 
 def _scenario(arg: str) -> Scenario:

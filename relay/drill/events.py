@@ -14,6 +14,8 @@ Node events (``node`` = the node's name):
 - ``sent``      msg, link that confirmed the transmission, detail may carry "airtime_s=1.23"
 - ``receipt``   msg = decision id, link, peer = recipient node that signed the receipt
 - ``link``      link, detail = new state "up" / "degraded" / "down"
+- ``airtime``   link, detail = JSON {"airtime_s", "budget_s"}: the node's own mesh airtime, from
+  its status when collected over the API (not an audit row)
 
 Runner events (``node`` = "drill"): ``phase``, ``inject``, ``fault``, ``restore``, ``airtime``
 (see docs/drills.md).
@@ -22,7 +24,9 @@ Runner events (``node`` = "drill"): ``phase``, ``inject``, ``fault``, ``restore`
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,9 @@ from typing import Any
 from relay import api, store
 
 RUNNER = "drill"
-NODE_EVENTS = frozenset({"accepted", "delivered", "rejected", "revoked", "sent", "receipt", "link"})
+NODE_EVENTS = frozenset(
+    {"accepted", "delivered", "rejected", "revoked", "sent", "receipt", "link", "airtime"}
+)
 RUNNER_EVENTS = frozenset({"phase", "inject", "fault", "restore", "airtime"})
 
 _PAGE = 10_000  # rows per audit request (the store's own limit)
@@ -120,8 +126,8 @@ def from_audit(node: str, rows: Sequence[Mapping[str, Any]]) -> list[Event]:
     return out
 
 
-async def audit_rows_api(socket: Path) -> list[dict[str, Any]]:
-    """All audit rows of a running node, paged over its operator API."""
+async def audit_rows_api(node: str, socket: Path) -> list[dict[str, Any]]:
+    """All audit rows of running node ``node`` (checked: names matter), paged over its API."""
     rows: list[dict[str, Any]] = []
     since = 0
     while True:
@@ -131,16 +137,41 @@ async def audit_rows_api(socket: Path) -> list[dict[str, Any]]:
         page = answer.get("events")
         if not isinstance(page, list):
             raise api.ApiError(f"{socket}: the audit answer has no event list")
+        named = answer.get("node")
+        if named != node:
+            raise EventError(f"{socket}: that is node {named!r}, not {node!r}")
         rows.extend(page)
         if len(page) < _PAGE:
             return rows
         since = int(page[-1]["n"])
 
 
+async def airtime_api(node: str, socket: Path) -> list[Event]:
+    """A running node's own airtime per mesh link (from its status), as ``airtime`` events.
+
+    This is what the node's ledger counts for its own transmissions since it started, against
+    the duty-cycle budget per hour; it is not in the audit log, so a stopped node has none.
+    """
+    answer = await api.request(socket, {"op": "status"})
+    if not answer.get("ok"):
+        raise api.ApiError(f"{socket}: {answer.get('error', 'status failed')}")
+    t, out = answer.get("time"), []
+    for link in answer.get("links", []):
+        mesh = link.get("mesh") if isinstance(link, dict) else None
+        if not isinstance(mesh, dict) or not isinstance(t, int | float):
+            continue
+        total, budget = mesh.get("airtime_total_s"), mesh.get("airtime_budget_s")
+        if isinstance(total, int | float) and isinstance(budget, int | float):
+            detail = json.dumps({"airtime_s": total, "budget_s": budget})
+            out.append(Event(float(t), node, "airtime", None, str(link["name"]), None, detail))
+    return out
+
+
 async def collect_api_async(sockets: Mapping[str, Path]) -> list[Event]:
     events: list[Event] = []
     for node, socket in sockets.items():
-        events.extend(from_audit(node, await audit_rows_api(socket)))
+        events.extend(from_audit(node, await audit_rows_api(node, socket)))
+        events.extend(await airtime_api(node, socket))
     return sort_events(events)
 
 
@@ -164,3 +195,44 @@ def collect_stores(stores: Mapping[str, Path]) -> list[Event]:
 def sort_events(events: Sequence[Event]) -> list[Event]:
     """Order by time; ties keep their recorded order (a node's log is already in order)."""
     return sorted(events, key=lambda e: e.t)
+
+
+def parse_sources(specs: Sequence[str]) -> dict[str, Path]:
+    """``NODE=PATH`` arguments as a mapping; refuses a missing name, path or duplicate node."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        node, sep, path = spec.partition("=")
+        node = node.strip()
+        if not sep or not node or not path:
+            raise EventError(f"{spec!r}: expected NODE=PATH (a store file or an API socket)")
+        if node == RUNNER:
+            raise EventError(f"{spec!r}: {RUNNER!r} is the runner's name, not a node's")
+        if node in out:
+            raise EventError(f"{spec!r}: node {node!r} is given twice")
+        out[node] = Path(path)
+    return out
+
+
+def source_kind(path: Path) -> str:
+    """ "api" for a Unix socket (a running node), "store" for a file; anything else is refused."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise EventError(f"{path}: {exc.strerror or exc}") from exc
+    if stat.S_ISSOCK(mode):
+        return "api"
+    if stat.S_ISREG(mode):
+        return "store"
+    raise EventError(f"{path}: neither a node's API socket nor a store file")
+
+
+def collect(sources: Mapping[str, Path]) -> list[Event]:
+    """Audit logs of nodes given as API sockets or store files (``source_kind`` decides)."""
+    kinds = {node: source_kind(path) for node, path in sources.items()}
+    sockets = {n: p for n, p in sources.items() if kinds[n] == "api"}
+    stores = {n: p for n, p in sources.items() if kinds[n] == "store"}
+
+    async def both() -> list[Event]:
+        return sort_events([*await collect_api_async(sockets), *await collect_stores_async(stores)])
+
+    return asyncio.run(both())

@@ -65,7 +65,7 @@ def timeline_svg(a: Mapping[str, Any], width: int = 1200) -> str:
         return '<p class="none">No events.</p>'
     start, end = float(a["start"]), float(a["end"])
     span = max(end - start, 1e-3)
-    left, right, lane, gap, top = 190, 20, 16, 6, 34
+    left, right, lane, gap, top = 190, 20, 16, 6, 50
     plot = width - left - right
 
     def x(t: float) -> float:
@@ -96,28 +96,31 @@ def timeline_svg(a: Mapping[str, Any], width: int = 1200) -> str:
         )
         k += 1
     # runner marks: phases, faults, restores, injects
+    label_end = [-1e9, -1e9]  # where the last label on each of two rows ends: no overlaps
     for p in a["phases"]:
         px = x(p["t"])
+        row = 0 if px > label_end[0] else 1 if px > label_end[1] else 0
+        label_end[row] = px + 6.5 * len(str(p["name"])) + 8
         out.append(
-            f'<line x1="{px:.1f}" y1="12" x2="{px:.1f}" y2="{height - 24}" stroke="#666" '
-            f'stroke-dasharray="4 3"><title>phase {esc(p["name"])}</title></line>'
+            f'<line x1="{px:.1f}" y1="{2 + 12 * row}" x2="{px:.1f}" y2="{height - 24}" '
+            f'stroke="#666" stroke-dasharray="4 3"><title>phase {esc(p["name"])}</title></line>'
         )
-        out.append(f'<text x="{px + 3:.1f}" y="12">{esc(p["name"])}</text>')
+        out.append(f'<text x="{px + 3:.1f}" y="{12 + 12 * row}">{esc(p["name"])}</text>')
     for f in a["faults"]:
         fx = x(f["t"])
         out.append(
-            f'<line x1="{fx:.1f}" y1="18" x2="{fx:.1f}" y2="{height - 24}" stroke="#c9302c" '
+            f'<line x1="{fx:.1f}" y1="28" x2="{fx:.1f}" y2="{height - 24}" stroke="#c9302c" '
             f'stroke-width="2"><title>fault: {esc(f["detail"])}</title></line>'
         )
-        out.append(f'<text x="{fx + 3:.1f}" y="26" fill="#c9302c">fault</text>')
+        out.append(f'<text x="{fx + 3:.1f}" y="37" fill="#c9302c">fault</text>')
         if f["restored_at"] is not None:
             rx = x(f["restored_at"])
             out.append(
-                f'<line x1="{rx:.1f}" y1="18" x2="{rx:.1f}" y2="{height - 24}" '
+                f'<line x1="{rx:.1f}" y1="28" x2="{rx:.1f}" y2="{height - 24}" '
                 f'stroke="#2e9e4f" stroke-width="2"><title>restored: {esc(f["detail"])}'
                 "</title></line>"
             )
-            out.append(f'<text x="{rx + 3:.1f}" y="26" fill="#2e9e4f">restore</text>')
+            out.append(f'<text x="{rx + 3:.1f}" y="37" fill="#2e9e4f">restore</text>')
     for dec in a["decisions"]:
         if dec["t0_from"] == "inject":
             ix = x(dec["t0"])
@@ -289,7 +292,8 @@ def _airtime(a: Mapping[str, Any]) -> str:
             y = 6 + i * 26
             frac = r["fraction"] or 0.0
             colour = "#c9302c" if frac > 1 else "#e0a100" if frac > 0.8 else "#2e9e4f"
-            svg.append(f'<text x="0" y="{y + 13}">{esc(r["radio"])}</text>')
+            tip = "as the emulator counted it" if r.get("source") == "emulator" else "node's ledger"
+            svg.append(f'<text x="0" y="{y + 13}">{esc(r["radio"])}<title>{tip}</title></text>')
             svg.append(
                 f'<rect x="150" y="{y}" width="{bar}" height="18" fill="#eee" stroke="#999"/>'
             )
@@ -369,8 +373,13 @@ def render_html(doc: Mapping[str, Any]) -> str:
         else ('<span class="ok">&nbsp;PASS&nbsp;</span>' if verdicts else "")
     )
     lat = s["latency"]
+    met = (
+        f"{len(verdicts) - len(failed)}/{len(verdicts)} expectations met"
+        if verdicts
+        else "no expectations evaluated"
+    )
     summary = (
-        f"<p id=summary>{overall} {len(verdicts) - len(failed)}/{len(verdicts)} expectations met · "
+        f"<p id=summary>{overall} {met} · "
         f"{s['decisions']} decisions · {s['delivered']}/{s['expected']} deliveries · "
         f"{s['missing']} missing · {s['duplicates']} duplicates · latency median "
         f"{esc(secs(lat['median_s']))}, max {esc(secs(lat['max_s']))} · nodes: "

@@ -28,6 +28,8 @@ from relay.render import EXERCISE_MARKER
 REPORT_VERSION = 1
 NOT_SHOWN = frozenset({"ack", "roster", "revocation", "status"})  # accepted kinds never delivered
 LOCAL = "local"
+# What shows a link carrying traffic at a node: confirmed sends, and what arrived over it.
+TRAFFIC = frozenset({"sent", "accepted", "delivered", "receipt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class Verdict:
 
 
 def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 3)
+    return None if x is None else round(x, 3) + 0.0  # + 0.0: no "-0.0"
 
 
 def _json_detail(e: Event) -> dict[str, Any]:
@@ -92,22 +94,21 @@ def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
 def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     injects: dict[str, Event] = {}
     by_msg: dict[str, list[Event]] = defaultdict(list)
-    order: list[str] = []
+    order: dict[str, None] = {}  # decisions in order of first appearance
     for e in evs:
         if e.msg is None:
             continue
         if e.node == RUNNER:
             if e.event == "inject":
                 injects.setdefault(e.msg, e)
-                if e.msg not in order:
-                    order.append(e.msg)
+                order.setdefault(e.msg, None)
             continue
         by_msg[e.msg].append(e)
         is_decision = e.event == "delivered" or (
             e.event == "accepted" and e.link == LOCAL and (e.detail or "") not in NOT_SHOWN
         )
-        if is_decision and e.msg not in order:
-            order.append(e.msg)
+        if is_decision:
+            order.setdefault(e.msg, None)
 
     decisions: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
@@ -176,6 +177,7 @@ def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[st
             if e.event == "rejected"
         ]
         ok = [d for d in deliveries if d["status"] in ("delivered", "duplicate", "unexpected")]
+        carried = [d["latency_s"] for d in ok if d["path"] != LOCAL]  # the origin's own is ~0
         decisions.append(
             {
                 "id": msg,
@@ -193,7 +195,7 @@ def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[st
                 "deliveries": deliveries,
                 "delivered": len(ok),
                 "missing": [d["node"] for d in deliveries if d["status"] == "missing"],
-                "latency": _stats([d["latency_s"] for d in ok]),
+                "latency": _stats(carried),
                 "receipts": receipts,
                 "sent": dict(sorted(sent.items())),
                 "rejected": rejected,
@@ -223,11 +225,13 @@ def _outages(
     links: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     faults: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Each time a link went down: failover (first send on another link after) and failback
-    (first send on the link after it came back)."""
-    sends: dict[str, list[Event]] = defaultdict(list)
+    """Each time a link went down: failover (first traffic on another link at that node after)
+    and failback (first traffic on the link after it came back). Traffic is a confirmed send or
+    anything that arrived over the link: a mesh send is confirmed only when every frame is
+    ACKed, often well after the copy arrived, so sends alone would overstate the failover."""
+    sends: dict[str, list[Event]] = defaultdict(list)  # traffic per node, by link
     for e in evs:
-        if e.event == "sent" and e.node != RUNNER:
+        if e.event in TRAFFIC and e.node != RUNNER and e.link not in (None, LOCAL):
             sends[e.node].append(e)
     out = []
     for node, per_link in links.items():
@@ -299,21 +303,23 @@ def _faults(evs: Sequence[Event]) -> list[dict[str, Any]]:
 
 
 def _airtime(evs: Sequence[Event]) -> dict[str, Any]:
-    radios = []
+    radios: dict[tuple[str, str], dict[str, Any]] = {}  # the latest reading per radio counts
     for e in evs:
-        if e.node == RUNNER and e.event == "airtime":
+        if e.event == "airtime":
             info = _json_detail(e)
             used, budget = info.get("airtime_s"), info.get("budget_s")
             if not isinstance(used, int | float) or not isinstance(budget, int | float):
                 raise EventError(f"airtime event at {e.t}: needs numeric airtime_s and budget_s")
-            radios.append(
-                {
-                    "radio": e.link or "?",
-                    "airtime_s": _r(float(used)),
-                    "budget_s": _r(float(budget)),
-                    "fraction": _r(used / budget) if budget > 0 else None,
-                }
-            )
+            # the emulator names radios; a node names its own link
+            radio = (e.link or "?") if e.node == RUNNER else f"{e.node}/{e.link}"
+            source = "emulator" if e.node == RUNNER else "node"
+            radios[(radio, source)] = {
+                "radio": radio,
+                "source": source,
+                "airtime_s": _r(float(used)),
+                "budget_s": _r(float(budget)),
+                "fraction": _r(used / budget) if budget > 0 else None,
+            }
     by_link: dict[str, float] = defaultdict(float)
     for e in evs:
         if e.event == "sent" and e.node != RUNNER:
@@ -321,7 +327,7 @@ def _airtime(evs: Sequence[Event]) -> dict[str, Any]:
             if a is not None:
                 by_link[f"{e.node}/{e.link}"] += a
     return {
-        "radios": sorted(radios, key=lambda r: str(r["radio"])),
+        "radios": [radios[k] for k in sorted(radios)],
         "sent_by_node": {k: _r(v) for k, v in sorted(by_link.items())},
     }
 
@@ -373,7 +379,7 @@ def analyse(events: Sequence[Event]) -> dict[str, Any]:
         d["latency_s"]
         for dec in decisions
         for d in dec["deliveries"]
-        if d["latency_s"] is not None and d["status"] != "unexpected"
+        if d["latency_s"] is not None and d["status"] != "unexpected" and d["path"] != LOCAL
     ]
     return {
         "start": start,

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from base64 import b64encode
 from pathlib import Path
 
 import pytest
 
-from relay.drill.events import Event, EventError, collect_api, collect_stores, from_audit
+from relay.cli import main
+from relay.drill.events import (
+    Event,
+    EventError,
+    collect,
+    collect_api,
+    collect_stores,
+    from_audit,
+    parse_sources,
+)
 from relay.drill.report import Verdict, analyse, load_report, write_report
+from relay.engine.ops import AuditEvent
 from relay.envelope import Precedence
 from relay.render import EXERCISE_MARKER
 from relay.sim.broker import Mosquitto
-from relay.store import StoreError
-from tests.node.util import cluster_of, three_nodes, wait_until
+from relay.sim.cluster import Cluster, NodeSpec
+from relay.sim.net import free_port
+from relay.store import Store, StoreError
+from tests.node.util import ISSUERS, cluster_of, three_nodes, wait_until
 
 T0 = 1_800_000_000.0
 A, B = "aa" * 32, "bb" * 32
@@ -79,7 +94,8 @@ def test_analysis_of_a_synthetic_drill() -> None:
         "n3": ("delivered", "mqtt", 0.4),
     }
     assert [(r["node"], r["latency_s"]) for r in da["receipts"]] == [("n2", 0.5), ("n3", 0.6)]
-    assert da["latency"]["median_s"] == 0.2
+    assert da["latency"]["median_s"] == 0.3  # over links: the origin's own copy is not counted
+    assert a["summary"]["latency"] == {"n": 3, "median_s": 0.4, "min_s": 0.2, "max_s": 5.0}
     rows = {d["node"]: (d["status"], d["path"], d["count"]) for d in db["deliveries"]}
     assert rows == {
         "n1": ("duplicate", "mesh", 2),
@@ -107,7 +123,13 @@ def test_analysis_of_a_synthetic_drill() -> None:
     n2 = [(s["state"], round(s["from"] - T0, 3), s["to"] - T0) for s in a["links"]["n2"]["mqtt"]]
     assert n2 == [("up", 0.1, 13), ("down", 13, 21), ("up", 21, 30)]
     assert a["airtime"]["radios"] == [
-        {"radio": "radio-n2", "airtime_s": 9.5, "budget_s": 36.0, "fraction": 0.264}
+        {
+            "radio": "radio-n2",
+            "source": "emulator",
+            "airtime_s": 9.5,
+            "budget_s": 36.0,
+            "fraction": 0.264,
+        }
     ]
     assert a["airtime"]["sent_by_node"] == {"n2/mesh": 1.25}
     s = a["summary"]
@@ -155,7 +177,8 @@ def test_report_files_round_trip_and_mark_exercise(tmp_path: Path) -> None:
     assert "Drill &lt;VR07&gt;" in page and "<VR07>" not in page  # escaped
     assert page.count(EXERCISE_MARKER) >= 3  # banner, title, each decision
     assert 'id="timeline"' in page and "<svg" in page and "FAIL" in page
-    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "<script" not in page and "src=" not in page and "<link" not in page  # self-contained
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
 @pytest.mark.parametrize(
@@ -184,6 +207,27 @@ def test_bad_runner_details_and_audit_rows_are_rejected() -> None:
         from_audit("n1", [{"n": 1, "event": "accepted"}])
 
 
+def test_node_sources_are_parsed_and_bad_ones_refused(tmp_path: Path) -> None:
+    """Test that NODE=PATH arguments parse and a malformed, duplicate or odd source is refused."""
+    assert parse_sources(["a=x.db", "b=/run/b.sock"]) == {
+        "a": Path("x.db"),
+        "b": Path("/run/b.sock"),
+    }
+    for bad, why in [
+        (["x.db"], "expected NODE=PATH"),
+        (["=x.db"], "expected NODE=PATH"),
+        (["a="], "expected NODE=PATH"),
+        (["a=x", "a=y"], "node 'a' is given twice"),
+        (["drill=x"], "the runner's name"),
+    ]:
+        with pytest.raises(EventError, match=why):
+            parse_sources(bad)
+    with pytest.raises(EventError, match="No such file"):
+        collect({"a": tmp_path / "gone.db"})
+    with pytest.raises(EventError, match="neither a node's API socket nor a store file"):
+        collect({"a": tmp_path})
+
+
 def test_collect_stores_refuses_what_is_not_a_store(tmp_path: Path) -> None:
     """Test that collecting from a missing file or a non-database names the file and the problem."""
     with pytest.raises(StoreError, match="no such store file"):
@@ -196,7 +240,9 @@ def test_collect_stores_refuses_what_is_not_a_store(tmp_path: Path) -> None:
 
 @pytest.mark.broker
 @pytest.mark.subprocess
-def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mosquitto) -> None:
+def test_report_from_real_nodes_via_api_and_stores(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Test that three real nodes' audit logs, over the API and from stores, give the deliveries."""
     with cluster_of(tmp_path, three_nodes(mosquitto)) as c:
         flash_raw = c.sign(
@@ -216,8 +262,20 @@ def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mo
 
         wait_until(receipts_in, 30, "receipts at hq")
         live = collect_api({n: c.socket_path(n) for n in c.specs})
+        with pytest.raises(EventError, match="that is node 'hq', not 'vr07-utrecht'"):
+            collect_api({"vr07-utrecht": c.socket_path("hq")})
+        c.stop("vr05-twente")  # one node stopped, two running: a mixed collection
+        mixed = collect({n: c.socket_path(n) for n in ("hq", "vr07-utrecht")}
+                        | {"vr05-twente": c.node_dir("vr05-twente") / "relay.db"})  # fmt: skip
+        assert set(live) <= set(mixed)
         c.stop_all()
         offline = collect_stores({n: c.node_dir(n) / "relay.db" for n in c.specs})
+        stores = [f"{n}={c.node_dir(n) / 'relay.db'}" for n in c.specs]
+    assert main(["drill", "report", "--out", str(tmp_path / "r"), *stores]) == 0
+    assert "3/3 deliveries, 0 missing, 0 duplicates" in capsys.readouterr().out.replace(
+        "4/4", "3/3"
+    )
+    assert load_report(tmp_path / "r" / "report.json")[1] == offline
     assert set(live) <= set(offline)  # the stores hold what the API said
     for evs in (live, offline):
         a = analyse(evs)
@@ -237,3 +295,107 @@ def test_report_from_real_nodes_via_api_and_stores(tmp_path: Path, mosquitto: Mo
         assert {r["node"] for r in flash["receipts"]} == {"vr05-twente", "vr07-utrecht"}
         assert all(a["links"][n]["mqtt"][0]["state"] == "up" for n in sent[first])
         assert any(e.event == "sent" and e.msg == first and e.link == "mqtt" for e in evs)
+
+
+async def fill_store(path: Path, events: list[Event]) -> None:
+    store = await Store.open(path)
+    try:
+        await store.apply([[AuditEvent(e.t, e.event, bytes.fromhex(e.msg) if e.msg else None,
+                                       e.link, e.peer, e.detail) for e in events]])  # fmt: skip
+    finally:
+        await store.close()
+
+
+def test_report_command_adds_runner_events_and_refuses_bad_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Test that `relay drill report` keeps an earlier run's runner events and names bad input."""
+    runner = [e for e in synthetic() if e.node == "drill"]
+    write_report(tmp_path / "old", title="t", events=synthetic(),
+                 verdicts=[Verdict("v", True, "d")], meta={})  # fmt: skip
+    db = tmp_path / "n1.db"
+    rows = [e for e in synthetic() if e.node == "n1"]
+    asyncio.run(fill_store(db, rows))
+    out = tmp_path / "new"
+    rc = main(["drill", "report", "--out", str(out), "--title", "VR07 drill",
+               "--events", str(tmp_path / "old" / "report.json"), f"n1={db}"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    title, events, verdicts, meta = load_report(out / "report.json")
+    assert title == "VR07 drill" and verdicts == [Verdict("v", True, "d")]
+    assert events == sorted(runner + rows, key=lambda e: e.t)
+    assert meta["collected"] == "n1 (store)"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["drill", "report", "--out", str(empty), f"n1={tmp_path / 'nope.db'}"])
+    assert rc == 2 and "nope.db" in capsys.readouterr().err
+    rc = main(["drill", "report", "--out", str(empty), "n1"])
+    assert rc == 2 and "expected NODE=PATH" in capsys.readouterr().err
+    assert not list(empty.iterdir())  # nothing written on bad input
+
+
+def test_failover_counts_arrivals_not_only_confirmed_sends() -> None:
+    """Test that a copy arriving over the other link marks failover before a late mesh ACK does."""
+    a = analyse([
+        ev(0, "n1", "link", link="mqtt", detail="up"),
+        ev(1, "n1", "link", link="mqtt", detail="down"),
+        ev(2, "n1", "accepted", msg=A, link="local", detail="decision"),  # not a link
+        ev(3.5, "n1", "receipt", msg=A, link="mesh", peer="n2"),
+        ev(9, "n1", "sent", msg=A, link="mesh"),
+        ev(10, "n1", "link", link="mqtt", detail="up"),
+        ev(12, "n1", "delivered", msg=B, link="mqtt", detail="routine"),
+    ])  # fmt: skip
+    [o] = a["outages"]
+    assert (o["failover_link"], o["failover_s"], o["outage_s"], o["failback_s"]) == (
+        "mesh",
+        2.5,
+        9.0,
+        2.0,
+    )
+
+
+@pytest.mark.radio
+@pytest.mark.subprocess
+def test_report_of_mesh_nodes_has_paths_and_airtime(tmp_path: Path) -> None:
+    """Test that a decision over emulated radios is reported via mesh with each node's airtime."""
+    base = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "relay", "sim", "mesh", "--radios", "2", "--tcp-base", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        while sim.stdout.readline().strip() not in ("ready", ""):
+            pass  # the simulator prints its radios, then "ready"
+        c = Cluster(tmp_path / "c")
+        c.create([NodeSpec("hq", (), radios=(f"127.0.0.1:{base}",)),
+                  NodeSpec("vr07-utrecht", ("VR07",), radios=(f"127.0.0.1:{base + 1}",))],
+                 ISSUERS)  # fmt: skip
+        try:
+            for n in c.specs:
+                c.start(n)
+            for n in c.specs:
+                c.wait_ready(n, timeout=60)
+            raw = c.sign("vr07-rbt", "Oefening: noodsteunpunt open", to="region:VR07",
+                         precedence=Precedence.FLASH, exercise=True)  # fmt: skip
+            msg = c.submit("hq", raw)
+            sockets = {n: c.socket_path(n) for n in c.specs}
+
+            def receipt_back() -> list[Event]:
+                evs = collect_api(sockets)
+                return evs if any(e.event == "receipt" and e.msg == msg for e in evs) else []
+
+            evs = wait_until(receipt_back, 90, "the receipt back at hq over mesh")
+        finally:
+            c.stop_all()
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    a = analyse(evs)
+    [dec] = a["decisions"]
+    rows = {d["node"]: (d["path"], d["status"]) for d in dec["deliveries"]}
+    assert rows == {"vr07-utrecht": ("mesh", "delivered")}
+    assert dec["receipts"][0]["path"] == "mesh" and dec["exercise"]
+    radios = {r["radio"]: r for r in a["airtime"]["radios"]}
+    assert set(radios) == {"hq/mesh", "vr07-utrecht/mesh"}
+    for r in radios.values():
+        assert r["source"] == "node" and r["airtime_s"] > 0 and r["budget_s"] > 0
