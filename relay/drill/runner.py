@@ -352,6 +352,9 @@ class Runner:
                 self.cluster.kill(a["node"])
                 self._fault(step)
             case "restart":
+                proc = self.cluster.procs.get(a["node"])
+                if proc is not None and proc.poll() is None:
+                    self.cluster.stop(a["node"])  # a running node restarts gracefully
                 self._start(a["node"])
                 self._fault(step)
             case "clock":
