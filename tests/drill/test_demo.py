@@ -25,6 +25,7 @@ def test_demo_delivers_every_decision_exactly_once(
     out = proc.stdout
     assert "phase: VR07 cut off from the internet" in out and "delivered " in out
     assert "Verdict: all expectations met" in out
+    assert "decision      precedence  issuer    shown  dupl  median" in out  # the summary table
     m = re.search(r"^Report: (\S+report\.html)$", out, re.M)
     assert m is not None, out
     html = (work / "report" / "report.html").read_text()

@@ -5,10 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from relay.api import ApiError
 from relay.config import ConfigError, parse
 from relay.engine.core import Engine, EngineConfig, LinkInfo
 from relay.engine.ops import Rejected
 from relay.envelope import Reason
+from relay.sim.broker import Mosquitto
+from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
+from relay.trust import Role
 from tests.engine.harness import MemStore, Node
 from tests.world import NOW, World, standard_world
 
@@ -112,3 +116,28 @@ def test_without_a_window_exercise_traffic_is_always_accepted() -> None:
     raw = w.sign("coordinator", exercise=True, now=int(at))
     node.run(node.engine.received("mqtt", raw, at, channel="msg"), at)
     assert len(node.delivered) == 1
+
+
+@pytest.mark.broker
+@pytest.mark.subprocess
+def test_running_node_refuses_exercise_traffic_outside_its_window(
+    tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto
+) -> None:
+    """Test that `relay run` with a past drill window refuses exercise, accepts real traffic."""
+    c = Cluster(tmp_path_factory.mktemp("win"))
+    c.create([NodeSpec("vr07-utrecht", ("VR07",), (mosquitto.url,))],
+             [IssuerSpec("ncc", ("all",), Role.COORDINATOR), IssuerSpec("national")])  # fmt: skip
+    config = c.config_path("vr07-utrecht")
+    window = '["2026-01-01T09:00:00+01:00", "2026-01-01T17:00:00+01:00"]'
+    config.write_text(config.read_text() + f"\n[drill]\nwindow = {window}\n")
+    c.start("vr07-utrecht")
+    try:
+        c.wait_ready("vr07-utrecht")
+        drill = c.sign("ncc", "OEFENING: evacuatie", exercise=True)
+        with pytest.raises(ApiError, match="outside-drill-window: exercise traffic outside"):
+            c.submit("vr07-utrecht", drill)
+        real = c.submit("vr07-utrecht", c.sign("national", "Besluit: evacuatie"))
+        assert [m["id"] for m in c.inbox("vr07-utrecht")] == [real]
+        assert c.status("vr07-utrecht")["rejections"] == {"outside-drill-window": 1}
+    finally:
+        c.stop_all()
