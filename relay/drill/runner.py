@@ -419,7 +419,7 @@ class Runner:
         self.events.append(Event(handed_over, RUNNER, "inject", msg_id, None, a["issuer"],
                                  json.dumps(detail)))  # fmt: skip
         self.say(f"inject {msg_id[:12]}: {a['issuer']} {precedence.name} to {a['to']} "
-                 f"at {a['via']} ({len(nodes)} recipients)")  # fmt: skip
+                 f"at {a['via']} ({len(nodes)} in the audience)")  # fmt: skip
 
     # -------------------------------------------------------------------------- the end
 

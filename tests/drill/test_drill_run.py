@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.drill import runner
-from relay.drill.scenario import parse
+from relay.drill.scenario import resolve
 
 pytestmark = [pytest.mark.broker, pytest.mark.subprocess]
 
@@ -92,132 +92,13 @@ def test_invalid_scenario_exits_2_naming_the_line(tmp_path: Path) -> None:
     )
 
 
-FAULTS = """\
-[drill]
-title = "Every kind of fault"
-settle = 40
-
-[[broker]]
-name = "b"
-
-[[node]]
-name = "hq"
-mqtt = ["b"]
-
-[[node]]
-name = "vr07-gw"
-regions = ["VR07"]
-mqtt = ["b"]
-radio = true
-
-[[node]]
-name = "vr07-post"
-regions = ["VR07"]
-radio = true
-
-[[issuer]]
-name = "ncc"
-role = "coordinator"
-
-[mesh]
-preset = "SHORT_FAST"
-all_hear_all = true
-
-[[timeline]]
-at = 0
-do = "kill"
-node = "vr07-gw"
-
-[[timeline]]
-at = 0.5
-do = "inject"
-issuer = "ncc"
-via = "hq"
-to = "all"
-precedence = "FLASH"
-
-[[timeline]]
-at = 1
-do = "restart"
-node = "vr07-gw"
-
-[[timeline]]
-at = 3
-do = "unplug"
-node = "vr07-post"
-
-[[timeline]]
-at = 3.5
-do = "inject"
-issuer = "ncc"
-via = "hq"
-to = "region:VR07"
-precedence = "IMMEDIATE"
-
-[[timeline]]
-at = 5
-do = "replug"
-node = "vr07-post"
-
-[[timeline]]
-at = 6
-do = "stop_broker"
-broker = "b"
-
-[[timeline]]
-at = 7
-do = "start_broker"
-broker = "b"
-
-[[timeline]]
-at = 8
-do = "clock"
-node = "vr07-post"
-skew = -3600
-
-[[timeline]]
-at = 9
-do = "blackhole"
-node = "hq"
-
-[[timeline]]
-at = 10
-do = "restore"
-node = "hq"
-
-[[timeline]]
-at = 11
-do = "set_loss"
-a = "vr07-gw"
-b = "vr07-post"
-loss = 0.0
-
-[[timeline]]
-at = 12
-do = "inject"
-issuer = "ncc"
-via = "hq"
-to = "all"
-precedence = "PRIORITY"
-
-[[expect]]
-kind = "no_loss"
-
-[[expect]]
-kind = "no_duplicates"
-
-[[expect]]
-kind = "audience"
-"""
-
-
 @pytest.mark.radio
 def test_every_fault_kind_is_applied_and_nothing_is_lost(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Test that kill, restart, unplug, replug, broker stop/start, clock, blackhole and loss run."""
     work = tmp_path_factory.mktemp("faults")
-    result = runner.run(parse(FAULTS, "faults.toml"), workdir=work / "w")
+    result = runner.run(resolve("faults"), workdir=work / "w")
     assert result.ok, result.verdicts
     faults = [e.detail for e in result.events if e.node == "drill" and e.event == "fault"]
     restores = [e.detail for e in result.events if e.node == "drill" and e.event == "restore"]

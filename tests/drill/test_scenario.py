@@ -171,3 +171,11 @@ def test_a_scenario_file_is_loaded_with_its_name_in_errors(tmp_path: Path) -> No
         load(path)
     path.write_text(GOOD)
     assert load(path).title == "Small"
+
+
+def test_every_built_in_scenario_is_valid() -> None:
+    """Test that each scenario shipped in relay/drill/scenarios parses and has expectations."""
+    assert {"demo", "faults"} <= set(builtin_names())
+    for name in builtin_names():
+        sc = resolve(name)
+        assert sc.expectations and any(s.do == "inject" for s in sc.timeline), name
