@@ -188,7 +188,7 @@ class Runner:
         self.t0 = time.monotonic()
         self.delivered: set[tuple[str, str]] = set()  # (msg id, node) seen in inboxes
         self.links: dict[str, dict[str, str] | None] = {}
-        self.inbox_dupes: set[tuple[str, str]] = set()
+        self.signed: set[str] = set()  # injections whose receipts are all back at the origin
 
     # -------------------------------------------------------------------------- helpers
 
@@ -283,7 +283,7 @@ class Runner:
         self.wait_until(self.sc.end_s())
         self.set_phase("settle")
         deadline = time.monotonic() + self.sc.settle_s
-        while time.monotonic() < deadline and not self.all_delivered():
+        while time.monotonic() < deadline and not (self.all_delivered() and self.all_signed()):
             self.poll()
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
         self.poll()
@@ -300,6 +300,25 @@ class Runner:
         want = {(i.id, n) for i in self.injections for n in i.nodes}
         return want <= self.delivered
 
+    def all_signed(self) -> bool:
+        """When receipts are expected: every recipient's receipt is back at each origin."""
+        if not any(e.kind == "receipts" for e in self.sc.expectations):
+            return True
+        for inj in self.injections:
+            if inj.id in self.signed:
+                continue
+            try:
+                answer = api.call(self.cluster.socket_path(inj.via),
+                                  {"op": "message", "id": inj.id}, timeout=2)  # fmt: skip
+            except (api.ApiError, OSError, ValueError):
+                return False
+            rows = answer.get("message", {}).get("delivery", []) if answer.get("ok") else []
+            signed = {r["node"] for r in rows if r.get("signed")}
+            if not set(inj.nodes) - {inj.via} <= signed:
+                return False
+            self.signed.add(inj.id)
+        return True
+
     def poll(self) -> None:
         """Ask each running node for its links and inbox; update the progress line."""
         for n in self.sc.nodes:
@@ -315,13 +334,7 @@ class Runner:
                 self.links[n.name] = None
                 continue
             self.links[n.name] = {lk["name"]: lk["state"] for lk in status.get("links", [])}
-            ids = [m["id"] for m in inbox.get("messages", [])]
-            self.delivered.update((i, n.name) for i in ids)
-            seen: set[str] = set()
-            for i in ids:
-                if i in seen:
-                    self.inbox_dupes.add((i, n.name))
-                seen.add(i)
+            self.delivered.update((m["id"], n.name) for m in inbox.get("messages", []))
         total = sum(len(i.nodes) for i in self.injections)
         got = sum(1 for i in self.injections for n in i.nodes if (i.id, n) in self.delivered)
         self.progress.status(self.elapsed(), self.phase, got, total, self.links)

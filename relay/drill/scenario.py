@@ -147,9 +147,8 @@ class Expectation:
             case "audience":
                 return "no decision shown at a node outside its audience"
             case "receipts":
-                return f"signed receipts for {which.removeprefix('every ')} back at the origin" + (
-                    f" within {self.within_s:g} s" if self.within_s is not None else ""
-                )
+                within = "" if self.within_s is None else f" within {self.within_s:g} s"
+                return f"{which} signed for by every node in its audience{within}"
         return self.kind
 
 

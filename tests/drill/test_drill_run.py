@@ -53,6 +53,9 @@ within = 5
 
 [[expect]]
 kind = "no_duplicates"
+
+[[expect]]
+kind = "receipts"
 """
 
 
@@ -75,7 +78,10 @@ def test_unreachable_region_fails_the_verdict_and_the_exit_status(
     assert "PASS  no decision shown twice" in proc.stdout
     assert "Verdict: EXPECTATIONS FAILED" in proc.stdout
     report = json.loads((work / "r" / "report.json").read_text())
-    assert [v["ok"] for v in report["verdicts"]] == [True, False, True]
+    assert (
+        "FAIL  every decision signed for by every node in its audience: 0/1 receipts" in proc.stdout
+    )
+    assert [v["ok"] for v in report["verdicts"]] == [True, False, True, False]
 
 
 def test_invalid_scenario_exits_2_naming_the_line(tmp_path: Path) -> None:
