@@ -43,7 +43,7 @@ from relay.drill import expect
 from relay.drill.events import RUNNER, Event, collect_stores, sort_events
 from relay.drill.progress import Progress
 from relay.drill.report import Verdict, write_report
-from relay.drill.scenario import Scenario, Step
+from relay.drill.scenario import NodeDef, Scenario, Step
 from relay.envelope import Precedence
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
@@ -470,22 +470,44 @@ def run(
         runner.play()
         events = runner.finish()
     verdicts = expect.evaluate(scenario, events, runner.skews, failed=runner.failed)
-    meta = {
-        "scenario": scenario.source,
-        "description": scenario.description,
-        "started": started,
-        "finished": clock(),
-        "nodes": [dataclasses.asdict(n) for n in scenario.nodes],
-        "brokers": [b.name for b in scenario.brokers],
-        "radios": [n.name for n in scenario.nodes if n.radio],
-        "mesh_preset": scenario.mesh.preset,
-        "timeline": [{"at": s.at, "do": s.do, "what": s.describe()} for s in scenario.timeline],
-        "expectations": [e.describe() for e in scenario.expectations],
-        "skews": runner.skews,
-        "workdir": str(work),
-    }
+    meta = _meta(scenario, runner, started, clock(), work)
     out = report_dir if report_dir is not None else work / "report"
     out.mkdir(parents=True, exist_ok=True)
     report = write_report(out, title=scenario.title, events=events, verdicts=verdicts, meta=meta)
     return RunResult(scenario, events, runner.injections, verdicts, runner.skews, report, work,
                      runner.failed)  # fmt: skip
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def _meta(
+    sc: Scenario, runner: Runner, started: float, finished: float, work: Path
+) -> dict[str, str]:
+    """What the report shows about the drill itself: one readable line per item."""
+
+    def node(n: NodeDef) -> str:
+        links = [f"mqtt {', '.join(n.mqtt)}"] if n.mqtt else []
+        links += ["radio"] if n.radio else []
+        return f"{n.name} ({', '.join(n.regions) or 'no region'}; {' + '.join(links)})"
+
+    skews = {name: segs[-1][1] for name, segs in runner.skews.items() if any(s for _, s in segs)}
+    meta = {
+        "scenario": sc.source,
+        "description": " ".join(sc.description.split()),
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "nodes": " · ".join(node(n) for n in sc.nodes),
+        "brokers": ", ".join(b.name for b in sc.brokers) or "none",
+        "mesh": f"{sum(n.radio for n in sc.nodes)} radios, {sc.mesh.preset}, seed {sc.mesh.seed}",
+        "timeline": " · ".join(f"t+{s.at:g} s {s.describe()}" for s in sc.timeline),
+        "expectations": " · ".join(e.describe() for e in sc.expectations),
+        "exercise": "every decision signed as an exercise (OEFENING)",
+        "work directory": str(work),
+    }
+    if skews:
+        meta["clock skew at the end"] = ", ".join(f"{n} {s:+g} s" for n, s in skews.items())
+    if not meta["description"]:
+        del meta["description"]
+    return meta
