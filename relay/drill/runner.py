@@ -45,7 +45,7 @@ from relay.drill.progress import Progress
 from relay.drill.report import Verdict, write_report
 from relay.drill.scenario import NodeDef, Scenario, Step
 from relay.envelope import Precedence
-from relay.sim.broker import Mosquitto
+from relay.sim.broker import BrokerError, Mosquitto
 from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
 from relay.sim.faultproxy import ThreadedFaultProxy
 from relay.sim.net import LOOPBACK, free_port
@@ -148,7 +148,12 @@ class MeshProcess:
                 if not chunk:
                     break
                 data += chunk
-        reply: dict[str, Any] = json.loads(data)
+        try:
+            reply: dict[str, Any] = json.loads(data)
+        except ValueError:
+            raise DrillError(
+                f"radio emulator gave no answer to {cmd}; see {self.log_path}"
+            ) from None
         if not reply.get("ok"):
             raise DrillError(f"radio emulator refused {cmd}: {reply.get('error')}")
         return reply
@@ -279,7 +284,11 @@ class Runner:
         self.set_phase("running")
         for step in self.sc.timeline:
             self.wait_until(step.at)
-            self.apply(step)
+            try:
+                self.apply(step)
+            except (BrokerError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
+                where = f"line {step.line}: " if step.line else ""
+                raise DrillError(f"{where}{step.describe()}: {exc}") from exc
         self.wait_until(self.sc.end_s())
         self.set_phase("settle")
         deadline = time.monotonic() + self.sc.settle_s
@@ -466,7 +475,12 @@ def run(
         if progress is None:
             progress = Progress(stack.enter_context(Path(os.devnull).open("w")))
         runner = Runner(scenario, work, progress)
-        runner.setup(stack)
+        try:
+            runner.setup(stack)
+        except (BrokerError, OSError, RuntimeError) as exc:
+            if isinstance(exc, DrillError):
+                raise
+            raise DrillError(f"setting up failed: {exc}") from exc
         runner.play()
         events = runner.finish()
     verdicts = expect.evaluate(scenario, events, runner.skews, failed=runner.failed)

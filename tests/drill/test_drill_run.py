@@ -129,3 +129,16 @@ def test_every_fault_kind_is_applied_and_nothing_is_lost(
     airtime = [e for e in result.events if e.event == "airtime"]
     assert {e.link for e in airtime} == {"vr07-gw", "vr07-post"}
     assert result.report is not None and result.report[1].exists()
+
+
+def test_a_drill_that_cannot_start_exits_3_with_the_reason(tmp_path: Path) -> None:
+    """Test that a work directory too deep for the nodes' API sockets is refused with exit 3."""
+    path = tmp_path / "cut.toml"
+    path.write_text(CUT_OFF)
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay", "drill", "run", str(path), "--workdir", str(deep)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "drill could not run" in proc.stderr and "too deep for Unix sockets" in proc.stderr
