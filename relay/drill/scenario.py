@@ -204,7 +204,12 @@ class _Lines:
         counts: dict[str, int] = {}
         current: tuple[Any, ...] = ()
         depth = 0  # open brackets of a multi-line value
+        quote: str | None = None  # the delimiter of an open multi-line string
         for no, line in enumerate(text.splitlines(), start=1):
+            if quote is not None:
+                if line.count(quote) % 2:
+                    quote = None
+                continue
             if depth > 0:
                 depth += _brackets(line)
                 continue
@@ -221,7 +226,9 @@ class _Lines:
             if m := self._KEY.match(line):
                 key = m.group(1).strip('"')
                 self.lines.setdefault((*current, key), no)
-                depth = max(0, _brackets(line.split("=", 1)[1]))
+                value = line.split("=", 1)[1]
+                quote = next((q for q in ('"""', "'''") if value.count(q) % 2), None)
+                depth = 0 if quote else max(0, _brackets(value))
 
     def find(self, path: tuple[Any, ...]) -> int | None:
         """The line of ``path``, or of the nearest enclosing table that has one."""

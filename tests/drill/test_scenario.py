@@ -179,3 +179,19 @@ def test_every_built_in_scenario_is_valid() -> None:
     for name in builtin_names():
         sc = resolve(name)
         assert sc.expectations and any(s.do == "inject" for s in sc.timeline), name
+
+
+def test_lines_are_found_past_multi_line_strings_and_arrays() -> None:
+    """Test that text inside multi-line strings and arrays is not mistaken for keys or tables."""
+    text = GOOD.replace(
+        'title = "Small"',
+        'title = "Small"\ndescription = """\n[[node]]\nname = "ghost"\n"""\nsettle = [\n  1,\n]',
+    )
+    with pytest.raises(ScenarioError) as err:
+        parse(text, "multi.toml")
+    assert str(err.value).startswith("multi.toml:7: drill.settle: must be a number"), err.value
+    ok = GOOD.replace('regions = ["VR07"]\nmqtt', 'regions = [\n  "VR07",\n]\nmqtt', 1)
+    bad = ok.replace('do = "cut"', 'do = "cutt"')
+    with pytest.raises(ScenarioError) as err:
+        parse(bad, "multi.toml")
+    assert str(err.value).startswith(f"multi.toml:{_last_line_of(bad, 'cutt')}:"), err.value
