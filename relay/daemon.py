@@ -54,7 +54,7 @@ from relay.store import Store
 log = structlog.get_logger("relay")
 
 INPUT_QUEUE = 10_000
-SENDERS_PER_LINK = 8
+SENDERS_PER_LINK = 32
 STATUS_INTERVAL_S = 5.0  # status heartbeat: peers count us cut off after 15 s of silence
 PRUNE_INTERVAL_S = 300.0
 

@@ -10,7 +10,9 @@ First byte of every frame::
     bit  7 6 | 5 4 3 | 2 1 0
          ver | type  | type-specific (reserved bits must be zero)
 
-``ver`` is 1 (0b01): 0x00 and 0xFF, the likeliest garbage, are rejected as a wrong version.
+``ver`` is 1 (0b01): 0x00 and 0xFF, the likeliest garbage, are rejected as a wrong version. The
+one exception is 0xD2, the first byte of a tagged COSE_Sign1: a signed message that fits a packet
+goes bare, with no header (a "bare SINGLE"), saving a byte of airtime on almost every message.
 
 Decoding never raises: ``decode_frame`` returns a frame or ``Malformed(reason, detail)``. Encoders
 raise ``ValueError`` because a bad argument there is our own bug, not a peer's fault.
@@ -41,6 +43,9 @@ KEY_LEN: Final = 4
 MAX_FRAGMENTS: Final = 32
 
 SINGLE_HEADER: Final = 1
+# A tagged COSE_Sign1 starts with 0xD2 (CBOR tag 18, one-byte head). Its top bits are 0b11, which no
+# version-1 header has, so a signed message that fits a packet goes bare: no header byte at all.
+COSE_SIGN1_TAG: Final = 0xD2
 FRAGMENT_HEADER: Final = 2 + KEY_LEN
 MAX_SINGLE: Final = MAX_FRAME - SINGLE_HEADER  # 230
 MAX_FRAGMENT_DATA: Final = MAX_FRAME - FRAGMENT_HEADER  # 225
@@ -151,7 +156,9 @@ def fragment_key(message: bytes) -> bytes:
 
 
 def encode_single(message: bytes) -> bytes:
-    """Return the SINGLE frame carrying ``message`` (1..MAX_SINGLE bytes)."""
+    """Return the SINGLE frame carrying ``message`` (1..MAX_SINGLE bytes, or a bare COSE_Sign1)."""
+    if is_bare(message):
+        return bytes(message)
     if not 1 <= len(message) <= MAX_SINGLE:
         raise ValueError(f"single frame carries 1..{MAX_SINGLE} bytes, got {len(message)}")
     return bytes((_first_byte(FrameType.SINGLE),)) + message
@@ -232,11 +239,20 @@ def encode_summary(data: bytes) -> bytes:
     return bytes((_first_byte(FrameType.SUMMARY), len(data))) + data
 
 
-def fragment_count(size: int) -> int:
-    """Return how many frames a message of ``size`` bytes needs (1 means a SINGLE frame)."""
+def is_bare(message: bytes) -> bool:
+    """True when ``message`` goes on air as a bare SINGLE: a tagged COSE_Sign1 that fits."""
+    return 1 <= len(message) <= MAX_FRAME and message[0] == COSE_SIGN1_TAG
+
+
+def fragment_count(size: int, *, bare: bool = False) -> int:
+    """Return how many frames a message of ``size`` bytes needs (1 means a SINGLE frame).
+
+    ``bare``: the message is a tagged COSE_Sign1 (see ``is_bare``), so one frame holds MAX_FRAME.
+    """
     if not 1 <= size <= MAX_MESSAGE:
         raise ValueError(f"message size is 1..{MAX_MESSAGE}, got {size}")
-    return 1 if size <= MAX_SINGLE else math.ceil(size / MAX_FRAGMENT_DATA)
+    limit = MAX_FRAME if bare else MAX_SINGLE
+    return 1 if size <= limit else math.ceil(size / MAX_FRAGMENT_DATA)
 
 
 def encode_message(message: bytes) -> tuple[bytes, ...]:
@@ -246,7 +262,7 @@ def encode_message(message: bytes) -> tuple[bytes, ...]:
     filled: the frame count is the same, but smaller frames spend less time on air each, so
     each is less likely to be lost to a collision and cheaper to repair.
     """
-    count = fragment_count(len(message))
+    count = fragment_count(len(message), bare=is_bare(message))
     if count == 1:
         return (encode_single(message),)
     key = fragment_key(message)
@@ -267,6 +283,8 @@ def decode_frame(data: bytes) -> Frame | Malformed:
     if len(data) > MAX_FRAME:
         return Malformed(MalformedReason.OVERSIZED, f"{len(data)} bytes > {MAX_FRAME}")
     first = data[0]
+    if first == COSE_SIGN1_TAG:
+        return Single(bytes(data))
     if first >> 6 != VERSION:
         return Malformed(MalformedReason.BAD_VERSION, f"version {first >> 6}")
     low = first & 0x07
@@ -294,6 +312,9 @@ def _decode_single(data: bytes, low: int) -> Single | Malformed:
         return Malformed(MalformedReason.RESERVED_BITS, f"single low bits {low:03b}")
     if len(data) == SINGLE_HEADER:
         return Malformed(MalformedReason.EMPTY_DATA, "single frame without data")
+    if data[SINGLE_HEADER] == COSE_SIGN1_TAG:
+        # One canonical encoding: a COSE_Sign1 that fits goes bare, never behind a header.
+        return Malformed(MalformedReason.NON_CANONICAL, "COSE_Sign1 behind a SINGLE header")
     return Single(bytes(data[SINGLE_HEADER:]))
 
 

@@ -33,6 +33,7 @@ from relay.mesh.frames import (
     encode_summary,
     fragment_count,
     fragment_key,
+    is_bare,
     pack_receipts,
 )
 
@@ -58,6 +59,17 @@ def test_single_frame_costs_one_header_byte() -> None:
     assert MAX_SINGLE == MAX_FRAME - 1 == 230
 
 
+def test_signed_message_goes_bare_without_a_header_byte() -> None:
+    """Test that a COSE_Sign1 of up to 231 B is its own frame and a headered one is refused."""
+    for size in (2, 120, MAX_SINGLE, MAX_FRAME):
+        message = b"\xd2\x84" + bytes(size - 2)
+        assert encode_message(message) == (message,)
+        assert decode_frame(message) == Single(message)
+    assert len(encode_message(b"\xd2\x84" + bytes(MAX_FRAME - 1))) == 2
+    assert reason(decode_frame(b"\x40\xd2\x84")) is MalformedReason.NON_CANONICAL
+    assert reason(decode_frame(b"\xd3\x84")) is MalformedReason.BAD_VERSION
+
+
 def test_frame_counts_for_larger_messages() -> None:
     """Test that 231, 300, 500, 1000 and 7200-byte messages need 2, 2, 3, 5 and 32 frames."""
     expected = {231: 2, 300: 2, 450: 2, 451: 3, 500: 3, 1000: 5, MAX_MESSAGE: 32}
@@ -79,11 +91,12 @@ def test_fragment_layout_matches_the_documented_bits() -> None:
 
 def test_worked_example_from_the_docs() -> None:
     """Test that the worked hex examples in docs/mesh-frames.md are what the encoder produces."""
-    assert encode_single(b"\xd2\x84").hex(" ") == "40 d2 84"
+    assert encode_single(b"\x84\xd2").hex(" ") == "40 84 d2"
+    assert encode_single(b"\xd2\x84").hex(" ") == "d2 84"
     assert encode_nack(KEY, [1, 9]).hex(" ") == "51 01 02 03 04 02 02"
     assert encode_summary(b"\xaa").hex(" ") == "60 01 aa"
     assert encode_receipt_bundle([b"\xaa", b"\xbb\xcc"]).hex(" ") == "59 01 aa 02 bb cc"
-    assert encode_single(bytes.fromhex("d28443a10127a058")).hex(" ") == "40 d2 84 43 a1 01 27 a0 58"
+    assert encode_single(bytes.fromhex("d28443a10127a058")).hex(" ") == "d2 84 43 a1 01 27 a0 58"
     message = bytes.fromhex("d28443a10127") + bytes(i % 256 for i in range(294))
     first, second = encode_message(message)
     assert first[:10].hex(" ") == "48 20 c6 cc 5a cc d2 84 43 a1"
@@ -108,7 +121,7 @@ def test_message_round_trips_through_frames(message: bytes) -> None:
     frames = encode_message(message)
     assert all(len(f) <= MAX_FRAME for f in frames)
     decoded = [decode_frame(f) for f in frames]
-    if len(message) <= MAX_SINGLE:
+    if fragment_count(len(message), bare=is_bare(message)) == 1:
         assert decoded == [Single(message)]
         return
     assert all(isinstance(d, Fragment) for d in decoded)
@@ -244,7 +257,8 @@ def test_single_prefixes_are_rejected_or_shorter_messages() -> None:
 def test_single_with_trailing_garbage_is_a_different_message(data: bytes, tail: bytes) -> None:
     """Test that bytes appended to a SINGLE end up in its data or make it oversized, never lost."""
     result = decode_frame(encode_single(data) + tail)
-    if 1 + len(data) + len(tail) > MAX_FRAME:
+    header = 0 if is_bare(data) else 1
+    if header + len(data) + len(tail) > MAX_FRAME:
         assert reason(result) is MalformedReason.OVERSIZED
     else:
         assert result == Single(data + tail)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+from pathlib import Path
 
 import pytest
 
@@ -192,5 +194,40 @@ def test_packets_buffered_while_the_receiver_was_unplugged_arrive_after_replug()
             assert pair.host_b.state == "up"
 
         asyncio.run(with_pair(pair, body()))
+    finally:
+        running.stop()
+
+
+@pytest.mark.radio
+def test_serial_radio_unplugged_and_replugged_resumes_without_restart(tmp_path: Path) -> None:
+    """Test that a serial (pty) radio unplugged and replugged at its stable path works again."""
+    spec = loopback_spec(2, time_scale=10.0)
+    link = str(tmp_path / "ttyUSB-by-id")  # what udev's /dev/serial/by-id link gives a real radio
+    spec = dataclasses.replace(
+        spec, radios=(dataclasses.replace(spec.radios[0], pty=link), *spec.radios[1:])
+    )
+    running = RunningMesh(spec)
+    w = standard_world()
+    before = w.sign("national", "Besluit: zandzakken naar Kampen.")
+    after = w.sign("national", "Besluit: evacuatie Zwolle-Zuid.")
+    try:
+        pair = Pair(
+            RadioEntry("mesh", serial=link),
+            RadioEntry("mesh", tcp=("127.0.0.1", running.port("r2"))),
+        )
+
+        async def body() -> None:
+            async with asyncio.timeout(2 * WAIT_S):
+                await pair.a.send(transmit(before))
+                await pair.host_b.wait_for(lambda: pair.got(before))
+                await asyncio.to_thread(running.call, lambda: running.server.unplug("r1"))
+                await pair.host_a.wait_for(lambda: pair.host_a.state == "down")
+                await asyncio.to_thread(running.call, lambda: running.server.replug("r1"))
+                await pair.host_a.wait_for(lambda: pair.host_a.state == "up")
+                await pair.a.send(transmit(after))
+            await pair.host_b.wait_for(lambda: pair.got(after))
+
+        asyncio.run(with_pair(pair, body()))
+        assert pair.a.bridge.statistics()["connects"] >= 2
     finally:
         running.stop()
