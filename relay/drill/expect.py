@@ -9,6 +9,7 @@ them back into the runner's clock before latencies are computed.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from relay.envelope import Precedence
 
 Skews = Mapping[str, Sequence[tuple[float, float]]]
 SHOW = 5  # problems listed in a verdict's detail
+SLACK_S = 5.0  # node events may straddle a clock change by this much (the node's restart)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +54,26 @@ class Timeline:
     receipts: dict[tuple[str, str], Arrival] = field(default_factory=dict)  # (msg, recipient)
 
 
-def true_time(t: float, node: str, skews: Skews) -> float:
-    """A node's clock reading turned into runner time, using the skew in force at that moment."""
-    segments = skews.get(node, ())
-    for start, skew in reversed(segments):
-        if t - skew >= start:
+def true_time(t: float, node: str, skews: Skews, *, end: float = math.inf) -> float:
+    """A node's clock reading turned into runner time, using the skew in force at that moment.
+
+    A segment ``(start, skew)`` holds from ``start`` until the next one starts (the last one until
+    ``end``, when the drill was over). A reading is taken in the first segment it falls inside once
+    corrected, with ``SLACK_S`` for the restart between segments; a clock set back can make one
+    reading fit two segments, so ``end`` matters.
+    """
+    segments = list(skews.get(node, ()))
+    for i, (start, skew) in enumerate(segments):
+        until = segments[i + 1][0] if i + 1 < len(segments) else end
+        if start - SLACK_S <= t - skew <= until + SLACK_S:
             return t - skew
     return t - segments[0][1] if segments else t
 
 
 def timeline(events: Sequence[Event], skews: Skews) -> Timeline:
     tl = Timeline()
+    runner_times = [e.t for e in events if e.node == RUNNER]
+    end = max(runner_times) if runner_times else math.inf  # the runner's last word ends the drill
     for e in events:
         if e.node == RUNNER and e.event == "inject" and e.msg is not None:
             d = json.loads(e.detail or "{}")
@@ -73,11 +84,11 @@ def timeline(events: Sequence[Event], skews: Skews) -> Timeline:
             key = (e.msg, e.node)
             tl.shown[key] += 1
             if key not in tl.first:
-                tl.first[key] = Arrival(true_time(e.t, e.node, skews), e.link)
+                tl.first[key] = Arrival(true_time(e.t, e.node, skews, end=end), e.link)
         elif e.event == "receipt" and e.msg is not None and e.peer is not None:
             key = (e.msg, e.peer)
             if key not in tl.receipts:
-                tl.receipts[key] = Arrival(true_time(e.t, e.node, skews), e.link)
+                tl.receipts[key] = Arrival(true_time(e.t, e.node, skews, end=end), e.link)
     return tl
 
 

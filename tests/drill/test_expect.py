@@ -109,6 +109,10 @@ def test_node_clock_skew_is_taken_out_of_latencies() -> None:
     """Test that a node whose clock runs 3 h behind still gets its true delivery latency."""
     skews = {"vr07-a": [(T0 - 100, -10800.0)]}
     assert true_time(T0 - 10800 + 4, "vr07-a", skews) == T0 + 4
+    # Set back an hour at T0 + 100: readings before and after the change both map back right.
+    reset = {"vr07-a": [(T0 - 100, 0.0), (T0 + 100, -3600.0)]}
+    assert true_time(T0 + 50, "vr07-a", reset, end=T0 + 300) == T0 + 50
+    assert true_time(T0 + 150 - 3600, "vr07-a", reset, end=T0 + 300) == T0 + 150
     verdicts = _verdicts([_inject(["vr07-a"]), _delivered("vr07-a", T0 - 10800 + 4)], skews)
     assert verdicts["delivered"] == (True, "1/1 deliveries within 10 s (median 4.0 s, max 4.0 s)")
 
