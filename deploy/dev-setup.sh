@@ -30,3 +30,13 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     # The package enables a system broker on port 1883; the relay's tests and demo start
     # their own brokers on free ports and never use it.
 fi
+
+# A headless browser for the drill report's screenshot test (tests/drill/test_report_browser.py).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    echo "dev-setup: installing chromium from the system's packages" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium \
+        >/dev/null || echo "dev-setup: chromium could not be installed; the browser test skips" >&2
+fi

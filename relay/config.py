@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +69,7 @@ class Config:
     skew_s: int = 6 * 3600
     log_level: str = "info"
     log_format: str = "json"
+    drill_window: tuple[float, float] | None = None  # unix seconds; exercise traffic only inside
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -205,6 +207,39 @@ def _radios(doc: dict[str, Any]) -> tuple[RadioEntry, ...]:
     return tuple(out)
 
 
+def _drill_window(doc: dict[str, Any]) -> tuple[float, float] | None:
+    """``[drill] window = [START, END]``: ISO 8601 times with a UTC offset, START before END."""
+    t = _table(doc, "drill", required=False)
+    _unknown(t, "drill", {"window"})
+    if "window" not in t:
+        return None
+    value = t["window"]
+    example = '["2026-12-01T09:00:00+01:00", "2026-12-01T17:00:00+01:00"]'
+    if not isinstance(value, list) or len(value) != 2:
+        raise ConfigError(f"drill.window: must be a list of two times, e.g. {example}")
+    bounds: list[float] = []
+    for i, item in enumerate(value):
+        if isinstance(item, datetime):  # a bare TOML datetime
+            when = item
+        elif isinstance(item, str):
+            try:
+                when = datetime.fromisoformat(item)
+            except ValueError:
+                raise ConfigError(
+                    f"drill.window[{i}]: {item!r} is not an ISO 8601 time, e.g. {example}"
+                ) from None
+        else:
+            raise ConfigError(f"drill.window[{i}]: must be a time string, got {item!r}")
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ConfigError(
+                f"drill.window[{i}]: {item!s} has no UTC offset; write e.g. +01:00 or Z"
+            )
+        bounds.append(when.timestamp())
+    if bounds[0] >= bounds[1]:
+        raise ConfigError("drill.window: the start must be before the end")
+    return bounds[0], bounds[1]
+
+
 def load(path: Path) -> Config:
     try:
         doc = tomllib.loads(path.read_text())
@@ -259,5 +294,6 @@ def parse(doc: dict[str, Any], path: Path) -> Config:
         skew_s=int(_num(node, "node", "clock_skew", 6 * 3600, lo=0, hi=7 * 86400)),
         log_level=level,
         log_format=fmt,
+        drill_window=_drill_window(doc),
         extra={"drill": doc.get("drill", {})},
     )

@@ -127,6 +127,7 @@ class Node:
                     regions=cfg.regions,
                     max_messages=cfg.max_messages,
                     max_inbound_bytes=cfg.max_inbound_bytes,
+                    drill_window=cfg.drill_window,
                 ),
                 trust,
                 key,

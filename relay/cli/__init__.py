@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node",
     "demo",
     "sim",
+    "drill",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -29,6 +29,7 @@ import statistics
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -91,6 +92,7 @@ class EngineConfig:
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
     trickle_s: float = 4.0  # gateways wait a random 0..trickle_s before bridging into the mesh
     seed: int | None = None  # for the gateway's random delays (tests fix it)
+    drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +286,23 @@ class Engine:
         """The link's own measurement: "up", "degraded" or "down" (True/False accepted)."""
         if isinstance(state, bool):
             state = "up" if state else "down"
-        if self.health[link].report(state, now):
+        health = self.health[link]
+        changed = [] if state == health.reported else [self._audit(now, "link", None, link, state)]
+        if health.report(state, now):
             self._revive(now)
-        return self._pump(now)
+        return changed + self._pump(now)
 
-    def transmitted(self, link: str, msg_id: bytes, ok: bool, now: float) -> list[Action]:
-        """A link reports the outcome of a ``Transmit`` (for MQTT: PUBACK received or not)."""
+    def _audit(
+        self, now: float, event: str, msg_id: bytes | None, link: str | None, detail: str | None
+    ) -> Persist:
+        """An audit row on its own (nothing waits for it)."""
+        return Persist(next(self._tokens), (AuditEvent(now, event, msg_id, link, None, detail),))
+
+    def transmitted(
+        self, link: str, msg_id: bytes, ok: bool, now: float, *, airtime_s: float | None = None
+    ) -> list[Action]:
+        """A link reports the outcome of a ``Transmit`` (for MQTT: PUBACK received or not;
+        for mesh the airtime it cost, when known, goes into the audit row)."""
         key = (msg_id, link)
         out = self._outbox.get(key)
         if out is None or not out.inflight:
@@ -306,6 +319,9 @@ class Engine:
         self._inflight[link] -= 1
         out.attempts += 1
         actions: list[Action] = []
+        if ok:
+            airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
+            actions.append(self._audit(now, "sent", msg_id, link, airtime))
         if not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
@@ -383,6 +399,11 @@ class Engine:
         verdict = self.trust.check(env, now, self.replay)
         if isinstance(verdict, Rejection):
             return self._reject(link, verdict, ticket, now, env.id)
+        window = self.config.drill_window
+        if d.exercise and window is not None and not window[0] <= now <= window[1]:
+            span = "..".join(datetime.fromtimestamp(t, UTC).isoformat() for t in window)
+            why = Rejection(Reason.DRILL_WINDOW, f"exercise traffic outside the window {span}")
+            return self._reject(link, why, ticket, now, env.id)
         if not self._make_room(d.precedence):
             why = Rejection(Reason.STORE_FULL, "store is full of unexpired FLASH messages")
             return self._reject(link, why, ticket, now, env.id)
@@ -455,7 +476,8 @@ class Engine:
             held += self._receipt_in(verdict, link, now, ops)
         if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
             ops.append(PutInbox(env.id, now))
-            ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, None))
+            shown = d.precedence.name.lower() + (" exercise" if d.exercise else "")
+            ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, shown))
             held.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
             self.counters["delivered"] += 1
             held.append(self._sign_receipt(env, d, now, ops))
@@ -489,6 +511,7 @@ class Engine:
             self.counters["receipts"] += 1
             if m.origin:
                 held.append(DeliveredAt(ref, verdict.signer, link))
+                ops.append(AuditEvent(now, "receipt", ref, link, verdict.signer, None))
                 if not m.recipients - m.signed:
                     for key in self._keys_of(ref):
                         self._drop_key(key)

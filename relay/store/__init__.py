@@ -9,6 +9,7 @@ batches go into one transaction, and none of their held actions is released befo
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,36 @@ class Store:
             rows = await self._all(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - fixed names
             out[table] = int(rows[0][0])
         return out
+
+
+async def read_audit(path: Path) -> list[dict[str, Any]]:
+    """The whole audit log of a store, opened read-only (a stopped node's, or a copy of it).
+
+    Rows are as ``Store.audit`` gives them. Nothing is created or migrated: a missing file, a
+    file that is not a relay store, or one from a newer version raises ``StoreError``.
+    """
+    try:
+        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
+    try:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version == 0 or version > SCHEMA_VERSION:
+            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
+        reader = Store(db, path, 0)
+        rows: list[dict[str, Any]] = []
+        while page := await reader.audit(rows[-1]["n"] if rows else 0):
+            rows.extend(page)
+        return rows
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: unreadable: {exc}") from exc
+    finally:
+        await db.close()
+
+
+def _read_only_uri(path: Path) -> str:
+    if not path.is_file():
+        raise StoreError(f"{path}: no such store file")
+    return f"{path.resolve().as_uri()}?mode=ro"
