@@ -51,7 +51,7 @@ def _register_report(drill_sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="collect nodes' audit logs (running or stopped) into a drill report",
         description="Collect the audit log of each NODE=PATH (PATH: the API socket of a running "
         "node, or its SQLite store file, read-only) and write DIR/report.json and the "
-        "self-contained DIR/report.html, as `relay drill run` does (docs/drill-report.md).",
+        "self-contained DIR/report.html, as `relay drill run` does (docs/drills.md, Reports).",
     )
     rep.add_argument("sources", nargs="+", metavar="NODE=PATH", help="a node and its log")
     rep.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
