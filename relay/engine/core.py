@@ -22,6 +22,7 @@ Routing (docs/failover.md):
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
@@ -61,6 +62,7 @@ from relay.envelope import (
     Precedence,
     Reason,
     Rejection,
+    encode_payload,
     open_envelope,
     seal,
 )
@@ -89,7 +91,12 @@ class EngineConfig:
     max_inbound_bytes: int = 4096
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
-    trickle_s: float = 4.0  # gateways wait a random 0..trickle_s before bridging into the mesh
+    trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
+    # Gateways take turns, in an order that every gateway computes alike (by a hash of node name
+    # and message id, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
+    # the jitter, one LONG_FAST frame on the air (up to 2.2 s) and both hosts' latency, so the
+    # next gateway has heard the first one's copy before its own turn comes.
+    bridge_slot_s: float = 4.0
     seed: int | None = None  # for the gateway's random delays (tests fix it)
 
 
@@ -177,6 +184,7 @@ class Engine:
             for name in self.links
         }
         self.mqtt_peers: dict[str, float] = {}
+        self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, _Msg] = {}
@@ -254,11 +262,16 @@ class Engine:
             self.peer_heard(link, peer, now)
         return self._ingest(link, raw, now, channel=channel, ticket=None)
 
-    def peer_heard(self, link: str, node: str, now: float) -> None:
-        """A node was heard on a link (any message or status it published)."""
+    def peer_heard(self, link: str, node: str, now: float, *, gateway: bool | None = None) -> None:
+        """A node was heard on a link (any message or status it published). ``gateway``: its
+        status says whether it has a usable mesh link besides MQTT (None: not stated)."""
         self.peers[node] = now
         if self._kind(link) == "mqtt":
             self.mqtt_peers[node] = now
+            if gateway:
+                self.gateway_peers[node] = now
+            elif gateway is not None:
+                self.gateway_peers.pop(node, None)
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -394,13 +407,13 @@ class Engine:
         if ticket is not None:
             actions.append(Submitted(ticket, env.id, duplicate=True))
         if self._kind(link) == "mesh":
-            # Heard on the mesh: another gateway (or the origin) has put it there already.
-            for name in [n for n, info in self.links.items() if info.kind == "mesh"]:
-                out = self._outbox.get((env.id, name))
-                if out is not None and out.suppressible and not out.inflight and not out.attempts:
-                    del self._outbox[(env.id, name)]
-                    self.counters["bridge_suppressed"] += 1
-                    actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, name),)))
+            # Heard on this mesh: another gateway (or the origin) has put it there already.
+            # Only this mesh: a gateway with radios in two meshes still owes the other one.
+            out = self._outbox.get((env.id, link))
+            if out is not None and out.suppressible and not out.inflight and not out.attempts:
+                del self._outbox[(env.id, link)]
+                self.counters["bridge_suppressed"] += 1
+                actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
         # The sender is retrying, so our receipt may have been lost: send it again.
         rid = self._own_receipts.get(env.id)
         if rid is not None and rid in self._msgs and link != LOCAL_LINK:
@@ -458,7 +471,7 @@ class Engine:
             ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, None))
             held.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
             self.counters["delivered"] += 1
-            held.append(self._sign_receipt(env, d, now, ops))
+            held.append(self._sign_receipt(env, d, now, ops, arrived=link))
             if origin:
                 m.signed.add(self.config.node)
         targets = tuple(
@@ -496,7 +509,7 @@ class Engine:
         return held
 
     def _sign_receipt(
-        self, env: Envelope, d: Decision, now: float, ops: list[StoreOp]
+        self, env: Envelope, d: Decision, now: float, ops: list[StoreOp], *, arrived: str
     ) -> _Activate:
         """Sign for a delivered decision with the node key (persisted with the delivery)."""
         self._seq += 1
@@ -519,6 +532,10 @@ class Engine:
         self._own_receipts[env.id] = renv.id
         self._pending_ids.add(renv.id)
         targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
+        if d.precedence == Precedence.FLASH and self._kind(arrived) != "mesh":
+            # A FLASH that came by MQTT (or was ours) is acknowledged on the best link, not on
+            # every link: with MQTT healthy no receipt should cost mesh airtime.
+            targets = ((ANY_LINK, 0.0),) if self.links else ()
         ops += [
             SetCounter(SEQ_COUNTER, self._seq),
             PutMessage(
@@ -587,12 +604,29 @@ class Engine:
                 if info.kind == "mqtt" and self._usable(n, now)
             ]
         if arrived_kind == "mqtt" and d is not None and self._mesh_needed(d, now):
+            turn = self._bridge_turn(d, now)
             return [
-                (n, self._rng.uniform(0.0, self.config.trickle_s))
+                (
+                    n,
+                    turn * self.config.bridge_slot_s
+                    + self._rng.uniform(0.0, self.config.trickle_s),
+                )
                 for n, info in self.links.items()
                 if info.kind == "mesh"
             ]
         return []
+
+    def _bridge_turn(self, d: Decision, now: float) -> int:
+        """Our place among the gateways heard on MQTT lately, in an order all of them agree on
+        for this message, so they take turns instead of all sending at once. (Random delays
+        alone fail at LONG_FAST: a frame is on the air for seconds, and two gateways whose
+        delays fall within that time both send.)"""
+        cutoff = now - self.config.peer_timeout_s
+        others = {n for n, t in self.gateway_peers.items() if t >= cutoff}
+        salt = hashlib.sha256(encode_payload(d)).digest()
+        order = sorted(others | {self.config.node},
+                       key=lambda n: hashlib.sha256(salt + n.encode()).digest())  # fmt: skip
+        return order.index(self.config.node)
 
     def _mesh_needed(self, d: Decision, now: float) -> bool:
         """Does a node that should get this message depend on the mesh right now?"""
