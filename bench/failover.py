@@ -106,7 +106,13 @@ def trial(
 ) -> dict[str, float]:
     for node in ("gw", "solo"):
         restart(c, node)
-    raws = {n: c.sign("national", f"Besluit via {n}", to="region:VR07") for n in ("gw", "solo")}
+    # gw's decision is for the mesh-only peer; solo's for a region nobody serves, so that gw,
+    # a gateway, never bridges it into the mesh (which would muddle the next trial's count).
+    raws = {
+        "gw": c.sign("national", "Besluit via gw", to="region:VR07"),
+        "solo": c.sign("national", "Besluit via solo", to="region:VR99"),
+    }
+    wait_for(lambda: c.status("gw")["engine"]["outbox"] == 0, 60, "gw's outbox empty")
     frames0 = int(mesh.stats("r-gw")["own_sent"])
     wall0, t0 = time.time(), time.monotonic()
     proxy.blackhole()
@@ -117,8 +123,19 @@ def trial(
         60,
         "the first frame on the air",
     )
-    mqtt = next(lk for lk in c.status("gw")["links"] if lk["kind"] == "mqtt")
-    detected = mqtt["since"] - wall0 if mqtt["state"] == "down" else float("nan")
+    mqtt = wait_for(
+        lambda: next(
+            (
+                lk
+                for lk in c.status("gw")["links"]
+                if lk["kind"] == "mqtt" and lk["state"] == "down"
+            ),
+            None,
+        ),
+        30,
+        "gw's MQTT link reported down",
+    )
+    detected = mqtt["since"] - wall0
     time.sleep(max(0.0, t0 + outage - time.monotonic()))
     t1 = time.monotonic()
     proxy.restore()

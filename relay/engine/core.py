@@ -532,10 +532,15 @@ class Engine:
         self._own_receipts[env.id] = renv.id
         self._pending_ids.add(renv.id)
         targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
-        if d.precedence == Precedence.FLASH and self._kind(arrived) != "mesh":
-            # A FLASH that came by MQTT (or was ours) is acknowledged on the best link, not on
-            # every link: with MQTT healthy no receipt should cost mesh airtime.
-            targets = ((ANY_LINK, 0.0),) if self.links else ()
+        if self._kind(arrived) == "mqtt":
+            # Reply on the link that has just carried the decision: it works. Not "every link"
+            # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
+            # best usable link": right after an outage MQTT is held down for a while, and every
+            # receipt for the backlog it delivers would go into the mesh. Should MQTT die before
+            # the receipt is out, the sender's retry makes us send it again on the best link.
+            targets = ((arrived, 0.0),)
+        elif d.precedence == Precedence.FLASH and arrived == LOCAL_LINK:
+            targets = ((ANY_LINK, 0.0),) if self.links else ()  # our own: one link is enough
         ops += [
             SetCounter(SEQ_COUNTER, self._seq),
             PutMessage(

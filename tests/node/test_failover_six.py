@@ -39,7 +39,6 @@ MESHES = {"A": ("a-a1", "a-gw"), "B": ("b-gw07", "b-gw05", "b-b1", "b-b2")}
 GATEWAY_RADIOS = ("b-gw07", "b-gw05")
 CUT_OFF = ("vr05-b1", "vr05-b2")
 PEER_TIMEOUT_S = 15.0  # EngineConfig.peer_timeout_s: when a gateway counts a node as cut off
-TRICKLE_S = 4.0  # EngineConfig.trickle_s
 SKEW_S = 3 * 3600.0
 PHASES = ("healthy", "cut", "restored")
 
@@ -125,6 +124,12 @@ class SixWorld:
     def heard_all(self, node: str, peers: set[str]) -> bool:
         return peers <= set(self.cluster.status(node)["engine_peers"])
 
+    def outboxes_empty(self) -> bool:
+        return all(self.cluster.status(n)["engine"]["outbox"] == 0 for n in self.cluster.specs)
+
+    def mesh_outbox_empty(self, node: str) -> bool:
+        return all(lk["outbox"] == 0 for lk in self.links(node) if lk["kind"] == "mesh")
+
     def mqtt_is(self, node: str, key: str, value: str) -> bool:
         return bool(self.link(node, "mqtt")[key] == value)
 
@@ -167,8 +172,8 @@ class SixWorld:
         for msg_id in healthy:
             want = set(self.cluster.recipients(self.sent[msg_id]))
             wait_until(partial(self.signed_all, msg_id, want), 30, "receipts")
-        # Long enough for any gateway's bridging delay to have run out.
-        time.sleep(TRICKLE_S + 1.0)
+        # A gateway that meant to bridge would hold a delayed copy in its outbox: none may.
+        wait_until(self.outboxes_empty, 20, "every outbox empty")
         self.facts["healthy_ids"] = healthy
         self.facts["healthy_via"] = {
             (n, i): self.via(n, i)
@@ -209,7 +214,9 @@ class SixWorld:
         self.facts["priority"] = priority
         for node in CUT_OFF:
             wait_until(partial(self.holds, node, {priority}), 60, f"the decision at {node}")
-        time.sleep(TRICKLE_S + 2.0)  # a gateway that failed to hold back would have sent by now
+        # Each B gateway has sent its copy or cancelled it on hearing the other's.
+        for gw in ("vr07-gw", "vr05-gw"):
+            wait_until(partial(self.mesh_outbox_empty, gw), 30, f"{gw}'s mesh copies settled")
         after = self.own_frames()
         self.facts["cut_gateway_frames"] = {g: after[g] - before[g] for g in GATEWAY_RADIOS}
         self.facts["cut_suppressed"] = {
