@@ -130,3 +130,56 @@ def test_health_believes_down_at_once_and_up_after_hold() -> None:
     h.report("down", 200.0)  # after a long stable period the hold is forgiven
     h.report("up", 201.0)
     assert h.usable(203.0)
+
+
+def test_gateways_take_turns_so_a_slow_mesh_still_carries_one_copy() -> None:
+    """Test that two gateways bridge in an agreed order, so 2 s of airtime still suppresses one."""
+    w = standard_world()
+    w.add("gw-b2", Role.NODE, "region:VR05")
+    g1, g2 = gateway(w, "gw-b"), make_node(w, "gw-b2", {"VR05"}, links=BOTH, seed=99)
+    for me, other in ((g1, g2), (g2, g1)):
+        me.engine.peer_heard("mqtt", other.name, NOW - 1, gateway=True)
+        me.engine.peer_heard("mqtt", "vr05-twente", NOW - 60)
+    raw = w.sign("national", to="region:VR05")
+    for g in (g1, g2):
+        g.run(g.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    heard_at: dict[str, float] = {}  # each copy reaches the other gateway 2 s after it is sent
+    t: float = NOW
+    while t < NOW + 12:
+        t += 0.05
+        for me, other in ((g1, g2), (g2, g1)):
+            before = len(me.sent)
+            me.run(me.engine.timer(t), t)
+            if any(tx.link == "mesh" for tx in me.sent[before:]):
+                heard_at[other.name] = t + 2.0
+            if heard_at.get(me.name, float("inf")) <= t:
+                del heard_at[me.name]
+                me.run(me.engine.received("mesh", raw, t), t)
+    assert len(msgs_on(g1, "mesh")) + len(msgs_on(g2, "mesh")) == 1
+    assert g1.engine.counters["bridge_suppressed"] + g2.engine.counters["bridge_suppressed"] == 1
+
+
+def test_hearing_a_message_on_one_mesh_keeps_the_copy_for_another() -> None:
+    """Test that a gateway with radios in two meshes still bridges into the mesh that lacks it."""
+    w = standard_world()
+    links = (LinkInfo("mqtt", "mqtt"), LinkInfo("mesh-a", "mesh"), LinkInfo("mesh-b", "mesh"))
+    gw = make_node(w, "gw-b", {"VR05"}, links=links, seed=7)
+    gw.engine.peer_heard("mqtt", "vr05-twente", NOW - 60)
+    raw = w.sign("national", to="region:VR05")
+    gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    gw.run(gw.engine.received("mesh-a", raw, NOW + 0.1), NOW + 0.1)  # mesh A has it already
+    gw.run(gw.engine.timer(NOW + 10), NOW + 10)
+    assert msgs_on(gw, "mesh-a") == [] and len(msgs_on(gw, "mesh-b")) == 1
+
+
+def test_receipt_goes_back_on_mqtt_even_while_mqtt_is_held_down() -> None:
+    """Test that a decision arriving by MQTT during its hold-down is receipted on MQTT, not mesh."""
+    w = standard_world()
+    node = make_node(w, "vr05-twente", {"VR05"}, links=BOTH)
+    node.run(node.engine.link_state("mqtt", "down", NOW + 1), NOW + 1)
+    node.run(node.engine.link_state("mqtt", "up", NOW + 5), NOW + 5)  # held until NOW + 7
+    raw = w.sign("national", to="region:VR05", precedence=Precedence.FLASH)
+    node.run(node.engine.received("mqtt", raw, NOW + 5.5, channel="msg"), NOW + 5.5)
+    assert [t.link for t in node.sent] == []
+    node.run(node.engine.timer(NOW + 7.1), NOW + 7.1)
+    assert [(t.link, t.channel) for t in node.sent] == [("mqtt", "rcpt")]
