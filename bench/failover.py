@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.trials < 1 or args.outage <= 0:
         ap.error("--trials must be >= 1 and --outage > 0")
+    # The fault proxy logs every switch; keep stdout for the table.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     r = run(args.trials, args.outage, args.probe_interval, args.probe_timeout)
     if args.json:
         print(json.dumps(r, indent=2))

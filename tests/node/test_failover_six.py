@@ -326,6 +326,7 @@ def test_status_json_shows_each_link_state_and_its_change_time(world: SixWorld) 
         assert f["t_cut"] <= mqtt["since"] <= f["t_status"], (node, mqtt["since"])
         assert mesh["since"] < f["t_cut"], (node, mesh["since"])
         assert mqtt["routing"] == "down" and mqtt["routing_since"] >= f["t_cut"], node
+        assert mesh["routing"] == "up" and 0 < mesh["routing_since"] < f["t_cut"], node
 
 
 def test_revocation_reaches_cut_off_region_and_takes_effect(world: SixWorld) -> None:
