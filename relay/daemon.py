@@ -465,6 +465,7 @@ class Node:
             "overload_drops": self.overload_drops,
             "peers": self.peers,
             "engine_peers": dict(self.engine.peers),
+            "gateway_peers": dict(self.engine.gateway_peers),
             "time": self.clock(),
         }
 

@@ -141,6 +141,7 @@ class _Msg:
     via_kind: str = "local"  # the kind of link it arrived by
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
+    meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,8 @@ class Engine:
         }
         self.mqtt_peers: dict[str, float] = {}
         self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
+        self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
+        self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, _Msg] = {}
@@ -285,6 +288,7 @@ class Engine:
             if isinstance(item, _Activate):
                 self._msgs[item.id] = item.msg
                 self._pending_ids.discard(item.id)
+                item.msg.signed |= self._early_receipts.pop(item.id, set())
                 for name, delay in item.targets:
                     out = self._schedule(item.id, name, 0, now + delay, item.awaiting)
                     out.suppressible = delay > 0
@@ -319,6 +323,8 @@ class Engine:
         self._inflight[link] -= 1
         out.attempts += 1
         actions: list[Action] = []
+        if ok and self._kind(link) == "mesh":
+            m.meshed.add(link)
         if not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
@@ -347,7 +353,58 @@ class Engine:
         if now >= self._next_gc:
             self._next_gc = now + self.config.gc_interval_s
             actions += self._collect(now)
+        actions += self._bridge_missed(now)
         return actions + self._pump(now)
+
+    def _bridge_missed(self, now: float) -> list[Action]:
+        """A node has just gone quiet on MQTT: what came by MQTT shortly before may never have
+        reached it (a decision sent in the first seconds of a cut is published to a broker that
+        can no longer reach the node). A gateway bridges those it has no receipt of from that
+        node into its meshes, taking its turn as for fresh messages."""
+        mqtt = [n for n, info in self.links.items() if info.kind == "mqtt"]
+        meshes = [n for n, info in self.links.items() if info.kind == "mesh"]
+        roster = self.trust.roster
+        if not mqtt or not meshes or roster is None:
+            return []
+        if not any(self.health[n].usable(now) for n in mqtt):
+            # Without MQTT ourselves we hear nobody there: that says nothing about the others.
+            self._quiet = set(self.mqtt_peers)
+            return []
+        cutoff = now - self.config.peer_timeout_s
+        quiet = {n for n, t in self.mqtt_peers.items() if t < cutoff}
+        newly, self._quiet = quiet - self._quiet, quiet
+        if not newly:
+            return []
+        since = min(self.mqtt_peers[n] for n in newly) - self.config.peer_timeout_s
+        ops: list[StoreOp] = []
+        for msg_id, m in self._msgs.items():
+            if (
+                m.received_at < since
+                or m.kind == Kind.ACK
+                or not (m.origin or m.via_kind == "mqtt")
+                or m.expires_at + self.trust.skew_s < now
+            ):
+                continue
+            env = open_envelope(m.raw, max_bytes=1 << 20)
+            if isinstance(env, Rejection):  # stored after verification: a bug if it fails
+                raise AssertionError(f"stored message {msg_id.hex()} no longer parses")
+            d = env.decision
+            audience = Audience.all() if d.kind in (Kind.ROSTER, Kind.REVOCATION) else d.audience
+            missed = (newly & set(roster.recipients(audience))) - m.signed - {self.config.node}
+            if not missed:
+                continue
+            turn = self._bridge_turn(d, now)
+            for link in meshes:
+                if (msg_id, link) in self._outbox or link in m.meshed:
+                    continue
+                at = now + turn * self.config.bridge_slot_s
+                at += self._rng.uniform(0.0, self.config.trickle_s)
+                self._schedule(msg_id, link, 0, at, False).suppressible = True
+                ops.append(PutOutbox(msg_id, link, 0, at, False))
+                ops.append(AuditEvent(now, "bridge", msg_id, link, None,
+                                      "missed by " + ",".join(sorted(missed))))  # fmt: skip
+                self.counters["bridged_missed"] += 1
+        return [Persist(next(self._tokens), tuple(ops))] if ops else []
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
@@ -409,6 +466,8 @@ class Engine:
         if self._kind(link) == "mesh":
             # Heard on this mesh: another gateway (or the origin) has put it there already.
             # Only this mesh: a gateway with radios in two meshes still owes the other one.
+            if (heard := self._msgs.get(env.id)) is not None:
+                heard.meshed.add(link)
             out = self._outbox.get((env.id, link))
             if out is not None and out.suppressible and not out.inflight and not out.attempts:
                 del self._outbox[(env.id, link)]
@@ -496,6 +555,11 @@ class Engine:
         for ref in d.refs:
             ops.append(PutReceipt(ref, verdict.signer, verdict.envelope.id, d.issued_at, now, link))
             m = self._msgs.get(ref)
+            if m is None and ref in self._pending_ids:
+                # The receipt overtook the decision's own persistence (FLASH receipts come
+                # back within milliseconds): remember the signer until the decision is known.
+                self._early_receipts.setdefault(ref, set()).add(verdict.signer)
+                continue
             if m is None or verdict.signer in m.signed:
                 continue
             m.signed.add(verdict.signer)

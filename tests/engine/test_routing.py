@@ -2,7 +2,8 @@
 
 from relay.engine.core import LinkInfo
 from relay.engine.health import LinkHealth
-from relay.envelope import Precedence
+from relay.engine.ops import Persist
+from relay.envelope import Envelope, Precedence, open_envelope
 from relay.trust import Role
 from tests.engine.harness import Node, make_node
 from tests.world import NOW, World, standard_world
@@ -183,3 +184,40 @@ def test_receipt_goes_back_on_mqtt_even_while_mqtt_is_held_down() -> None:
     assert [t.link for t in node.sent] == []
     node.run(node.engine.timer(NOW + 7.1), NOW + 7.1)
     assert [(t.link, t.channel) for t in node.sent] == [("mqtt", "rcpt")]
+
+
+def test_gateway_bridges_what_a_node_missed_just_before_it_went_quiet() -> None:
+    """Test that a decision sent just before a node fell silent is bridged once it counts as cut."""
+    w = standard_world()
+    w.add("vr05-enschede", Role.NODE, "region:VR05")
+    gw = gateway(w)
+    gw.engine.peer_heard("mqtt", "vr05-twente", NOW - 1)
+    gw.engine.peer_heard("mqtt", "vr05-enschede", NOW + 2)
+    raw = w.sign("national", to="region:VR05")
+    gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    gw.run(gw.engine.timer(NOW + 10), NOW + 10)
+    assert msgs_on(gw, "mesh") == []  # both heard lately: MQTT carries it
+    for t in (NOW + 15, NOW + 16.1, NOW + 18, NOW + 30):  # twente quiet at +14, enschede at +17
+        gw.run(gw.engine.timer(t), t)
+        for tx in gw.sent:
+            if tx.link == "mesh":
+                gw.run(gw.engine.transmitted("mesh", tx.id, True, t), t)
+    assert len(msgs_on(gw, "mesh")) == 1
+    assert gw.engine.counters["bridged_missed"] == 1
+
+
+def test_receipt_that_overtakes_its_decisions_persistence_still_counts() -> None:
+    """Test that a receipt arriving while its decision is being stored is not forgotten."""
+    w = standard_world()
+    gw = gateway(w)
+    raw = w.sign("national", to="region:VR05")
+    held = gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW, persist=False)
+    twente = make_node(w, "vr05-twente", {"VR05"})
+    twente.run(twente.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    receipt = next(t.raw for t in twente.sent if t.channel == "rcpt")
+    gw.run(gw.engine.received("mqtt", receipt, NOW + 0.01, channel="rcpt"), NOW + 0.01)
+    gw.run([a for a in held if isinstance(a, Persist)], NOW + 0.02)  # the decision is durable
+    env = open_envelope(raw)
+    assert isinstance(env, Envelope)
+    known = gw.engine.recipients_of(env.id)
+    assert known is not None and "vr05-twente" in known[1]
