@@ -401,3 +401,8 @@ def test_node_with_clock_three_hours_off_keeps_valid_and_refuses_replays(world: 
     assert st["clock_warning"] is True
     assert st["engine"]["clock_offset_s"] == pytest.approx(-SKEW_S, abs=120)
     assert status_json(c, "vr05-gw")["clock_warning"] is False
+    text = subprocess.run(
+        [sys.executable, "-m", "relay", "status", "--config", str(c.config_path(node))],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "WARNING: this node's clock differs from message times by -108" in text, text
