@@ -93,7 +93,7 @@ class EngineConfig:
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
     trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
     # Gateways take turns, in an order that every gateway computes alike (by a hash of node name
-    # and message id, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
+    # and decision, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
     # the jitter, one LONG_FAST frame on the air (up to 2.2 s) and both hosts' latency, so the
     # next gateway has heard the first one's copy before its own turn comes.
     bridge_slot_s: float = 4.0
