@@ -68,7 +68,7 @@ class LinkView:
 
     kind: str
     state: str = "down"
-    since: float = field(default_factory=time.time)
+    since: float = field(default_factory=time.time)  # the daemon passes its own clock's time
     detail: str = ""
 
 
@@ -102,7 +102,7 @@ class Node:
 
     def add_link(self, driver: LinkDriver) -> None:
         self.links[driver.name] = driver
-        self.views[driver.name] = LinkView(driver.kind)
+        self.views[driver.name] = LinkView(driver.kind, since=self.clock())
         self._senders[driver.name] = asyncio.Queue()
         self._flash_senders[driver.name] = asyncio.Queue()
 
@@ -244,7 +244,10 @@ class Node:
     def peer_status(self, peer: str, status: dict[str, Any], *, link: str = "mqtt") -> None:
         self.peers[peer] = {**status, "heard_at": self.clock()}
         if status.get("state") != "offline":
-            self._internal.append(("peer", link, peer))
+            gateway = status.get("gateway")
+            self._internal.append(
+                ("peer", link, peer, gateway if isinstance(gateway, bool) else None)
+            )
             self._wake.set()
 
     # ------------------------------------------------------------------ the engine task
@@ -282,8 +285,8 @@ class Node:
                 return engine.transmitted(link, msg_id, ok, now)
             case ("link", link, state):
                 return engine.link_state(link, state, now)
-            case ("peer", link, node):
-                engine.peer_heard(link, node, now)
+            case ("peer", link, node, gateway):
+                engine.peer_heard(link, node, now, gateway=gateway)
                 return []
             case ("link_rejected", link, reason, detail):
                 return engine.rejected_by_link(link, reason, detail, now)
@@ -375,6 +378,10 @@ class Node:
                 "time": self.clock(),
                 "regions": sorted(self.config.regions),
                 "links": {n: v.state for n, v in self.views.items()},
+                # A gateway: MQTT and a usable mesh link. Other gateways use this to take turns
+                # bridging into the mesh (EngineConfig.bridge_slot_s).
+                "gateway": "mqtt" in {v.kind for v in self.views.values()}
+                and any(v.kind == "mesh" and v.state != "down" for v in self.views.values()),
                 "clock_warning": bool(self.engine.statistics()["clock_warning"]),
             }
             for driver in self.links.values():
@@ -492,6 +499,7 @@ class Node:
             "link_crashes": self.link_crashes,
             "peers": self.peers,
             "engine_peers": dict(self.engine.peers),
+            "gateway_peers": dict(self.engine.gateway_peers),
             "time": self.clock(),
         }
 

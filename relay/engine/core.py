@@ -22,6 +22,7 @@ Routing (docs/failover.md):
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
@@ -62,6 +63,7 @@ from relay.envelope import (
     Precedence,
     Reason,
     Rejection,
+    encode_payload,
     open_envelope,
     seal,
 )
@@ -90,7 +92,12 @@ class EngineConfig:
     max_inbound_bytes: int = 4096
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
-    trickle_s: float = 4.0  # gateways wait a random 0..trickle_s before bridging into the mesh
+    trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
+    # Gateways take turns, in an order that every gateway computes alike (by a hash of node name
+    # and decision, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
+    # the jitter, one LONG_FAST frame on the air (up to 2.2 s) and both hosts' latency, so the
+    # next gateway has heard the first one's copy before its own turn comes.
+    bridge_slot_s: float = 4.0
     seed: int | None = None  # for the gateway's random delays (tests fix it)
     drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
 
@@ -136,6 +143,7 @@ class _Msg:
     via_kind: str = "local"  # the kind of link it arrived by
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
+    meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +187,9 @@ class Engine:
             for name in self.links
         }
         self.mqtt_peers: dict[str, float] = {}
+        self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
+        self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
+        self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, _Msg] = {}
@@ -256,11 +267,16 @@ class Engine:
             self.peer_heard(link, peer, now)
         return self._ingest(link, raw, now, channel=channel, ticket=None)
 
-    def peer_heard(self, link: str, node: str, now: float) -> None:
-        """A node was heard on a link (any message or status it published)."""
+    def peer_heard(self, link: str, node: str, now: float, *, gateway: bool | None = None) -> None:
+        """A node was heard on a link (any message or status it published). ``gateway``: its
+        status says whether it has a usable mesh link besides MQTT (None: not stated)."""
         self.peers[node] = now
         if self._kind(link) == "mqtt":
             self.mqtt_peers[node] = now
+            if gateway:
+                self.gateway_peers[node] = now
+            elif gateway is not None:
+                self.gateway_peers.pop(node, None)
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -274,6 +290,7 @@ class Engine:
             if isinstance(item, _Activate):
                 self._msgs[item.id] = item.msg
                 self._pending_ids.discard(item.id)
+                item.msg.signed |= self._early_receipts.pop(item.id, set())
                 for name, delay in item.targets:
                     out = self._schedule(item.id, name, 0, now + delay, item.awaiting)
                     out.suppressible = delay > 0
@@ -322,6 +339,8 @@ class Engine:
         if ok:
             airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
             actions.append(self._audit(now, "sent", msg_id, link, airtime))
+            if self._kind(link) == "mesh":
+                m.meshed.add(link)
         if not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
@@ -350,7 +369,58 @@ class Engine:
         if now >= self._next_gc:
             self._next_gc = now + self.config.gc_interval_s
             actions += self._collect(now)
+        actions += self._bridge_missed(now)
         return actions + self._pump(now)
+
+    def _bridge_missed(self, now: float) -> list[Action]:
+        """A node has just gone quiet on MQTT: what came by MQTT shortly before may never have
+        reached it (a decision sent in the first seconds of a cut is published to a broker that
+        can no longer reach the node). A gateway bridges those it has no receipt of from that
+        node into its meshes, taking its turn as for fresh messages."""
+        mqtt = [n for n, info in self.links.items() if info.kind == "mqtt"]
+        meshes = [n for n, info in self.links.items() if info.kind == "mesh"]
+        roster = self.trust.roster
+        if not mqtt or not meshes or roster is None:
+            return []
+        if not any(self.health[n].usable(now) for n in mqtt):
+            # Without MQTT ourselves we hear nobody there: that says nothing about the others.
+            self._quiet = set(self.mqtt_peers)
+            return []
+        cutoff = now - self.config.peer_timeout_s
+        quiet = {n for n, t in self.mqtt_peers.items() if t < cutoff}
+        newly, self._quiet = quiet - self._quiet, quiet
+        if not newly:
+            return []
+        since = min(self.mqtt_peers[n] for n in newly) - self.config.peer_timeout_s
+        ops: list[StoreOp] = []
+        for msg_id, m in self._msgs.items():
+            if (
+                m.received_at < since
+                or m.kind == Kind.ACK
+                or not (m.origin or m.via_kind == "mqtt")
+                or m.expires_at + self.trust.skew_s < now
+            ):
+                continue
+            env = open_envelope(m.raw, max_bytes=1 << 20)
+            if isinstance(env, Rejection):  # stored after verification: a bug if it fails
+                raise AssertionError(f"stored message {msg_id.hex()} no longer parses")
+            d = env.decision
+            audience = Audience.all() if d.kind in (Kind.ROSTER, Kind.REVOCATION) else d.audience
+            missed = (newly & set(roster.recipients(audience))) - m.signed - {self.config.node}
+            if not missed:
+                continue
+            turn = self._bridge_turn(d, now)
+            for link in meshes:
+                if (msg_id, link) in self._outbox or link in m.meshed:
+                    continue
+                at = now + turn * self.config.bridge_slot_s
+                at += self._rng.uniform(0.0, self.config.trickle_s)
+                self._schedule(msg_id, link, 0, at, False).suppressible = True
+                ops.append(PutOutbox(msg_id, link, 0, at, False))
+                ops.append(AuditEvent(now, "bridge", msg_id, link, None,
+                                      "missed by " + ",".join(sorted(missed))))  # fmt: skip
+                self.counters["bridged_missed"] += 1
+        return [Persist(next(self._tokens), tuple(ops))] if ops else []
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
@@ -415,13 +485,15 @@ class Engine:
         if ticket is not None:
             actions.append(Submitted(ticket, env.id, duplicate=True))
         if self._kind(link) == "mesh":
-            # Heard on the mesh: another gateway (or the origin) has put it there already.
-            for name in [n for n, info in self.links.items() if info.kind == "mesh"]:
-                out = self._outbox.get((env.id, name))
-                if out is not None and out.suppressible and not out.inflight and not out.attempts:
-                    del self._outbox[(env.id, name)]
-                    self.counters["bridge_suppressed"] += 1
-                    actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, name),)))
+            # Heard on this mesh: another gateway (or the origin) has put it there already.
+            # Only this mesh: a gateway with radios in two meshes still owes the other one.
+            if (heard := self._msgs.get(env.id)) is not None:
+                heard.meshed.add(link)
+            out = self._outbox.get((env.id, link))
+            if out is not None and out.suppressible and not out.inflight and not out.attempts:
+                del self._outbox[(env.id, link)]
+                self.counters["bridge_suppressed"] += 1
+                actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
         # The sender is retrying, so our receipt may have been lost: send it again.
         rid = self._own_receipts.get(env.id)
         if rid is not None and rid in self._msgs and link != LOCAL_LINK:
@@ -480,7 +552,7 @@ class Engine:
             ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, shown))
             held.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
             self.counters["delivered"] += 1
-            held.append(self._sign_receipt(env, d, now, ops))
+            held.append(self._sign_receipt(env, d, now, ops, arrived=link))
             if origin:
                 m.signed.add(self.config.node)
         targets = tuple(
@@ -505,6 +577,11 @@ class Engine:
         for ref in d.refs:
             ops.append(PutReceipt(ref, verdict.signer, verdict.envelope.id, d.issued_at, now, link))
             m = self._msgs.get(ref)
+            if m is None and ref in self._pending_ids:
+                # The receipt overtook the decision's own persistence (FLASH receipts come
+                # back within milliseconds): remember the signer until the decision is known.
+                self._early_receipts.setdefault(ref, set()).add(verdict.signer)
+                continue
             if m is None or verdict.signer in m.signed:
                 continue
             m.signed.add(verdict.signer)
@@ -519,7 +596,7 @@ class Engine:
         return held
 
     def _sign_receipt(
-        self, env: Envelope, d: Decision, now: float, ops: list[StoreOp]
+        self, env: Envelope, d: Decision, now: float, ops: list[StoreOp], *, arrived: str
     ) -> _Activate:
         """Sign for a delivered decision with the node key (persisted with the delivery)."""
         self._seq += 1
@@ -542,6 +619,15 @@ class Engine:
         self._own_receipts[env.id] = renv.id
         self._pending_ids.add(renv.id)
         targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
+        if self._kind(arrived) == "mqtt":
+            # Reply on the link that has just carried the decision: it works. Not "every link"
+            # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
+            # best usable link": right after an outage MQTT is held down for a while, and every
+            # receipt for the backlog it delivers would go into the mesh. Should MQTT die before
+            # the receipt is out, the sender's retry makes us send it again on the best link.
+            targets = ((arrived, 0.0),)
+        elif d.precedence == Precedence.FLASH and arrived == LOCAL_LINK:
+            targets = ((ANY_LINK, 0.0),) if self.links else ()  # our own: one link is enough
         ops += [
             SetCounter(SEQ_COUNTER, self._seq),
             PutMessage(
@@ -610,12 +696,29 @@ class Engine:
                 if info.kind == "mqtt" and self._usable(n, now)
             ]
         if arrived_kind == "mqtt" and d is not None and self._mesh_needed(d, now):
+            turn = self._bridge_turn(d, now)
             return [
-                (n, self._rng.uniform(0.0, self.config.trickle_s))
+                (
+                    n,
+                    turn * self.config.bridge_slot_s
+                    + self._rng.uniform(0.0, self.config.trickle_s),
+                )
                 for n, info in self.links.items()
                 if info.kind == "mesh"
             ]
         return []
+
+    def _bridge_turn(self, d: Decision, now: float) -> int:
+        """Our place among the gateways heard on MQTT lately, in an order all of them agree on
+        for this message, so they take turns instead of all sending at once. (Random delays
+        alone fail at LONG_FAST: a frame is on the air for seconds, and two gateways whose
+        delays fall within that time both send.)"""
+        cutoff = now - self.config.peer_timeout_s
+        others = {n for n, t in self.gateway_peers.items() if t >= cutoff}
+        salt = hashlib.sha256(encode_payload(d)).digest()
+        order = sorted(others | {self.config.node},
+                       key=lambda n: hashlib.sha256(salt + n.encode()).digest())  # fmt: skip
+        return order.index(self.config.node)
 
     def _mesh_needed(self, d: Decision, now: float) -> bool:
         """Does a node that should get this message depend on the mesh right now?"""

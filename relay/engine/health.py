@@ -38,6 +38,8 @@ class LinkHealth:
         """Record a measurement; returns True when the effective state changed."""
         if state not in (UP, DEGRADED, DOWN):
             raise ValueError(f"unknown link state {state!r}")
+        if self.reported_at == 0.0 and self.changed_at == 0.0:
+            self.changed_at = now  # the first report: "down since start", not since 1970
         if state == DOWN:
             if self.reported != DOWN:
                 if self.last_down_at is not None and now - self.last_down_at < self.flap_window_s:

@@ -42,6 +42,14 @@ class MqttDriver:
             probe_interval_s=opts.probe_interval_s,
             probe_timeout_s=opts.probe_timeout_s,
             max_inbound_bytes=config.max_inbound_bytes,
+            # Failback within 5 s (docs/failover.md, bench/failover.py): behind a blackhole a
+            # connect attempt hangs until its timeout, and the first attempt after the path
+            # returns only starts after that and a backoff. A broker that has not answered
+            # CONNECT within the probe timeout counts as down by our own measure; and the
+            # backoff is capped at 2 s (1-2 s with jitter: a few hundred nodes retrying that
+            # often are no load for a broker, and a refused connect costs one RTT).
+            connect_timeout_s=max(opts.probe_timeout_s, 1.0),
+            reconnect_max_s=2.0,
         )
         self.link = mqtt_link.MqttLink(settings, on_event=self._on_event)
 

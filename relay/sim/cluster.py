@@ -8,22 +8,25 @@ as URLs and addresses (loopback only).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from relay import api
 from relay.daemon import CLOCK_SKEW_ENV
-from relay.envelope import Audience, Decision, Kind, Precedence, seal
-from relay.keys import SequenceCounter, load_private, raw_public, write_keypair
+from relay.envelope import Audience, Decision, Kind, Precedence, key_id, seal
+from relay.keys import SequenceCounter, load_private, load_public, raw_public, write_keypair
 from relay.rosterfile import write_roster
-from relay.trust import DEFAULT_KINDS, Role, Roster, RosterEntry, Scope
+from relay.sim.net import LOOPBACK, free_port
+from relay.trust import DEFAULT_KINDS, Role, Roster, RosterEntry, Scope, revocation_decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class NodeSpec:
     radios: tuple[str, ...] = ()  # "HOST:PORT" of emulated or meshtasticd radios
     options: dict[str, Any] = field(default_factory=dict)  # extra [node] keys
     clock_skew_s: float = 0.0  # play a node whose wall clock is this far off (RELAY_CLOCK_SKEW_S)
+    mqtt_options: dict[str, Any] = field(default_factory=dict)  # [mqtt] keys over the defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +133,8 @@ class Cluster:
             "",
         ]
         if spec.mqtt:
-            lines += ["[mqtt]", "probe_interval = 0.5", "probe_timeout = 2.0", ""]
+            mqtt = {"probe_interval": 0.5, "probe_timeout": 2.0, **spec.mqtt_options}
+            lines += ["[mqtt]", *(f"{k} = {_toml_value(v)}" for k, v in mqtt.items()), ""]
             for url in spec.mqtt:
                 lines += ["[[mqtt.broker]]", f"url = {_toml_value(url)}", ""]
         for radio in spec.radios:
@@ -251,6 +256,120 @@ class Cluster:
     def message(self, node: str, msg_id: str) -> dict[str, Any]:
         return dict(self.call(node, {"op": "message", "id": msg_id})["message"])
 
+    def audit(self, node: str, since: int = 0) -> list[dict[str, Any]]:
+        return list(self.call(node, {"op": "audit", "since": since})["events"])
+
+    def revocation(self, *names: str) -> bytes:
+        """A root-signed REVOCATION of the named roster entries' keys (to send as FLASH)."""
+        kids = [key_id(raw_public(load_public(self.keys / f"{n}.pub"))) for n in names]
+        root = self.keys / "root.key"
+        seq = SequenceCounter(root).reserve()
+        return seal(revocation_decision(kids, seq, int(time.time())), load_private(root))
+
     def recipients(self, audience: str) -> list[str]:
         aud = Audience.parse(audience)
         return sorted(n for n, s in self.specs.items() if aud.includes(n, frozenset(s.regions)))
+
+
+# ---------------------------------------------------------------------- an emulated mesh
+
+
+class MeshProcess:
+    """``relay sim mesh`` as a subprocess: several separate meshes of emulated radios.
+
+    ``meshes`` maps a mesh name to its radios' names; radios of one mesh all hear each other,
+    radios of different meshes never do. Each radio gets a free loopback TCP port; ``radio(name)``
+    is the "HOST:PORT" to put in a ``NodeSpec``, and ``stats(name)`` reads the emulator's counters
+    (``frames_sent``, ``own_sent``, ``airtime_total_s`` …) through its control port.
+    """
+
+    def __init__(
+        self, directory: Path, meshes: Mapping[str, Sequence[str]], *, preset: str = "LONG_FAST"
+    ) -> None:
+        self.dir = directory
+        self.meshes = {m: tuple(radios) for m, radios in meshes.items()}
+        self.preset = preset
+        self.ports: dict[str, int] = {}
+        self.control_port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    def write_spec(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "[mesh]",
+            f"preset = {_toml_value(self.preset)}",
+            f"control = {_toml_value(f'{LOOPBACK}:{free_port()}')}",
+            "",
+        ]
+        for radios in self.meshes.values():
+            for r in radios:
+                lines += ["[[radio]]", f"name = {_toml_value(r)}", "tcp_port = 0", ""]
+        for radios in self.meshes.values():
+            for i, a in enumerate(radios):
+                for b in radios[i + 1 :]:
+                    lines += ["[[link]]", f"a = {_toml_value(a)}", f"b = {_toml_value(b)}", ""]
+        path = self.dir / "mesh.toml"
+        path.write_text("\n".join(lines))
+        return path
+
+    def start(self, timeout: float = 20.0) -> None:
+        path = self.write_spec()
+        log = (self.dir / "mesh.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "sim", "mesh", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        out = self.proc.stdout
+        assert out is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = out.readline().strip()
+            if not line:
+                raise RuntimeError(f"mesh emulator exited with {self.proc.wait()}")
+            if line == "ready":
+                return
+            words = line.split()
+            if words[0] == "radio" and words[2] == "tcp":
+                self.ports[words[1]] = int(words[3].rpartition(":")[2])
+            elif words[0] == "control":
+                self.control_port = int(words[1].rpartition(":")[2])
+        raise TimeoutError("mesh emulator not ready")
+
+    def radio(self, name: str) -> str:
+        return f"{LOOPBACK}:{self.ports[name]}"
+
+    def control(self, cmd: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        with socket.create_connection((LOOPBACK, self.control_port), timeout=timeout) as sock:
+            sock.sendall(json.dumps(cmd).encode() + b"\n")
+            reply = sock.makefile("rb").readline()
+        answer: dict[str, Any] = json.loads(reply)
+        if not answer.get("ok"):
+            raise RuntimeError(f"emulator refused {cmd}: {answer.get('error')}")
+        return answer
+
+    def stats(self, radio: str) -> dict[str, Any]:
+        return self.control({"cmd": "stats", "radio": radio})
+
+    def all_stats(self) -> dict[str, dict[str, Any]]:
+        return dict(self.control({"cmd": "status"})["radios"])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> MeshProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,7 +2,8 @@
 
 from relay.engine.core import LinkInfo
 from relay.engine.health import LinkHealth
-from relay.envelope import Precedence
+from relay.engine.ops import Persist
+from relay.envelope import Envelope, Precedence, open_envelope
 from relay.trust import Role
 from tests.engine.harness import Node, make_node
 from tests.world import NOW, World, standard_world
@@ -130,3 +131,93 @@ def test_health_believes_down_at_once_and_up_after_hold() -> None:
     h.report("down", 200.0)  # after a long stable period the hold is forgiven
     h.report("up", 201.0)
     assert h.usable(203.0)
+
+
+def test_gateways_take_turns_so_a_slow_mesh_still_carries_one_copy() -> None:
+    """Test that two gateways bridge in an agreed order, so 2 s of airtime still suppresses one."""
+    w = standard_world()
+    w.add("gw-b2", Role.NODE, "region:VR05")
+    g1, g2 = gateway(w, "gw-b"), make_node(w, "gw-b2", {"VR05"}, links=BOTH, seed=99)
+    for me, other in ((g1, g2), (g2, g1)):
+        me.engine.peer_heard("mqtt", other.name, NOW - 1, gateway=True)
+        me.engine.peer_heard("mqtt", "vr05-twente", NOW - 60)
+    raw = w.sign("national", to="region:VR05")
+    for g in (g1, g2):
+        g.run(g.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    heard_at: dict[str, float] = {}  # each copy reaches the other gateway 2 s after it is sent
+    t: float = NOW
+    while t < NOW + 12:
+        t += 0.05
+        for me, other in ((g1, g2), (g2, g1)):
+            before = len(me.sent)
+            me.run(me.engine.timer(t), t)
+            if any(tx.link == "mesh" for tx in me.sent[before:]):
+                heard_at[other.name] = t + 2.0
+            if heard_at.get(me.name, float("inf")) <= t:
+                del heard_at[me.name]
+                me.run(me.engine.received("mesh", raw, t), t)
+    assert len(msgs_on(g1, "mesh")) + len(msgs_on(g2, "mesh")) == 1
+    assert g1.engine.counters["bridge_suppressed"] + g2.engine.counters["bridge_suppressed"] == 1
+
+
+def test_hearing_a_message_on_one_mesh_keeps_the_copy_for_another() -> None:
+    """Test that a gateway with radios in two meshes still bridges into the mesh that lacks it."""
+    w = standard_world()
+    links = (LinkInfo("mqtt", "mqtt"), LinkInfo("mesh-a", "mesh"), LinkInfo("mesh-b", "mesh"))
+    gw = make_node(w, "gw-b", {"VR05"}, links=links, seed=7)
+    gw.engine.peer_heard("mqtt", "vr05-twente", NOW - 60)
+    raw = w.sign("national", to="region:VR05")
+    gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    gw.run(gw.engine.received("mesh-a", raw, NOW + 0.1), NOW + 0.1)  # mesh A has it already
+    gw.run(gw.engine.timer(NOW + 10), NOW + 10)
+    assert msgs_on(gw, "mesh-a") == [] and len(msgs_on(gw, "mesh-b")) == 1
+
+
+def test_receipt_goes_back_on_mqtt_even_while_mqtt_is_held_down() -> None:
+    """Test that a decision arriving by MQTT during its hold-down is receipted on MQTT, not mesh."""
+    w = standard_world()
+    node = make_node(w, "vr05-twente", {"VR05"}, links=BOTH)
+    node.run(node.engine.link_state("mqtt", "down", NOW + 1), NOW + 1)
+    node.run(node.engine.link_state("mqtt", "up", NOW + 5), NOW + 5)  # held until NOW + 7
+    raw = w.sign("national", to="region:VR05", precedence=Precedence.FLASH)
+    node.run(node.engine.received("mqtt", raw, NOW + 5.5, channel="msg"), NOW + 5.5)
+    assert [t.link for t in node.sent] == []
+    node.run(node.engine.timer(NOW + 7.1), NOW + 7.1)
+    assert [(t.link, t.channel) for t in node.sent] == [("mqtt", "rcpt")]
+
+
+def test_gateway_bridges_what_a_node_missed_just_before_it_went_quiet() -> None:
+    """Test that a decision sent just before a node fell silent is bridged once it counts as cut."""
+    w = standard_world()
+    w.add("vr05-enschede", Role.NODE, "region:VR05")
+    gw = gateway(w)
+    gw.engine.peer_heard("mqtt", "vr05-twente", NOW - 1)
+    gw.engine.peer_heard("mqtt", "vr05-enschede", NOW + 2)
+    raw = w.sign("national", to="region:VR05")
+    gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    gw.run(gw.engine.timer(NOW + 10), NOW + 10)
+    assert msgs_on(gw, "mesh") == []  # both heard lately: MQTT carries it
+    for t in (NOW + 15, NOW + 16.1, NOW + 18, NOW + 30):  # twente quiet at +14, enschede at +17
+        gw.run(gw.engine.timer(t), t)
+        for tx in gw.sent:
+            if tx.link == "mesh":
+                gw.run(gw.engine.transmitted("mesh", tx.id, True, t), t)
+    assert len(msgs_on(gw, "mesh")) == 1
+    assert gw.engine.counters["bridged_missed"] == 1
+
+
+def test_receipt_that_overtakes_its_decisions_persistence_still_counts() -> None:
+    """Test that a receipt arriving while its decision is being stored is not forgotten."""
+    w = standard_world()
+    gw = gateway(w)
+    raw = w.sign("national", to="region:VR05")
+    held = gw.run(gw.engine.received("mqtt", raw, NOW, channel="msg"), NOW, persist=False)
+    twente = make_node(w, "vr05-twente", {"VR05"})
+    twente.run(twente.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    receipt = next(t.raw for t in twente.sent if t.channel == "rcpt")
+    gw.run(gw.engine.received("mqtt", receipt, NOW + 0.01, channel="rcpt"), NOW + 0.01)
+    gw.run([a for a in held if isinstance(a, Persist)], NOW + 0.02)  # the decision is durable
+    env = open_envelope(raw)
+    assert isinstance(env, Envelope)
+    known = gw.engine.recipients_of(env.id)
+    assert known is not None and "vr05-twente" in known[1]
