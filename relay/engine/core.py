@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.engine import sync
 from relay.engine.health import LinkHealth
 from relay.engine.ops import (
     Action,
@@ -48,6 +49,7 @@ from relay.engine.ops import (
     PutReceipt,
     PutReplay,
     Rejected,
+    SendSummary,
     SetCounter,
     StoreOp,
     Submitted,
@@ -61,6 +63,7 @@ from relay.envelope import (
     Precedence,
     Reason,
     Rejection,
+    key_id,
     open_envelope,
     seal,
 )
@@ -91,6 +94,7 @@ class EngineConfig:
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
     trickle_s: float = 4.0  # gateways wait a random 0..trickle_s before bridging into the mesh
     seed: int | None = None  # for the gateway's random delays (tests fix it)
+    heal: sync.SyncConfig = field(default_factory=sync.SyncConfig)  # relay.engine.sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class _Msg:
     via_kind: str = "local"  # the kind of link it arrived by
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
+    kid: bytes = b""  # signer key id and sequence number: what healing summaries describe
+    seq: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,12 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.peers: dict[str, float] = {}
+        self._own_kid = key_id(node_key.public_key().public_bytes_raw())
+        self._sync_rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
+        self.sync = sync.SyncState(
+            config.heal, {n: i.kind for n, i in self.links.items()}, self._sync_rng
+        )
+        self._sync_rotate: dict[str, bytes] = {}
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -228,6 +240,8 @@ class Engine:
                 sm.received_at,
                 sm.origin,
                 self._kind(sm.received_via),
+                kid=env.kid,
+                seq=d.seq,
             )
             if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
                 m.recipients = frozenset(self.trust.roster.recipients(d.audience))
@@ -252,6 +266,8 @@ class Engine:
     ) -> list[Action]:
         if peer:
             self.peer_heard(link, peer, now)
+        if channel == sync.SYNC_CHANNEL:
+            return self._sync_in(link, raw, now)
         return self._ingest(link, raw, now, channel=channel, ticket=None)
 
     def peer_heard(self, link: str, node: str, now: float) -> None:
@@ -284,6 +300,8 @@ class Engine:
         """The link's own measurement: "up", "degraded" or "down" (True/False accepted)."""
         if isinstance(state, bool):
             state = "up" if state else "down"
+        if self.health[link].reported == "down" and state != "down":
+            self.sync.link_up(link, now)  # (back) up: summarise soon (partition healing)
         if self.health[link].report(state, now):
             self._revive(now)
         return self._pump(now)
@@ -334,11 +352,12 @@ class Engine:
         if now >= self._next_gc:
             self._next_gc = now + self.config.gc_interval_s
             actions += self._collect(now)
+        actions += self._sync_due(now)
         return actions + self._pump(now)
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
-        deadline = self._next_gc
+        deadline = min(self._next_gc, self.sync.next_deadline())
         for h in self.health.values():
             change = h.next_change_at()
             if change is not None:
@@ -422,6 +441,7 @@ class Engine:
         self._pending_ids.add(env.id)
         self._clock_offsets.append(d.issued_at - now)
         self.counters["accepted"] += 1
+        self.sync.accepted(link)
         ops: list[StoreOp] = [
             PutMessage(
                 id=env.id,
@@ -444,6 +464,7 @@ class Engine:
         ]
         held: list[Held] = []
         m = _Msg(env.raw, d.kind, d.precedence, d.expires_at, now, origin, self._kind(link))
+        m.kid, m.seq = env.kid, d.seq
         if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
             m.recipients = frozenset(self.trust.roster.recipients(d.audience))
         if d.kind in (Kind.ROSTER, Kind.REVOCATION):
@@ -540,9 +561,8 @@ class Engine:
             PutReceipt(env.id, self.config.node, renv.id, issued, now, LOCAL_LINK),
         ]
         ops += [PutOutbox(renv.id, name, 0, now, False) for name, _ in targets]
-        return _Activate(
-            renv.id, _Msg(raw, Kind.ACK, d.precedence, expires, now, True), targets, False
-        )
+        rm = _Msg(raw, Kind.ACK, d.precedence, expires, now, True, kid=renv.kid, seq=self._seq)
+        return _Activate(renv.id, rm, targets, False)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -671,6 +691,117 @@ class Engine:
         for item in deferred:
             heapq.heappush(self._due, item)
         return actions
+
+    # ------------------------------------------------------------------ healing (docs/failover.md)
+
+    def _sync_due(self, now: float) -> list[Action]:
+        """Summaries that are due (link up, follow-up, pull, periodic) on usable links."""
+        if not self.config.heal.enabled:
+            return []
+        actions: list[Action] = []
+        usable = [n for n in self.links if self._usable(n, now)]
+        for link, target, why in self.sync.due(now, usable):
+            if not target and self._kind(link) == "mqtt":
+                target = self._sync_peer(now)
+            raw = self._summary(link, target)
+            self.counters["sync_summaries_sent"] += 1
+            self.counters["sync_summary_bytes"] += len(raw)
+            self.counters[f"sync_summaries_{why}"] += 1
+            actions.append(SendSummary(link, raw))
+        return actions
+
+    def _sync_peer(self, now: float) -> str:
+        """Whom to ask on MQTT: a node heard there lately (random), or anyone."""
+        cutoff = now - self.config.peer_timeout_s
+        alive = sorted(
+            n for n, t in self.mqtt_peers.items() if t >= cutoff and n != self.config.node
+        )
+        return self._sync_rng.choice(alive) if alive else ""
+
+    def _summary(self, link: str, to: str) -> bytes:
+        cfg, kind = self.config.heal, self._kind(link)
+        max_runs = int(cfg.per_kind(kind, "max_runs"))
+        signers = [
+            s
+            for kid, w in self.replay.windows.items()
+            if kid != self._own_kid and (s := sync.describe(kid, w, max_runs=max_runs))
+        ]
+        if (own := sync.contiguous(self._own_kid, self._seq)) is not None:
+            signers.append(own)
+        signers.sort(key=lambda s: s.kid)
+        # A summary cut to fit starts where the last one stopped (cyclic key-id order).
+        start = self._sync_rotate.get(link, b"")
+        signers = [s for s in signers if s.kid >= start] + [s for s in signers if s.kid < start]
+        raw, count = sync.encode(
+            self.config.node, to, signers, max_bytes=int(cfg.per_kind(kind, "max_bytes"))
+        )
+        self._sync_rotate[link] = signers[count].kid if count < len(signers) else b""
+        return raw
+
+    def _sync_in(self, link: str, raw: bytes, now: float) -> list[Action]:
+        """A peer's summary: send it (by the outbox) what it lacks, unexpired and in scope."""
+        self.counters["sync_summaries_received"] += 1
+        if link not in self.links:
+            why = Rejection(Reason.WRONG_TOPIC, f"summary on {link!r}, which is not a link")
+            return self._reject(link, why, None, now, None)
+        cfg, kind = self.config.heal, self._kind(link)
+        summary = sync.decode(raw, max_bytes=int(cfg.per_kind(kind, "max_bytes")))
+        if isinstance(summary, Rejection):
+            return self._reject(link, summary, None, now, None)
+        if not cfg.enabled or summary.sender == self.config.node:
+            return []
+        if summary.to not in ("", self.config.node):
+            return []  # another node was asked
+        if sync.peer_has_more(summary, self.replay.windows, self._own_kid):
+            self.sync.want_pull(link, summary.sender, now)
+        if not self.sync.may_answer(link, summary.sender, now):
+            self.counters["sync_rate_limited"] += 1
+            return []
+        horizon = now - self.trust.skew_s
+        held = (
+            sync.Held(i, m.kid, m.seq, m.kind, int(m.precedence), m.received_at)
+            for i, m in self._msgs.items()
+            if m.seq >= 0 and m.expires_at >= horizon
+        )
+        cap = int(cfg.per_kind(kind, "max_per_round"))
+        trickle = self.config.trickle_s if kind == "mesh" else 0.0
+        pushed = 0
+        for h in sync.missing_at(summary, held):
+            if (h.id, link) in self._outbox:
+                continue  # already on its way there
+            if kind == "mesh" and not self._mesh_scope(h.id, summary.sender):
+                continue
+            if pushed >= cap:
+                self.counters["sync_capped"] += 1
+                break
+            delay = self._sync_rng.uniform(0.0, trickle) if trickle else 0.0
+            # Several nodes may answer one mesh summary: the first copy heard cancels the rest.
+            self._schedule(h.id, link, 0, now + delay, False).suppressible = bool(trickle)
+            pushed += 1
+        self.counters["sync_pushed"] += pushed
+        return self._pump(now)
+
+    def _mesh_scope(self, msg_id: bytes, peer: str, depth: int = 0) -> bool:
+        """Does a mesh node need this message? Trust always; decisions for it; receipts for
+        what came from the mesh or is for it. (MQTT nodes keep everything: no filter there.)"""
+        m = self._msgs.get(msg_id)
+        if m is None:
+            return False
+        if m.kind in (Kind.ROSTER, Kind.REVOCATION):
+            return True
+        env = open_envelope(m.raw, max_bytes=1 << 20)
+        if isinstance(env, Rejection):
+            return False
+        d = env.decision
+        if d.kind == Kind.ACK:
+            return depth == 0 and any(
+                (r := self._msgs.get(ref)) is not None
+                and (r.via_kind == "mesh" or self._mesh_scope(ref, peer, 1))
+                for ref in d.refs
+            )
+        roster = self.trust.roster
+        regions = roster.node_regions().get(peer, frozenset()) if roster else frozenset()
+        return d.kind in SHOWN_KINDS and d.audience.includes(peer, regions)
 
     # ------------------------------------------------------------------ bounds and expiry
 
