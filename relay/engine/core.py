@@ -160,6 +160,7 @@ class _Out:
     inflight: bool = False
     via: str | None = None  # the link actually used (for ANY_LINK entries)
     suppressible: bool = False  # a gateway's bridged copy: cancelled when heard on the mesh
+    answer: int = 0  # the healing round this entry answers (0: none)
 
 
 Held = Action | _Activate
@@ -207,6 +208,7 @@ class Engine:
             config.heal, {n: i.kind for n, i in self.links.items()}, self._sync_rng
         )
         self._sync_rotate: dict[str, bytes] = {}
+        self._answers: dict[int, list[tuple[bytes, str]]] = {}  # healing round -> its entries
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -274,7 +276,11 @@ class Engine:
         """A node was heard on a link (any message or status it published)."""
         self.peers[node] = now
         if self._kind(link) == "mqtt":
+            before = self.mqtt_peers.get(node, float("-inf"))
             self.mqtt_peers[node] = now
+            back = before < now - self.config.peer_timeout_s  # new, or back from a partition
+            if back and link in self.links and node != self.config.node:
+                self.sync.peer_returned(link, node, now)
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -420,9 +426,12 @@ class Engine:
                     del self._outbox[(env.id, name)]
                     self.counters["bridge_suppressed"] += 1
                     actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, name),)))
-        # The sender is retrying, so our receipt may have been lost: send it again.
+                    self._drop_answers(out.answer)  # another node answers that summary
+        # The sender is retrying, so our receipt may have been lost: send it again. (Not while a
+        # healing round runs on the link: that copy answers someone else's summary.)
         rid = self._own_receipts.get(env.id)
-        if rid is not None and rid in self._msgs and link != LOCAL_LINK:
+        healing = self.sync.healing(link, now)
+        if rid is not None and rid in self._msgs and link != LOCAL_LINK and not healing:
             ops: list[StoreOp] = []
             rm = self._msgs[rid]
             for name, _ in self._targets(rm.precedence, Kind.ACK, None, origin=True, now=now):
@@ -701,8 +710,9 @@ class Engine:
         actions: list[Action] = []
         usable = [n for n in self.links if self._usable(n, now)]
         for link, target, why in self.sync.due(now, usable):
-            if not target and self._kind(link) == "mqtt":
-                target = self._sync_peer(now)
+            if not target:
+                target = self._sync_peer(now) if self._kind(link) == "mqtt" else ""
+                target = target or self.sync.recent_peer(link, now)
             raw = self._summary(link, target)
             self.counters["sync_summaries_sent"] += 1
             self.counters["sync_summary_bytes"] += len(raw)
@@ -750,6 +760,7 @@ class Engine:
             return self._reject(link, summary, None, now, None)
         if not cfg.enabled or summary.sender == self.config.node:
             return []
+        self.sync.heard(link, summary.sender, now)
         if summary.to not in ("", self.config.node):
             return []  # another node was asked
         if sync.peer_has_more(summary, self.replay.windows, self._own_kid):
@@ -764,7 +775,15 @@ class Engine:
             if m.seq >= 0 and m.expires_at >= horizon
         )
         cap = int(cfg.per_kind(kind, "max_per_round"))
-        trickle = self.config.trickle_s if kind == "mesh" else 0.0
+        # On the mesh several nodes may answer one summary addressed to anyone: each starts at
+        # a random moment and spaces its answers, so the first copy heard cancels the others'.
+        spread = cfg.per_kind(kind, "answer_spread_s") if not summary.to else 0.0
+        start = now + (self._sync_rng.uniform(0.0, spread) if spread else 0.0)
+        spacing = cfg.per_kind(kind, "answer_spacing_s")
+        round_id = next(self._tokens)
+        keys = self._answers[round_id] = []
+        while len(self._answers) > 64:  # bounded: old rounds are done or no longer cancelled
+            del self._answers[next(iter(self._answers))]
         pushed = 0
         for h in sync.missing_at(summary, held):
             if (h.id, link) in self._outbox:
@@ -774,12 +793,20 @@ class Engine:
             if pushed >= cap:
                 self.counters["sync_capped"] += 1
                 break
-            delay = self._sync_rng.uniform(0.0, trickle) if trickle else 0.0
-            # Several nodes may answer one mesh summary: the first copy heard cancels the rest.
-            self._schedule(h.id, link, 0, now + delay, False).suppressible = bool(trickle)
+            out = self._schedule(h.id, link, 0, start + pushed * spacing, False)
+            out.suppressible, out.answer = kind == "mesh", round_id
+            keys.append((h.id, link))
             pushed += 1
         self.counters["sync_pushed"] += pushed
         return self._pump(now)
+
+    def _drop_answers(self, round_id: int) -> None:
+        """Someone else's answer to the same summary was heard: withdraw what of ours waits."""
+        for key in self._answers.pop(round_id, []) if round_id else []:
+            out = self._outbox.get(key)
+            if out is not None and out.answer == round_id and not out.inflight:
+                del self._outbox[key]
+                self.counters["sync_answers_withdrawn"] += 1
 
     def _mesh_scope(self, msg_id: bytes, peer: str, depth: int = 0) -> bool:
         """Does a mesh node need this message? Trust always; decisions for it; receipts for

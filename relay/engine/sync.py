@@ -31,7 +31,7 @@ import itertools
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import cbor2
@@ -64,20 +64,31 @@ class SyncConfig:
     mesh_followup_s: float = 300.0
     max_followups: int = 30
     mqtt_period_s: float = 300.0  # periodic summary, jittered to 0.5x..1.5x
-    mesh_period_s: float = 3600.0
+    mesh_period_s: float = 1800.0
     mqtt_pull_delay_s: float = 1.0  # a peer's summary shows it has what we lack: ask it
     mesh_pull_delay_s: float = 60.0
     # Bounds on answering.
     mqtt_max_per_round: int = 2000
     mesh_max_per_round: int = 8
     mqtt_peer_gap_s: float = 1.0  # answer one peer at most this often
-    mesh_peer_gap_s: float = 300.0
+    mesh_peer_gap_s: float = 240.0  # below mesh_followup_s: a follow-up is answered
     mqtt_link_gap_s: float = 0.2  # answer anyone on this link at most this often
     mesh_link_gap_s: float = 60.0
     mqtt_max_bytes: int = 4096  # summary size (inbound: at most max_inbound_bytes too)
     mesh_max_bytes: int = 229  # relay.mesh.frames.MAX_SUMMARY: one SUMMARY frame
     mqtt_max_runs: int = MAX_RUNS
     mesh_max_runs: int = 8
+    # Answers to a summary addressed to anyone start after a random 0..spread and are spaced
+    # (mesh: about two LONG_FAST frames), so that a second answering node hears the first one's
+    # copies before it sends its own and cancels them (Trickle-style suppression).
+    mqtt_answer_spread_s: float = 0.0
+    mesh_answer_spread_s: float = 30.0
+    mqtt_answer_spacing_s: float = 0.0
+    mesh_answer_spacing_s: float = 3.0
+    # While a round runs on a link (a summary heard lately), duplicates there are answers to it,
+    # not a sender retrying: they do not make us re-send our receipt.
+    mqtt_round_s: float = 10.0
+    mesh_round_s: float = 600.0
 
     def per_kind(self, kind: str, what: str) -> float:
         return float(getattr(self, f"{'mesh' if kind == 'mesh' else 'mqtt'}_{what}"))
@@ -292,6 +303,8 @@ class _LinkSync:
     accepted_since: int = 0  # messages accepted on this link since our last summary
     followups: int = 0  # rounds of healing left: follow up while a round brings news
     answered_at: float = float("-inf")
+    round_at: float = float("-inf")  # a summary was last heard on this link
+    heard: dict[str, float] = field(default_factory=dict)  # peers that sent summaries here
 
 
 class SyncState:
@@ -311,6 +324,16 @@ class SyncState:
         """A link came (back) up: summarise soon, follow up while that heals something."""
         ls = self.links[link]
         ls.due = min(ls.due, now + self._param(link, "first_delay_s"))
+        ls.followups = self.config.max_followups
+        if ls.periodic_at == float("inf"):
+            self._periodic(link, now)
+
+    def peer_returned(self, link: str, peer: str, now: float) -> None:
+        """A peer is heard again after a silence (or for the first time): ask it soon."""
+        ls = self.links[link]
+        at = now + self._param(link, "first_delay_s")
+        if at < ls.due:
+            ls.due, ls.target = at, peer
         ls.followups = self.config.max_followups
         if ls.periodic_at == float("inf"):
             self._periodic(link, now)
@@ -335,7 +358,8 @@ class SyncState:
         ls.followups = max(ls.followups, 1)
 
     def _followup_at(self, name: str, ls: _LinkSync) -> float:
-        if ls.accepted_since and ls.followups > 0 and ls.last_sent > float("-inf"):
+        pending = ls.due != float("inf")  # a trigger is due first
+        if ls.accepted_since and ls.followups > 0 and not pending:
             return ls.last_sent + self._param(name, "followup_s")
         return float("inf")
 
@@ -350,23 +374,48 @@ class SyncState:
         out: list[tuple[str, str, str]] = []
         for name in usable:
             ls = self.links[name]
-            quiet = not ls.accepted_since
-            if ls.followups and quiet and now >= ls.last_sent + self._param(name, "followup_s"):
-                ls.followups = 0  # the last round brought nothing: healed
+            why = ""
             if now >= ls.due:
                 why = "pull" if ls.target else "link-up"
-            elif now >= self._followup_at(name, ls):
-                why = "follow-up"
-                ls.followups -= 1
-            elif now >= ls.periodic_at:
+            elif (
+                ls.due == float("inf")
+                and ls.followups
+                and now >= ls.last_sent + self._param(name, "followup_s")
+            ):
+                if ls.accepted_since:
+                    why = "follow-up"
+                    ls.followups -= 1
+                else:
+                    ls.followups = 0  # the last round brought nothing: healed
+            if not why and now >= ls.periodic_at:
                 why = "periodic"
-            else:
+            if not why:
                 continue
             out.append((name, ls.target, why))
             ls.due, ls.target = float("inf"), ""
             ls.last_sent, ls.accepted_since = now, 0
             self._periodic(name, now)
         return out
+
+    def heard(self, link: str, peer: str, now: float) -> None:
+        """Any summary on the link (to us or not): a round runs; the peer is in reach."""
+        ls = self.links[link]
+        ls.round_at = now
+        ls.heard[peer] = now
+        if len(ls.heard) > 256:  # bounded: forget the longest silent
+            del ls.heard[min(ls.heard, key=ls.heard.__getitem__)]
+
+    def healing(self, link: str, now: float) -> bool:
+        ls = self.links.get(link)
+        return ls is not None and now - ls.round_at < self._param(link, "round_s")
+
+    def recent_peer(self, link: str, now: float) -> str:
+        """The peer heard summarising on this link most recently (within a period), or ""."""
+        ls = self.links[link]
+        if not ls.heard:
+            return ""
+        peer = max(ls.heard, key=ls.heard.__getitem__)
+        return peer if now - ls.heard[peer] < self._param(link, "period_s") else ""
 
     def may_answer(self, link: str, peer: str, now: float) -> bool:
         """Rate limits: per peer and per link. Records the answer when allowed."""
