@@ -775,6 +775,7 @@ class Engine:
             if m.seq >= 0 and m.expires_at >= horizon
         )
         cap = int(cfg.per_kind(kind, "max_per_round"))
+        fresh = cfg.per_kind(kind, "fresh_s")
         # On the mesh several nodes may answer one summary addressed to anyone: each starts at
         # a random moment and spaces its answers, so the first copy heard cancels the others'.
         spread = cfg.per_kind(kind, "answer_spread_s") if not summary.to else 0.0
@@ -784,10 +785,13 @@ class Engine:
         keys = self._answers[round_id] = []
         while len(self._answers) > 64:  # bounded: old rounds are done or no longer cancelled
             del self._answers[next(iter(self._answers))]
-        pushed = 0
+        pushed, young = 0, False
         for h in sync.missing_at(summary, held):
             if (h.id, link) in self._outbox:
                 continue  # already on its way there
+            if now - h.received_at < fresh:
+                young = True  # still carried the ordinary way, maybe: ask again later
+                continue
             if kind == "mesh" and not self._mesh_scope(h.id, summary.sender):
                 continue
             if pushed >= cap:
@@ -798,6 +802,8 @@ class Engine:
             keys.append((h.id, link))
             pushed += 1
         self.counters["sync_pushed"] += pushed
+        if young:  # our summary makes the peer ask again, if it still lacks them then
+            self.sync.ask(link, summary.sender, now + fresh)
         return self._pump(now)
 
     def _drop_answers(self, round_id: int) -> None:

@@ -68,6 +68,9 @@ class SyncConfig:
     mqtt_pull_delay_s: float = 1.0  # a peer's summary shows it has what we lack: ask it
     mesh_pull_delay_s: float = 60.0
     # Bounds on answering.
+    # Messages younger than this are still being carried the ordinary way: not answered.
+    mqtt_fresh_s: float = 5.0
+    mesh_fresh_s: float = 120.0
     mqtt_max_per_round: int = 2000
     mesh_max_per_round: int = 8
     mqtt_peer_gap_s: float = 1.0  # answer one peer at most this often
@@ -83,7 +86,7 @@ class SyncConfig:
     # copies before it sends its own and cancels them (Trickle-style suppression).
     mqtt_answer_spread_s: float = 0.0
     mesh_answer_spread_s: float = 30.0
-    mqtt_answer_spacing_s: float = 0.0
+    mqtt_answer_spacing_s: float = 0.002  # at most 500 answers per second: the links stay live
     mesh_answer_spacing_s: float = 3.0
     # While a round runs on a link (a summary heard lately), duplicates there are answers to it,
     # not a sender retrying: they do not make us re-send our receipt.
@@ -356,6 +359,12 @@ class SyncState:
         if at < ls.due:
             ls.due, ls.target = at, peer
         ls.followups = max(ls.followups, 1)
+
+    def ask(self, link: str, peer: str, at: float) -> None:
+        """Send our summary to ``peer`` at ``at`` (it will ask back if it still lacks ours)."""
+        ls = self.links[link]
+        if at < ls.due:
+            ls.due, ls.target = at, peer
 
     def _followup_at(self, name: str, ls: _LinkSync) -> float:
         pending = ls.due != float("inf")  # a trigger is due first

@@ -265,18 +265,19 @@ def test_mesh_answers_are_capped_rate_limited_and_in_scope() -> None:
     for t in hq.sent:
         hq.run(hq.engine.transmitted("mesh", t.id, True, NOW), NOW)
     hq.sent.clear()
+    T = NOW + 1000  # the decisions are not fresh any more: they are answered
     ask, _ = sync.encode("vr07-utrecht", "", [], max_bytes=229)
-    hq.run(hq.engine.received("mesh", ask, NOW + 10, channel="sync"), NOW + 10)
-    hq.run(hq.engine.timer(NOW + 60), NOW + 60)  # after the random start and the spacing
+    hq.run(hq.engine.received("mesh", ask, T + 10, channel="sync"), T + 10)
+    hq.run(hq.engine.timer(T + 60), T + 60)  # after the random start and the spacing
     pushed = {t.id for t in hq.sent if t.channel == "msg"}
     assert pushed == {message_id(r) for r in vr07}  # VR05's decisions are not for it
     hq.sent.clear()
     ask, _ = sync.encode("vr05-twente", "hq", [], max_bytes=229)
-    hq.run(hq.engine.received("mesh", ask, NOW + 20, channel="sync"), NOW + 20)
-    hq.run(hq.engine.timer(NOW + 60), NOW + 60)
+    hq.run(hq.engine.received("mesh", ask, T + 20, channel="sync"), T + 20)
+    hq.run(hq.engine.timer(T + 60), T + 60)
     assert hq.sent == []  # answered someone on this radio 10 s ago: the link gap holds
-    hq.run(hq.engine.received("mesh", ask, NOW + 100, channel="sync"), NOW + 100)
-    hq.run(hq.engine.timer(NOW + 200), NOW + 200)
+    hq.run(hq.engine.received("mesh", ask, T + 100, channel="sync"), T + 100)
+    hq.run(hq.engine.timer(T + 200), T + 200)
     assert len({t.id for t in hq.sent if t.channel == "msg"}) == 8  # mesh_max_per_round
     assert hq.engine.counters["sync_rate_limited"] == 1
     assert hq.engine.counters["sync_capped"] == 1
