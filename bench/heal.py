@@ -99,6 +99,7 @@ def heal_trial(c: Cluster, name: str, n: int) -> tuple[float, float]:
     sock = c.socket_path(name)
     up = asyncio.run(wait_link_up(sock))
     done = asyncio.run(wait_inbox(sock, n))
+    c.stop(name)  # healed nodes would answer the next ones too: one answering node per trial
     return done - t0, done - up
 
 
@@ -115,7 +116,9 @@ def baseline_trial(c: Cluster, name: str, port: int, raws: list[bytes]) -> float
     time.sleep(2.0)  # let its own healing round (nothing to heal yet) pass
     t0 = time.monotonic()
     asyncio.run(publish_direct(port, raws))
-    return asyncio.run(wait_inbox(sock, len(raws))) - t0
+    took = asyncio.run(wait_inbox(sock, len(raws))) - t0
+    c.stop(name)
+    return took
 
 
 def mqtt_bench(n: int, trials: int) -> dict[str, Any]:
@@ -139,8 +142,6 @@ def mqtt_bench(n: int, trials: int) -> dict[str, Any]:
             time.sleep(6.0)
             c.stop("src")
             heal = [heal_trial(c, f"late-{i}", n) for i in range(trials)]
-            for i in range(trials):
-                c.stop(f"late-{i}")  # they would answer the next ones' summaries too
             direct = [baseline_trial(c, f"direct-{i}", broker.port, raws) for i in range(trials)]
             pushed = c.status("peer")["engine"]["counters"].get("sync_pushed", 0)
         finally:
@@ -353,7 +354,7 @@ def mesh_bench(held: int, missed: int, trials: int) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--decisions", type=int, default=1000)
-    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--mesh-held", type=int, default=100)
     ap.add_argument("--mesh-missed", type=int, default=20)
     ap.add_argument("--skip-mqtt", action="store_true")

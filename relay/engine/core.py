@@ -450,7 +450,7 @@ class Engine:
         self._pending_ids.add(env.id)
         self._clock_offsets.append(d.issued_at - now)
         self.counters["accepted"] += 1
-        self.sync.accepted(link)
+        self.sync.accepted(link, now)
         ops: list[StoreOp] = [
             PutMessage(
                 id=env.id,

@@ -67,6 +67,10 @@ class SyncConfig:
     mesh_period_s: float = 1800.0
     mqtt_pull_delay_s: float = 1.0  # a peer's summary shows it has what we lack: ask it
     mesh_pull_delay_s: float = 60.0
+    # Pulls and follow-ups wait until nothing new has arrived on the link for this long, so that
+    # a second peer is not asked for what the first one's answers are still bringing.
+    mqtt_quiet_s: float = 1.0
+    mesh_quiet_s: float = 60.0
     # Bounds on answering.
     # Messages younger than this are still being carried the ordinary way: not answered.
     mqtt_fresh_s: float = 5.0
@@ -304,10 +308,14 @@ class _LinkSync:
     periodic_at: float = float("inf")
     last_sent: float = float("-inf")
     accepted_since: int = 0  # messages accepted on this link since our last summary
+    last_accepted: float = float("-inf")
+    pull_from: str = ""  # a peer whose summary showed it has what we lack
+    pull_at: float = float("inf")
     followups: int = 0  # rounds of healing left: follow up while a round brings news
     answered_at: float = float("-inf")
     round_at: float = float("-inf")  # a summary was last heard on this link
     heard: dict[str, float] = field(default_factory=dict)  # peers that sent summaries here
+    asks: dict[str, float] = field(default_factory=dict)  # peer -> when to send it our summary
 
 
 class SyncState:
@@ -345,36 +353,53 @@ class SyncState:
         jitter = 0.5 + self._rng.random()  # 0.5x..1.5x the period
         self.links[link].periodic_at = now + self._param(link, "period_s") * jitter
 
-    def accepted(self, link: str) -> None:
+    def accepted(self, link: str, now: float) -> None:
         ls = self.links.get(link)
         if ls is not None:
             ls.accepted_since += 1
+            ls.last_accepted = now
 
     def want_pull(self, link: str, peer: str, now: float) -> None:
         """A peer's summary shows it has what we lack: ask it (soon, once)."""
         ls = self.links[link]
-        at = max(
-            now + self._param(link, "pull_delay_s"), ls.last_sent + self._param(link, "followup_s")
-        )
-        if at < ls.due:
-            ls.due, ls.target = at, peer
+        if not ls.pull_from:  # one at a time: the next one after this round has settled
+            ls.pull_from, ls.pull_at = peer, now + self._param(link, "pull_delay_s")
         ls.followups = max(ls.followups, 1)
 
     def ask(self, link: str, peer: str, at: float) -> None:
         """Send our summary to ``peer`` at ``at`` (it will ask back if it still lacks ours)."""
-        ls = self.links[link]
-        if at < ls.due:
-            ls.due, ls.target = at, peer
+        asks = self.links[link].asks
+        asks[peer] = min(asks.get(peer, at), at)
+        if len(asks) > 64:  # bounded: the latest asks win
+            del asks[max(asks, key=asks.__getitem__)]
+
+    def _quiet_at(self, name: str, ls: _LinkSync) -> float:
+        """Pulls and follow-ups wait until what the last round brought has stopped arriving."""
+        return ls.last_accepted + self._param(name, "quiet_s")
+
+    def _pull_at(self, name: str, ls: _LinkSync) -> float:
+        if not ls.pull_from or ls.due != float("inf"):
+            return float("inf")
+        return max(ls.pull_at, self._quiet_at(name, ls))
 
     def _followup_at(self, name: str, ls: _LinkSync) -> float:
         pending = ls.due != float("inf")  # a trigger is due first
         if ls.accepted_since and ls.followups > 0 and not pending:
-            return ls.last_sent + self._param(name, "followup_s")
+            return max(ls.last_sent + self._param(name, "followup_s"), self._quiet_at(name, ls))
         return float("inf")
 
     def next_deadline(self) -> float:
         return min(
-            (min(ls.due, ls.periodic_at, self._followup_at(n, ls)) for n, ls in self.links.items()),
+            (
+                min(
+                    ls.due,
+                    ls.periodic_at,
+                    self._followup_at(n, ls),
+                    self._pull_at(n, ls),
+                    *ls.asks.values(),
+                )
+                for n, ls in self.links.items()
+            ),
             default=float("inf"),
         )
 
@@ -383,25 +408,30 @@ class SyncState:
         out: list[tuple[str, str, str]] = []
         for name in usable:
             ls = self.links[name]
-            why = ""
+            for peer in [p for p, at in ls.asks.items() if now >= at]:
+                del ls.asks[peer]
+                out.append((name, peer, "ask"))
+            why, target = "", ls.target
             if now >= ls.due:
-                why = "pull" if ls.target else "link-up"
+                why = "peer-back" if ls.target else "link-up"
+            elif now >= self._pull_at(name, ls):
+                why, target = "pull", ls.pull_from
             elif (
                 ls.due == float("inf")
                 and ls.followups
                 and now >= ls.last_sent + self._param(name, "followup_s")
             ):
-                if ls.accepted_since:
+                if ls.accepted_since and now >= self._quiet_at(name, ls):
                     why = "follow-up"
                     ls.followups -= 1
-                else:
+                elif not ls.accepted_since:
                     ls.followups = 0  # the last round brought nothing: healed
             if not why and now >= ls.periodic_at:
                 why = "periodic"
             if not why:
                 continue
-            out.append((name, ls.target, why))
-            ls.due, ls.target = float("inf"), ""
+            out.append((name, target, why))
+            ls.due, ls.target, ls.pull_from, ls.pull_at = float("inf"), "", "", float("inf")
             ls.last_sent, ls.accepted_since = now, 0
             self._periodic(name, now)
         return out

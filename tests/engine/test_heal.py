@@ -412,3 +412,28 @@ def test_mesh_node_out_of_range_heals_within_the_airtime_budget() -> None:
     for name, used in net.max_airtime_last_hour.items():
         assert used <= net.mesh.radios[name].settings.duty_cycle * HOUR, name
     assert net.rejections() == []
+
+
+def test_young_messages_are_asked_for_again_not_answered_at_once() -> None:
+    """Test that messages still in ordinary flight are not answered, but that the asker gets our
+    summary once they are older, so that it pulls them if it still lacks them."""
+    w = standard_world()
+    hq = no_retry(w, "hq", set())
+    raw = w.sign("national")
+    hq.run(hq.engine.submit(raw, NOW, ticket=1), NOW)
+    for t in hq.sent:
+        hq.run(hq.engine.transmitted("mqtt", t.id, True, NOW), NOW)
+    hq.sent.clear()
+    ask, _ = sync.encode("vr07-utrecht", "hq", [], max_bytes=4096)
+    hq.run(hq.engine.received("mqtt", ask, NOW + 1, channel="sync"), NOW + 1)
+    hq.run(hq.engine.timer(NOW + 2), NOW + 2)
+    assert hq.sent == []  # not answered yet
+    before = len([a for a in hq.other if isinstance(a, SendSummary)])  # its link-up summary
+    hq.run(hq.engine.timer(NOW + 6.5), NOW + 6.5)
+    ours = [a for a in hq.other if isinstance(a, SendSummary)][before:]
+    assert len(ours) == 1
+    s = sync.decode(ours[0].raw, max_bytes=4096)
+    assert isinstance(s, sync.Summary) and s.to == "vr07-utrecht"
+    hq.run(hq.engine.received("mqtt", ask, NOW + 8, channel="sync"), NOW + 8)  # it pulls
+    hq.run(hq.engine.timer(NOW + 8), NOW + 8)
+    assert [t.id for t in hq.sent if t.channel == "msg"] == [message_id(raw)]
