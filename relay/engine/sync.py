@@ -27,6 +27,7 @@ Wire form (CBOR, one array; the layout, triggers, rates and bounds are in docs/f
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 import re
@@ -213,10 +214,13 @@ def decode(raw: bytes, *, max_bytes: int) -> Summary | Rejection:
     """Parse a peer's summary; every fault is a specific Rejection, never an exception."""
     if len(raw) > max_bytes:
         return Rejection(Reason.OVERSIZED, f"summary of {len(raw)} B exceeds {max_bytes} B")
+    fp = io.BytesIO(raw)
     try:
-        top = cbor2.loads(raw)
+        top = cbor2.CBORDecoder(fp).decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         return _bad(f"not CBOR ({exc.__class__.__name__})")
+    if fp.tell() != len(raw):
+        return _bad(f"{len(raw) - fp.tell()} bytes after the summary")
     if not isinstance(top, list) or len(top) != 5:
         return _bad("not a 5-item array")
     version, sender, to, cover, items = top

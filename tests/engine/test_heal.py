@@ -8,11 +8,13 @@ from collections import Counter
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.engine import sync
 from relay.engine.core import LinkInfo
 from relay.engine.ops import Rejected, SendSummary, Transmit
-from relay.envelope import Kind, Precedence, Reason, message_id
+from relay.envelope import Kind, Precedence, Reason, Rejection, message_id
 from relay.sim.mesh import Mesh
 from relay.trust import ReplayWindow, Role
 from tests.engine.harness import MemStore, Node, make_node
@@ -437,3 +439,26 @@ def test_young_messages_are_asked_for_again_not_answered_at_once() -> None:
     hq.run(hq.engine.received("mqtt", ask, NOW + 8, channel="sync"), NOW + 8)  # it pulls
     hq.run(hq.engine.timer(NOW + 8), NOW + 8)
     assert [t.id for t in hq.sent if t.channel == "msg"] == [message_id(raw)]
+
+
+def test_summary_decoder_whole_cut_and_with_trailing_bytes() -> None:
+    """Test that a summary decodes whole, and that every truncation and any trailing byte is a
+    specific rejection, never an exception."""
+    s = sync.SignerSeqs(b"abcd", 700, (300, 20, 100, 5, 1))
+    raw, n = sync.encode("vr07-utrecht", "hq", [s, sync.SignerSeqs(b"bcde", 3, (3,))],
+                         max_bytes=4096)  # fmt: skip
+    assert n == 2
+    whole = sync.decode(raw, max_bytes=4096)
+    assert isinstance(whole, sync.Summary) and whole.signers[0] == s and whole.stop is None
+    for cut in range(len(raw)):
+        assert isinstance(sync.decode(raw[:cut], max_bytes=4096), Rejection), cut
+    for extra in (b"\x00", b"\xff", raw):
+        bad = sync.decode(raw + extra, max_bytes=4096)
+        assert isinstance(bad, Rejection) and "after the summary" in bad.detail
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_summary_decoder_never_raises(data: bytes) -> None:
+    """Test that arbitrary bytes decode to a summary or a rejection, never an exception."""
+    assert isinstance(sync.decode(data, max_bytes=4096), sync.Summary | Rejection)
