@@ -742,11 +742,14 @@ class Engine:
         # A summary cut to fit starts where the last one stopped (cyclic key-id order).
         start = self._sync_rotate.get(link, b"")
         signers = [s for s in signers if s.kid >= start] + [s for s in signers if s.kid < start]
-        raw, count = sync.encode(
-            self.config.node, to, signers, max_bytes=int(cfg.per_kind(kind, "max_bytes"))
-        )
+        raw, count = sync.encode(self.config.node, to, signers, max_bytes=self._sync_max(kind))
         self._sync_rotate[link] = signers[count].kid if count < len(signers) else b""
         return raw
+
+    def _sync_max(self, kind: str) -> int:
+        """Summary size bound: the link kind's, and never above what an MQTT link accepts."""
+        limit = int(self.config.heal.per_kind(kind, "max_bytes"))
+        return limit if kind == "mesh" else min(limit, self.config.max_inbound_bytes)
 
     def _sync_in(self, link: str, raw: bytes, now: float) -> list[Action]:
         """A peer's summary: send it (by the outbox) what it lacks, unexpired and in scope."""
@@ -755,7 +758,7 @@ class Engine:
             why = Rejection(Reason.WRONG_TOPIC, f"summary on {link!r}, which is not a link")
             return self._reject(link, why, None, now, None)
         cfg, kind = self.config.heal, self._kind(link)
-        summary = sync.decode(raw, max_bytes=int(cfg.per_kind(kind, "max_bytes")))
+        summary = sync.decode(raw, max_bytes=self._sync_max(kind))
         if isinstance(summary, Rejection):
             return self._reject(link, summary, None, now, None)
         if not cfg.enabled or summary.sender == self.config.node:

@@ -72,8 +72,8 @@ class SyncConfig:
     # a second peer is not asked for what the first one's answers are still bringing.
     mqtt_quiet_s: float = 1.0
     mesh_quiet_s: float = 60.0
-    # Bounds on answering.
-    # Messages younger than this are still being carried the ordinary way: not answered.
+    # Bounds on answering. Messages younger than fresh_s are still being carried the ordinary
+    # way: not answered at once (the asker gets our summary later and pulls if still missing).
     mqtt_fresh_s: float = 5.0
     mesh_fresh_s: float = 120.0
     mqtt_max_per_round: int = 2000
