@@ -41,6 +41,7 @@ from relay.engine.ops import (
     DeliveredAt,
     Persist,
     Rejected,
+    SendSummary,
     StoreOp,
     Submitted,
     Transmit,
@@ -301,6 +302,9 @@ class Node:
                 case Transmit():
                     queues = self._flash_senders if action.precedence == 0 else self._senders
                     queues[action.link].put_nowait(action)
+                case SendSummary(link=link, raw=raw):
+                    summary = Transmit(link, "sync", b"", raw, 3)  # ROUTINE; no id, no outbox
+                    self._senders[link].put_nowait(summary)
                 case Deliver():
                     self.log.info(
                         "delivered",

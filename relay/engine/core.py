@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.engine import sync
 from relay.engine.health import LinkHealth
 from relay.engine.ops import (
     Action,
@@ -50,6 +51,7 @@ from relay.engine.ops import (
     PutReceipt,
     PutReplay,
     Rejected,
+    SendSummary,
     SetCounter,
     StoreOp,
     Submitted,
@@ -64,6 +66,7 @@ from relay.envelope import (
     Reason,
     Rejection,
     encode_payload,
+    key_id,
     open_envelope,
     seal,
 )
@@ -100,6 +103,7 @@ class EngineConfig:
     bridge_slot_s: float = 4.0
     seed: int | None = None  # for the gateway's random delays (tests fix it)
     drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
+    heal: sync.SyncConfig = field(default_factory=sync.SyncConfig)  # relay.engine.sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,8 @@ class _Msg:
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
     meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
+    kid: bytes = b""  # signer key id and sequence number: what healing summaries describe
+    seq: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,7 @@ class _Out:
     inflight: bool = False
     via: str | None = None  # the link actually used (for ANY_LINK entries)
     suppressible: bool = False  # a gateway's bridged copy: cancelled when heard on the mesh
+    answer: int = 0  # the healing round this entry answers (0: none)
 
 
 Held = Action | _Activate
@@ -208,6 +215,13 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.peers: dict[str, float] = {}
+        self._own_kid = key_id(node_key.public_key().public_bytes_raw())
+        self._sync_rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
+        self.sync = sync.SyncState(
+            config.heal, {n: i.kind for n, i in self.links.items()}, self._sync_rng
+        )
+        self._sync_rotate: dict[str, bytes] = {}
+        self._answers: dict[int, list[tuple[bytes, str]]] = {}  # healing round -> its entries
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -241,6 +255,8 @@ class Engine:
                 sm.received_at,
                 sm.origin,
                 self._kind(sm.received_via),
+                kid=env.kid,
+                seq=d.seq,
             )
             if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
                 m.recipients = frozenset(self.trust.roster.recipients(d.audience))
@@ -265,6 +281,8 @@ class Engine:
     ) -> list[Action]:
         if peer:
             self.peer_heard(link, peer, now)
+        if channel == sync.SYNC_CHANNEL:
+            return self._sync_in(link, raw, now)
         return self._ingest(link, raw, now, channel=channel, ticket=None)
 
     def peer_heard(self, link: str, node: str, now: float, *, gateway: bool | None = None) -> None:
@@ -272,11 +290,15 @@ class Engine:
         status says whether it has a usable mesh link besides MQTT (None: not stated)."""
         self.peers[node] = now
         if self._kind(link) == "mqtt":
+            before = self.mqtt_peers.get(node, float("-inf"))
             self.mqtt_peers[node] = now
             if gateway:
                 self.gateway_peers[node] = now
             elif gateway is not None:
                 self.gateway_peers.pop(node, None)
+            back = before < now - self.config.peer_timeout_s  # new, or back from a partition
+            if back and link in self.links and node != self.config.node:
+                self.sync.peer_returned(link, node, now)
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -305,6 +327,8 @@ class Engine:
             state = "up" if state else "down"
         health = self.health[link]
         changed = [] if state == health.reported else [self._audit(now, "link", None, link, state)]
+        if health.reported == "down" and state != "down":
+            self.sync.link_up(link, now)  # (back) up: summarise soon (partition healing)
         if health.report(state, now):
             self._revive(now)
         return changed + self._pump(now)
@@ -370,6 +394,7 @@ class Engine:
             self._next_gc = now + self.config.gc_interval_s
             actions += self._collect(now)
         actions += self._bridge_missed(now)
+        actions += self._sync_due(now)
         return actions + self._pump(now)
 
     def _bridge_missed(self, now: float) -> list[Action]:
@@ -424,7 +449,7 @@ class Engine:
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
-        deadline = self._next_gc
+        deadline = min(self._next_gc, self.sync.next_deadline())
         for h in self.health.values():
             change = h.next_change_at()
             if change is not None:
@@ -494,9 +519,12 @@ class Engine:
                 del self._outbox[(env.id, link)]
                 self.counters["bridge_suppressed"] += 1
                 actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
-        # The sender is retrying, so our receipt may have been lost: send it again.
+                self._drop_answers(out.answer)  # another node answers that summary
+        # The sender is retrying, so our receipt may have been lost: send it again. (Not while a
+        # healing round runs on the link: that copy answers someone else's summary.)
         rid = self._own_receipts.get(env.id)
-        if rid is not None and rid in self._msgs and link != LOCAL_LINK:
+        healing = self.sync.healing(link, now)
+        if rid is not None and rid in self._msgs and link != LOCAL_LINK and not healing:
             ops: list[StoreOp] = []
             rm = self._msgs[rid]
             for name, _ in self._targets(rm.precedence, Kind.ACK, None, origin=True, now=now):
@@ -515,6 +543,7 @@ class Engine:
         self._pending_ids.add(env.id)
         self._clock_offsets.append(d.issued_at - now)
         self.counters["accepted"] += 1
+        self.sync.accepted(link, now)
         ops: list[StoreOp] = [
             PutMessage(
                 id=env.id,
@@ -537,6 +566,7 @@ class Engine:
         ]
         held: list[Held] = []
         m = _Msg(env.raw, d.kind, d.precedence, d.expires_at, now, origin, self._kind(link))
+        m.kid, m.seq = env.kid, d.seq
         if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
             m.recipients = frozenset(self.trust.roster.recipients(d.audience))
         if d.kind in (Kind.ROSTER, Kind.REVOCATION):
@@ -649,9 +679,8 @@ class Engine:
             PutReceipt(env.id, self.config.node, renv.id, issued, now, LOCAL_LINK),
         ]
         ops += [PutOutbox(renv.id, name, 0, now, False) for name, _ in targets]
-        return _Activate(
-            renv.id, _Msg(raw, Kind.ACK, d.precedence, expires, now, True), targets, False
-        )
+        rm = _Msg(raw, Kind.ACK, d.precedence, expires, now, True, kid=renv.kid, seq=self._seq)
+        return _Activate(renv.id, rm, targets, False)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -797,6 +826,144 @@ class Engine:
         for item in deferred:
             heapq.heappush(self._due, item)
         return actions
+
+    # ------------------------------------------------------------------ healing (docs/failover.md)
+
+    def _sync_due(self, now: float) -> list[Action]:
+        """Summaries that are due (link up, follow-up, pull, periodic) on usable links."""
+        if not self.config.heal.enabled:
+            return []
+        actions: list[Action] = []
+        usable = [n for n in self.links if self._usable(n, now)]
+        for link, target, why in self.sync.due(now, usable):
+            if not target:
+                target = self._sync_peer(now) if self._kind(link) == "mqtt" else ""
+                target = target or self.sync.recent_peer(link, now)
+            raw = self._summary(link, target)
+            self.counters["sync_summaries_sent"] += 1
+            self.counters["sync_summary_bytes"] += len(raw)
+            self.counters[f"sync_summaries_{why}"] += 1
+            actions.append(SendSummary(link, raw))
+        return actions
+
+    def _sync_peer(self, now: float) -> str:
+        """Whom to ask on MQTT: a node heard there lately (random), or anyone."""
+        cutoff = now - self.config.peer_timeout_s
+        alive = sorted(
+            n for n, t in self.mqtt_peers.items() if t >= cutoff and n != self.config.node
+        )
+        return self._sync_rng.choice(alive) if alive else ""
+
+    def _summary(self, link: str, to: str) -> bytes:
+        cfg, kind = self.config.heal, self._kind(link)
+        max_runs = int(cfg.per_kind(kind, "max_runs"))
+        signers = [
+            s
+            for kid, w in self.replay.windows.items()
+            if kid != self._own_kid and (s := sync.describe(kid, w, max_runs=max_runs))
+        ]
+        if (own := sync.contiguous(self._own_kid, self._seq)) is not None:
+            signers.append(own)
+        signers.sort(key=lambda s: s.kid)
+        # A summary cut to fit starts where the last one stopped (cyclic key-id order).
+        start = self._sync_rotate.get(link, b"")
+        signers = [s for s in signers if s.kid >= start] + [s for s in signers if s.kid < start]
+        raw, count = sync.encode(self.config.node, to, signers, max_bytes=self._sync_max(kind))
+        self._sync_rotate[link] = signers[count].kid if count < len(signers) else b""
+        return raw
+
+    def _sync_max(self, kind: str) -> int:
+        """Summary size bound: the link kind's, and never above what an MQTT link accepts."""
+        limit = int(self.config.heal.per_kind(kind, "max_bytes"))
+        return limit if kind == "mesh" else min(limit, self.config.max_inbound_bytes)
+
+    def _sync_in(self, link: str, raw: bytes, now: float) -> list[Action]:
+        """A peer's summary: send it (by the outbox) what it lacks, unexpired and in scope."""
+        self.counters["sync_summaries_received"] += 1
+        if link not in self.links:
+            why = Rejection(Reason.WRONG_TOPIC, f"summary on {link!r}, which is not a link")
+            return self._reject(link, why, None, now, None)
+        cfg, kind = self.config.heal, self._kind(link)
+        summary = sync.decode(raw, max_bytes=self._sync_max(kind))
+        if isinstance(summary, Rejection):
+            return self._reject(link, summary, None, now, None)
+        if not cfg.enabled or summary.sender == self.config.node:
+            return []
+        self.sync.heard(link, summary.sender, now)
+        if summary.to not in ("", self.config.node):
+            return []  # another node was asked
+        if sync.peer_has_more(summary, self.replay.windows, self._own_kid):
+            self.sync.want_pull(link, summary.sender, now)
+        if not self.sync.may_answer(link, summary.sender, now):
+            self.counters["sync_rate_limited"] += 1
+            return []
+        horizon = now - self.trust.skew_s
+        held = (
+            sync.Held(i, m.kid, m.seq, m.kind, int(m.precedence), m.received_at)
+            for i, m in self._msgs.items()
+            if m.seq >= 0 and m.expires_at >= horizon
+        )
+        cap = int(cfg.per_kind(kind, "max_per_round"))
+        fresh = cfg.per_kind(kind, "fresh_s")
+        # On the mesh several nodes may answer one summary addressed to anyone: each starts at
+        # a random moment and spaces its answers, so the first copy heard cancels the others'.
+        spread = cfg.per_kind(kind, "answer_spread_s") if not summary.to else 0.0
+        start = now + (self._sync_rng.uniform(0.0, spread) if spread else 0.0)
+        spacing = cfg.per_kind(kind, "answer_spacing_s")
+        round_id = next(self._tokens)
+        keys = self._answers[round_id] = []
+        while len(self._answers) > 64:  # bounded: old rounds are done or no longer cancelled
+            del self._answers[next(iter(self._answers))]
+        pushed, young = 0, False
+        for h in sync.missing_at(summary, held):
+            if (h.id, link) in self._outbox:
+                continue  # already on its way there
+            if now - h.received_at < fresh:
+                young = True  # still carried the ordinary way, maybe: ask again later
+                continue
+            if kind == "mesh" and not self._mesh_scope(h.id, summary.sender):
+                continue
+            if pushed >= cap:
+                self.counters["sync_capped"] += 1
+                break
+            out = self._schedule(h.id, link, 0, start + pushed * spacing, False)
+            out.suppressible, out.answer = kind == "mesh", round_id
+            keys.append((h.id, link))
+            pushed += 1
+        self.counters["sync_pushed"] += pushed
+        if young:  # our summary makes the peer ask again, if it still lacks them then
+            self.sync.ask(link, summary.sender, now + fresh)
+        return self._pump(now)
+
+    def _drop_answers(self, round_id: int) -> None:
+        """Someone else's answer to the same summary was heard: withdraw what of ours waits."""
+        for key in self._answers.pop(round_id, []) if round_id else []:
+            out = self._outbox.get(key)
+            if out is not None and out.answer == round_id and not out.inflight:
+                del self._outbox[key]
+                self.counters["sync_answers_withdrawn"] += 1
+
+    def _mesh_scope(self, msg_id: bytes, peer: str, depth: int = 0) -> bool:
+        """Does a mesh node need this message? Trust always; decisions for it; receipts for
+        what came from the mesh or is for it. (MQTT nodes keep everything: no filter there.)"""
+        m = self._msgs.get(msg_id)
+        if m is None:
+            return False
+        if m.kind in (Kind.ROSTER, Kind.REVOCATION):
+            return True
+        env = open_envelope(m.raw, max_bytes=1 << 20)
+        if isinstance(env, Rejection):
+            return False
+        d = env.decision
+        if d.kind == Kind.ACK:
+            return depth == 0 and any(
+                (r := self._msgs.get(ref)) is not None
+                and (r.via_kind == "mesh" or self._mesh_scope(ref, peer, 1))
+                for ref in d.refs
+            )
+        roster = self.trust.roster
+        regions = roster.node_regions().get(peer, frozenset()) if roster else frozenset()
+        return d.kind in SHOWN_KINDS and d.audience.includes(peer, regions)
 
     # ------------------------------------------------------------------ bounds and expiry
 

@@ -172,4 +172,13 @@ class DeliveredAt:
     via: str
 
 
-Action = Persist | Transmit | Deliver | Rejected | Submitted | DeliveredAt
+@dataclass(frozen=True, slots=True)
+class SendSummary:
+    """Send a healing summary (relay.engine.sync) on a link's ``sync`` channel: not a message,
+    no outbox entry, no id; a lost one is simply followed by the next."""
+
+    link: str
+    raw: bytes
+
+
+Action = Persist | Transmit | Deliver | Rejected | Submitted | DeliveredAt | SendSummary

@@ -49,6 +49,7 @@ from relay.mesh.frames import (
     MAX_BUNDLE_ITEMS,
     MAX_FRAME,
     MAX_MESSAGE,
+    MAX_SUMMARY,
     Completed,
     Fragment,
     Fragmenter,
@@ -65,6 +66,7 @@ from relay.mesh.frames import (
     Summary,
     decode_frame,
     encode_receipt_bundle,
+    encode_summary,
 )
 from relay.mesh.ledger import AirtimeLedger
 from relay.mesh.sendqueue import Evicted, PushRefused, QueueItem, Ready, SendQueue
@@ -126,7 +128,7 @@ class Received:
     """A complete signed message (or receipt) heard from node ``sender``, for the engine."""
 
     raw: bytes
-    channel: str  # "msg" | "rcpt"
+    channel: str  # "msg" | "rcpt" | "sync" (a healing summary, relay.engine.sync)
     sender: int
 
 
@@ -279,6 +281,14 @@ class MeshCore:
             self._held.append(_HeldReceipt(ticket, t.raw, prec, now))
             self._flush_receipts(now, everything=prec is Precedence.FLASH)
             return ticket
+        if t.channel == "sync":
+            if len(t.raw) > MAX_SUMMARY:
+                self._finish_now(ticket, f"summary of {len(t.raw)} B exceeds {MAX_SUMMARY}")
+                return ticket
+            self._tickets[ticket] = _Ticket()
+            self.counters["summaries_sent"] += 1
+            self._enqueue((encode_summary(t.raw),), (ticket,), prec, BROADCAST, now)
+            return ticket
         if not 1 <= len(t.raw) <= MAX_MESSAGE:
             self._finish_now(
                 ticket, f"message of {len(t.raw)} B; the mesh carries 1..{MAX_MESSAGE}"
@@ -371,8 +381,9 @@ class MeshCore:
                 self._fragment(frame, sender, now)
             case Nack():
                 self._nack(frame, now)
-            case Summary():
-                self.counters["summaries_ignored"] += 1  # anti-entropy is not wired yet
+            case Summary(data=data):
+                self.counters["summaries_received"] += 1
+                self._events.append(Received(data, "sync", sender))
 
     def _fragment(self, fragment: Fragment, sender: int, now: float) -> None:
         result = self.reassembler.feed(fragment, sender, now)
