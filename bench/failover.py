@@ -1,6 +1,7 @@
 """Failover and failback times of a relay node whose broker path is blackholed, then restored.
 
     python bench/failover.py [--trials 20] [--outage 8] [--probe-interval 1] [--probe-timeout 3]
+                             [--heal-trials 20] [--heal-decisions 1000] [--json]
 
 Setup, all on loopback: a real mosquitto; a fault proxy on the path of the two measured nodes (a
 blackhole drops bytes silently in both directions, like a dead router: no RST, no FIN); the
@@ -26,6 +27,10 @@ Baseline, computed from the configuration (not worth waiting minutes for): with 
 paho sends PINGREQ after ``keepalive`` s of silence and gives up after as long again, so a silent
 broker is noticed 1-2 x keepalive after it went silent (median 1.5 x), and failover cannot be
 faster than that. Goals (issue #5): failover <= 5 s, failback <= 5 s. Medians over the trials.
+
+Then healing (bench/heal.py, which also runs alone and documents its set-up): 1,000 decisions missed
+by a node, reconciled over MQTT (goal <= 10 s), and the airtime of reconciling 20 missed decisions
+over the mesh against sending those 20 once; ``--heal-trials 0`` skips it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import heal
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, IssuerSpec, MeshProcess, NodeSpec
 from relay.sim.faultproxy import ThreadedFaultProxy
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage", type=float, default=8.0, help="seconds from blackhole to restore")
     ap.add_argument("--probe-interval", type=float, default=1.0)
     ap.add_argument("--probe-timeout", type=float, default=3.0)
+    ap.add_argument("--heal-trials", type=int, default=20, help="healing trials (0: skip)")
+    ap.add_argument("--heal-decisions", type=int, default=1000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.trials < 1 or args.outage <= 0:
@@ -206,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     # The fault proxy logs every switch; keep stdout for the table.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     r = run(args.trials, args.outage, args.probe_interval, args.probe_timeout)
+    healing: dict[str, Any] = {}
+    if args.heal_trials > 0:  # the issue's third measurement; bench/heal.py runs it alone
+        logging.getLogger("mqtt").setLevel(logging.ERROR)
+        healing["mesh"] = heal.mesh_bench(100, 20, args.heal_trials)
+        healing["mqtt"] = heal.mqtt_bench(args.heal_decisions, args.heal_trials)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps({**r, "healing": healing}, indent=2))
         return 0
     k = KEEPALIVE_S
     print(f"Failover / failback, {r['trials']} trials, outage {r['outage_s']:.0f} s, probe every "
@@ -220,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['max_failover_s']:>7.2f} {'<= 5':>6}")  # fmt: skip
     print(f"{'relay: failback, first publish over MQTT':44} {r['median_failback_s']:>9.2f} "
           f"{r['max_failback_s']:>7.2f} {'<= 5':>6}")  # fmt: skip
+    if healing:
+        print()
+        heal.print_report(healing["mqtt"], healing["mesh"])
     return 0
 
 

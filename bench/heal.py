@@ -47,7 +47,7 @@ from relay.engine.ops import Action, Persist, SendSummary, Transmit
 from relay.envelope import Audience, Decision, Envelope, Precedence, open_envelope, seal
 from relay.keys import raw_public
 from relay.links.mesh_core import Done, MeshCore, OutFrame, Received, frame_airtime
-from relay.mesh.frames import FrameType, encode_message
+from relay.mesh.frames import FrameType, encode_message, frame_type
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
 from relay.trust import (
@@ -246,7 +246,7 @@ class Ether:
             while (out := r.core.poll_transmit(self.now)) is not None:
                 r.core.frame_sent(out.ref, self.now)
                 if r.counting:
-                    kind = FrameType(out.payload[0] >> 3 & 7).name
+                    kind = frame_type(out.payload).name
                     r.airtime.setdefault(kind, []).append(out.airtime_s)
                 heapq.heappush(self.events, (self.now + out.airtime_s, next(self._seq), name, out))
             for ev in r.core.events():
@@ -351,21 +351,8 @@ def mesh_bench(held: int, missed: int, trials: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- main
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--decisions", type=int, default=1000)
-    ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--mesh-held", type=int, default=100)
-    ap.add_argument("--mesh-missed", type=int, default=20)
-    ap.add_argument("--skip-mqtt", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    logging.getLogger("mqtt").setLevel(logging.ERROR)
-    mesh = mesh_bench(args.mesh_held, args.mesh_missed, args.trials)
-    mqtt = None if args.skip_mqtt else mqtt_bench(args.decisions, args.trials)
-    if args.json:
-        print(json.dumps({"mqtt": mqtt, "mesh": mesh}, indent=2))
-        return 0
+def print_report(mqtt: dict[str, Any] | None, mesh: dict[str, Any]) -> None:
+    """Print the healing tables (also used by bench/failover.py)."""
     if mqtt is not None:
         print(f"MQTT healing: {mqtt['decisions']} decisions missed, {mqtt['trials']} trials "
               "(medians, wall clock)")  # fmt: skip
@@ -390,6 +377,24 @@ def main() -> int:
     print(f"{'(receipts of B: delivery, not healing)':48} {'':>7} {m['receipts_s']:>10.1f}")
     print(f"healing / sending once: {m['heal_s'] / m['once_s']:.2f}; "
           f"B complete {m['heal_virtual_s']:.0f} s after its radio came back")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--decisions", type=int, default=1000)
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--mesh-held", type=int, default=100)
+    ap.add_argument("--mesh-missed", type=int, default=20)
+    ap.add_argument("--skip-mqtt", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    mesh = mesh_bench(args.mesh_held, args.mesh_missed, args.trials)
+    mqtt = None if args.skip_mqtt else mqtt_bench(args.decisions, args.trials)
+    if args.json:
+        print(json.dumps({"mqtt": mqtt, "mesh": mesh}, indent=2))
+        return 0
+    print_report(mqtt, mesh)
     return 0
 
 

@@ -244,6 +244,13 @@ def is_bare(message: bytes) -> bool:
     return 1 <= len(message) <= MAX_FRAME and message[0] == COSE_SIGN1_TAG
 
 
+def frame_type(payload: bytes) -> FrameType:
+    """The type of a frame from its first byte (a bare SINGLE counts as SINGLE); not validated."""
+    if is_bare(payload):
+        return FrameType.SINGLE
+    return FrameType(payload[0] >> 3 & 0x07)
+
+
 def fragment_count(size: int, *, bare: bool = False) -> int:
     """Return how many frames a message of ``size`` bytes needs (1 means a SINGLE frame).
 

@@ -15,6 +15,7 @@ from relay.engine import sync
 from relay.engine.core import LinkInfo
 from relay.engine.ops import Rejected, SendSummary, Transmit
 from relay.envelope import Kind, Precedence, Reason, Rejection, message_id
+from relay.mesh.frames import FrameType, frame_type
 from relay.sim.mesh import Mesh
 from relay.trust import ReplayWindow, Role
 from tests.engine.harness import MemStore, Node, make_node
@@ -365,12 +366,12 @@ class HealNet(SimNetwork):
         return super()._step(n, now)
 
 
-def frames_of(net: HealNet, name: str, kind: int, since: float = 0.0) -> list[float]:
-    """Airtime of the frames of one type (first byte bits 5..3) a radio sent."""
+def frames_of(net: HealNet, name: str, kind: FrameType, since: float = 0.0) -> list[float]:
+    """Airtime of the frames of one type (a bare signed message is a SINGLE) a radio sent."""
     return [
         f.airtime_s
         for f in net.nodes[name].radio.sent[int(since) :]
-        if f.payload[0] >> 3 & 7 == kind
+        if frame_type(f.payload) == kind
     ]
 
 
@@ -402,7 +403,7 @@ def test_mesh_node_out_of_range_heals_within_the_airtime_budget() -> None:
 
     assert all(net.deliveries("n1", i) == 1 for i in ids)
     assert all(net.deliveries(name, i) == 1 for name in ("n2", "n3") for i in ids)
-    summaries = sum(len(frames_of(net, nm, 4, sent_before[nm])) for nm in net.nodes)
+    summaries = sum(len(frames_of(net, nm, FrameType.SUMMARY, sent_before[nm])) for nm in net.nodes)
     assert 3 <= summaries <= 16  # 20 missing, at most 8 per round
     # What was answered: the 20 (plus the odd copy of a second answering node; a radio's
     # failed tries are repeated by the link, not counted here), not everything the others hold.

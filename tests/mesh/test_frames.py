@@ -18,6 +18,7 @@ from relay.mesh.frames import (
     MAX_SINGLE,
     MAX_SUMMARY,
     Fragment,
+    FrameType,
     Malformed,
     MalformedReason,
     Nack,
@@ -33,6 +34,7 @@ from relay.mesh.frames import (
     encode_summary,
     fragment_count,
     fragment_key,
+    frame_type,
     is_bare,
     pack_receipts,
 )
@@ -333,3 +335,11 @@ def test_encoders_refuse_our_own_mistakes() -> None:
     for call in bad_calls:
         with pytest.raises(ValueError):
             call()
+
+
+def test_frame_type_counts_a_bare_signed_message_as_single() -> None:
+    """Test that frame_type reads the first byte and calls a bare COSE_Sign1 a SINGLE."""
+    assert frame_type(b"\xd2\x84rest") is FrameType.SINGLE
+    assert frame_type(encode_single(b"\x84x")) is FrameType.SINGLE
+    assert frame_type(encode_summary(b"\xaa")) is FrameType.SUMMARY
+    assert frame_type(encode_nack(KEY, [1])) is FrameType.NACK
