@@ -968,22 +968,24 @@ class Engine:
     # ------------------------------------------------------------------ bounds and expiry
 
     def _make_room(self, incoming: Precedence) -> bool:
-        """Keep the store within max_messages. Evict the least urgent, oldest messages first;
-        unexpired FLASH is never evicted, and when only FLASH is left a non-FLASH newcomer is
-        refused (its sender keeps it and retries). Evicted ids stay known as tombstones until
-        they expire, so a later copy is still a duplicate, never a second delivery."""
+        """Keep the store within max_messages. Evict receipts first (a lost receipt costs a
+        retry and a fresh receipt; a lost decision may be lost for good), then the least urgent,
+        oldest messages; unexpired FLASH is never evicted, and when only FLASH is left a non-FLASH
+        newcomer is refused (its sender keeps it and retries). Evicted ids stay known as
+        tombstones until they expire, so a later copy is still a duplicate, never a second
+        delivery."""
         excess = len(self._msgs) + len(self._pending_ids) + 1 - self.config.max_messages
         if excess <= 0:
             return True
         candidates = sorted(
-            (-int(m.precedence), m.received_at, msg_id)
+            (m.kind != Kind.ACK, -int(m.precedence), m.received_at, msg_id)
             for msg_id, m in self._msgs.items()
             if m.precedence != Precedence.FLASH
         )[:excess]
         if len(candidates) < excess:
             # Only FLASH left: a FLASH newcomer still gets in (FLASH is bounded by its issuers).
             return incoming == Precedence.FLASH
-        ids = tuple(c[2] for c in candidates)
+        ids = tuple(c[3] for c in candidates)
         for msg_id in ids:
             m = self._msgs.pop(msg_id)
             self._tombstones[msg_id] = m.expires_at + self.trust.skew_s

@@ -1,7 +1,7 @@
 """The pure engine: ordering against persistence, dedupe, receipts, retries, bounds, expiry."""
 
 from relay.engine.ops import Action, DeliveredAt, Persist, PutInbox, Rejected, Submitted, Transmit
-from relay.envelope import Precedence, Reason
+from relay.envelope import Kind, Precedence, Reason
 from tests.engine.harness import make_node
 from tests.world import NOW, standard_world
 
@@ -156,6 +156,24 @@ def test_size_bound_evicts_routine_first_and_never_flash() -> None:
     assert any(isinstance(x, Rejected) and x.reason == Reason.STORE_FULL for x in out)
     # An evicted message arriving again is a duplicate, not a second delivery.
     assert a.engine.counters["duplicates"] == 0
+
+
+def test_size_bound_evicts_receipts_before_decisions() -> None:
+    """Test that a full store gives up the oldest receipts it carries before any decision."""
+    w = standard_world()
+    recipient = make_node(w, "vr07-utrecht", {"VR07"})
+    relay = make_node(w, "vr05-twente", {"VR05"}, max_messages=4)  # carries VR07 traffic
+    at = float(NOW)
+    for i in range(3):
+        raw = w.sign("vr07-issuer", f"besluit {i}", to="region:VR07", precedence=Precedence.ROUTINE)
+        sent = recipient.run(recipient.engine.received("mqtt", raw, at, channel="msg"), at)
+        (receipt,) = {t.raw for t in sent if isinstance(t, Transmit) and t.channel == "rcpt"}
+        for message, channel in ((raw, "msg"), (receipt, "rcpt")):
+            at += 1
+            relay.run(relay.engine.received("mqtt", message, at, channel=channel), at)
+    kinds = sorted(m.kind for m in relay.store.messages.values())
+    assert relay.engine.counters["evicted"] == 2
+    assert kinds == [Kind.DECISION] * 3 + [Kind.ACK]
 
 
 def test_expired_messages_are_collected() -> None:
