@@ -25,10 +25,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import select
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,7 +42,7 @@ from relay.drill.report import Verdict, write_report
 from relay.drill.scenario import NodeDef, Scenario, Step
 from relay.envelope import Precedence
 from relay.sim.broker import BrokerError, Mosquitto
-from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
+from relay.sim.cluster import Cluster, EmulatorError, EmulatorProcess, IssuerSpec, NodeSpec
 from relay.sim.faultproxy import ThreadedFaultProxy
 from relay.sim.net import LOOPBACK, free_port
 
@@ -89,91 +85,25 @@ class RunResult:
 # ---------------------------------------------------------------------------------- the radios
 
 
-class MeshProcess:
-    """``relay sim mesh`` in its own process, with the scenario's radios and links."""
-
-    def __init__(self, scenario: Scenario, workdir: Path) -> None:
-        self.radios = [n.name for n in scenario.nodes if n.radio]
-        self.ports = {name: free_port() for name in self.radios}
-        self.control_port = free_port()
-        self.path = workdir / "mesh.toml"
-        self.log_path = workdir / "mesh.log"
-        m = scenario.mesh
-        lines = [
-            "[mesh]",
-            f'preset = "{m.preset}"',
-            f"seed = {m.seed}",
-            f"all_hear_all = {'true' if m.all_hear_all else 'false'}",
-            f"loss = {m.loss!r}",
-            f'control = "{LOOPBACK}:{self.control_port}"',
-            "",
-        ]
-        for name in self.radios:
-            lines += ["[[radio]]", f'name = "{name}"', f"tcp_port = {self.ports[name]}", ""]
-        for link in m.links:
-            lines += ["[[link]]", f'a = "{link.a}"', f'b = "{link.b}"', f"loss = {link.loss!r}",
-                      f"symmetric = {'true' if link.symmetric else 'false'}", ""]  # fmt: skip
-        self.path.write_text("\n".join(lines))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        self._log = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "sim", "mesh", str(self.path)],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        seen = b""  # raw reads: a buffered reader could hide lines from select()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                seen += chunk
-                if b"\nready\n" in b"\n" + seen:
-                    return
-        raise DrillError(f"the radio emulator did not start; see {self.log_path}")
-
-    def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        with socket.create_connection((LOOPBACK, self.control_port), timeout=10) as s:
-            s.sendall(json.dumps(cmd).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        try:
-            reply: dict[str, Any] = json.loads(data)
-        except ValueError:
-            raise DrillError(
-                f"radio emulator gave no answer to {cmd}; see {self.log_path}"
-            ) from None
-        if not reply.get("ok"):
-            raise DrillError(f"radio emulator refused {cmd}: {reply.get('error')}")
-        return reply
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-# ---------------------------------------------------------------------------------- the runner
+def emulator_spec(scenario: Scenario) -> str:
+    """The ``relay sim mesh`` spec for the scenario's radios (one per node with a radio)."""
+    m = scenario.mesh
+    lines = [
+        "[mesh]",
+        f'preset = "{m.preset}"',
+        f"seed = {m.seed}",
+        f"all_hear_all = {'true' if m.all_hear_all else 'false'}",
+        f"loss = {m.loss!r}",
+        f'control = "{LOOPBACK}:{free_port()}"',
+        "",
+    ]
+    for node in scenario.nodes:
+        if node.radio:
+            lines += ["[[radio]]", f'name = "{node.name}"', f"tcp_port = {free_port()}", ""]
+    for link in m.links:
+        lines += ["[[link]]", f'a = "{link.a}"', f'b = "{link.b}"', f"loss = {link.loss!r}",
+                  f"symmetric = {'true' if link.symmetric else 'false'}", ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 class Runner:
@@ -187,7 +117,7 @@ class Runner:
         self.skews: dict[str, list[tuple[float, float]]] = {}
         self.brokers: dict[str, Mosquitto] = {}
         self.proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}
-        self.mesh: MeshProcess | None = None
+        self.mesh: EmulatorProcess | None = None
         self.cluster = Cluster(workdir / "c")
         self.phase = "setup"
         self.t0 = time.monotonic()
@@ -214,6 +144,13 @@ class Runner:
 
     # -------------------------------------------------------------------------- set-up
 
+    def _emulator(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.mesh is not None
+        try:
+            return self.mesh.control(cmd)
+        except EmulatorError as exc:
+            raise DrillError(str(exc)) from None
+
     def setup(self, stack: ExitStack) -> None:
         sc = self.sc
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -236,9 +173,12 @@ class Runner:
                 proxy.start()
                 self.proxies[(n.name, b)] = proxy
         if any(n.radio for n in sc.nodes):
-            self.mesh = MeshProcess(sc, self.dir)
+            self.mesh = EmulatorProcess(self.dir, emulator_spec(sc))
             stack.callback(self.mesh.stop)
-            self.mesh.start()
+            try:
+                self.mesh.start()
+            except EmulatorError as exc:
+                raise DrillError(str(exc)) from None
         specs = [
             NodeSpec(
                 n.name,
@@ -263,7 +203,7 @@ class Runner:
             except (TimeoutError, RuntimeError) as exc:
                 raise DrillError(f"node {n.name} did not come up: {exc}") from exc
         self.say(f"{len(sc.nodes)} nodes, {len(sc.brokers)} broker(s), "
-                 f"{len(self.mesh.radios) if self.mesh else 0} radio(s) up")  # fmt: skip
+                 f"{len(self.mesh.ports) if self.mesh else 0} radio(s) up")  # fmt: skip
 
     def _write_drill_windows(self) -> None:
         """Every node accepts exercise traffic only for the drill's own span (docs/config.md)."""
@@ -367,8 +307,7 @@ class Runner:
                 self.brokers[a["broker"]].start()
                 self._fault(step)
             case "unplug" | "replug":
-                assert self.mesh is not None
-                self.mesh.command({"cmd": step.do, "radio": a["node"]})
+                self._emulator({"cmd": step.do, "radio": a["node"]})
                 self._fault(step)
             case "kill":
                 self.cluster.kill(a["node"])
@@ -389,8 +328,7 @@ class Runner:
                 self._start(node)
                 self._fault(step)
             case "set_loss":
-                assert self.mesh is not None
-                self.mesh.command({"cmd": "set_loss", "a": a["a"], "b": a["b"],
+                self._emulator({"cmd": "set_loss", "a": a["a"], "b": a["b"],
                                    "loss": a["loss"]})  # fmt: skip
                 self._fault(step)
 
@@ -450,8 +388,8 @@ class Runner:
         self.set_phase("collect")
         self.cluster.stop_all()
         if self.mesh is not None:
-            for radio in self.mesh.radios:
-                stats = self.mesh.command({"cmd": "stats", "radio": radio})
+            for radio in self.mesh.ports:
+                stats = self._emulator({"cmd": "stats", "radio": radio})
                 detail = {"airtime_s": stats.get("airtime_total_s"),
                           "budget_s": stats.get("duty_cycle_budget_s")}  # fmt: skip
                 self.record("airtime", link=radio, detail=json.dumps(detail))

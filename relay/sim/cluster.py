@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -274,87 +275,72 @@ class Cluster:
 # ---------------------------------------------------------------------- an emulated mesh
 
 
-class MeshProcess:
-    """``relay sim mesh`` as a subprocess: several separate meshes of emulated radios.
+class EmulatorProcess:
+    """``relay sim mesh SPEC`` as a subprocess, from the text of its spec file (docs/emulator.md).
 
-    ``meshes`` maps a mesh name to its radios' names; radios of one mesh all hear each other,
-    radios of different meshes never do. Each radio gets a free loopback TCP port; ``radio(name)``
-    is the "HOST:PORT" to put in a ``NodeSpec``, and ``stats(name)`` reads the emulator's counters
-    (``frames_sent``, ``own_sent``, ``airtime_total_s`` …) through its control port.
+    ``start`` waits for the ``ready`` line and reads the radios' TCP ports and the control port
+    from what the emulator prints; ``radio(name)`` is the "HOST:PORT" to put in a ``NodeSpec``;
+    ``control`` sends one command to the control port. Errors are ``EmulatorError``.
     """
 
-    def __init__(
-        self, directory: Path, meshes: Mapping[str, Sequence[str]], *, preset: str = "LONG_FAST"
-    ) -> None:
+    def __init__(self, directory: Path, spec: str) -> None:
         self.dir = directory
-        self.meshes = {m: tuple(radios) for m, radios in meshes.items()}
-        self.preset = preset
+        self.spec = spec
+        self.log_path = directory / "mesh.log"
         self.ports: dict[str, int] = {}
         self.control_port = 0
-        self.proc: subprocess.Popen[str] | None = None
-
-    def write_spec(self) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "[mesh]",
-            f"preset = {_toml_value(self.preset)}",
-            f"control = {_toml_value(f'{LOOPBACK}:{free_port()}')}",
-            "",
-        ]
-        for radios in self.meshes.values():
-            for r in radios:
-                lines += ["[[radio]]", f"name = {_toml_value(r)}", "tcp_port = 0", ""]
-        for radios in self.meshes.values():
-            for i, a in enumerate(radios):
-                for b in radios[i + 1 :]:
-                    lines += ["[[link]]", f"a = {_toml_value(a)}", f"b = {_toml_value(b)}", ""]
-        path = self.dir / "mesh.toml"
-        path.write_text("\n".join(lines))
-        return path
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        path = self.write_spec()
-        log = (self.dir / "mesh.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "sim", "mesh", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        log.close()
-        out = self.proc.stdout
-        assert out is not None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "mesh.toml"
+        path.write_text(self.spec)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "relay", "sim", "mesh", str(path)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        pending = b""  # raw reads: a buffered reader could hold lines back from select()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = out.readline().strip()
-            if not line:
-                raise RuntimeError(f"mesh emulator exited with {self.proc.wait()}")
-            if line == "ready":
-                return
-            words = line.split()
-            if words[0] == "radio" and words[2] == "tcp":
-                self.ports[words[1]] = int(words[3].rpartition(":")[2])
-            elif words[0] == "control":
-                self.control_port = int(words[1].rpartition(":")[2])
-        raise TimeoutError("mesh emulator not ready")
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                words = raw.decode(errors="replace").split()
+                if words == ["ready"]:
+                    return
+                if len(words) >= 4 and words[0] == "radio" and words[2] == "tcp":
+                    self.ports[words[1]] = int(words[3].rpartition(":")[2])
+                elif len(words) >= 2 and words[0] == "control":
+                    self.control_port = int(words[1].rpartition(":")[2])
+        code = self.proc.poll()
+        why = f"exited with {code}" if code is not None else f"not ready in {timeout:g} s"
+        raise EmulatorError(f"the radio emulator {why}; see {self.log_path}")
 
     def radio(self, name: str) -> str:
         return f"{LOOPBACK}:{self.ports[name]}"
 
-    def control(self, cmd: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        with socket.create_connection((LOOPBACK, self.control_port), timeout=timeout) as sock:
-            sock.sendall(json.dumps(cmd).encode() + b"\n")
-            reply = sock.makefile("rb").readline()
-        answer: dict[str, Any] = json.loads(reply)
+    def control(self, cmd: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        try:
+            with socket.create_connection((LOOPBACK, self.control_port), timeout) as sock:
+                sock.sendall(json.dumps(cmd).encode() + b"\n")
+                reply = sock.makefile("rb").readline()
+            answer: dict[str, Any] = json.loads(reply)
+        except (OSError, ValueError) as exc:
+            raise EmulatorError(f"radio emulator gave no answer to {cmd} ({exc}); "
+                                f"see {self.log_path}") from None  # fmt: skip
         if not answer.get("ok"):
-            raise RuntimeError(f"emulator refused {cmd}: {answer.get('error')}")
+            raise EmulatorError(f"radio emulator refused {cmd}: {answer.get('error')}")
         return answer
-
-    def stats(self, radio: str) -> dict[str, Any]:
-        return self.control({"cmd": "stats", "radio": radio})
-
-    def all_stats(self) -> dict[str, dict[str, Any]]:
-        return dict(self.control({"cmd": "status"})["radios"])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -366,6 +352,44 @@ class MeshProcess:
                 self.proc.wait()
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class EmulatorError(RuntimeError):
+    """The radio emulator did not start, or did not answer or refused a control command."""
+
+
+class MeshProcess(EmulatorProcess):
+    """Several separate meshes of emulated radios in one ``relay sim mesh``.
+
+    ``meshes`` maps a mesh name to its radios' names; radios of one mesh all hear each other,
+    radios of different meshes never do. Each radio gets a free loopback TCP port; ``stats(name)``
+    reads the emulator's counters (``frames_sent``, ``own_sent``, ``airtime_total_s`` …).
+    """
+
+    def __init__(
+        self, directory: Path, meshes: Mapping[str, Sequence[str]], *, preset: str = "LONG_FAST"
+    ) -> None:
+        self.meshes = {m: tuple(radios) for m, radios in meshes.items()}
+        lines = [
+            "[mesh]",
+            f"preset = {_toml_value(preset)}",
+            f"control = {_toml_value(f'{LOOPBACK}:{free_port()}')}",
+            "",
+        ]
+        for radios in self.meshes.values():
+            for r in radios:
+                lines += ["[[radio]]", f"name = {_toml_value(r)}", "tcp_port = 0", ""]
+        for radios in self.meshes.values():
+            for i, a in enumerate(radios):
+                for b in radios[i + 1 :]:
+                    lines += ["[[link]]", f"a = {_toml_value(a)}", f"b = {_toml_value(b)}", ""]
+        super().__init__(directory, "\n".join(lines))
+
+    def stats(self, radio: str) -> dict[str, Any]:
+        return self.control({"cmd": "stats", "radio": radio})
+
+    def all_stats(self) -> dict[str, dict[str, Any]]:
+        return dict(self.control({"cmd": "status"})["radios"])
 
     def __enter__(self) -> MeshProcess:
         self.start()
