@@ -12,7 +12,7 @@ import json
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from relay.drill.events import RUNNER, Event
@@ -107,25 +107,46 @@ def _problems(items: list[str]) -> str:
     return "; ".join(items[:SHOW]) + more
 
 
+def _timed(
+    injected: Sequence[Injected],
+    arrivals: Mapping[tuple[str, str], Arrival],
+    within_s: float | None,
+    *,
+    skip_origin: bool,
+    missing: Callable[[str, str], str],
+    late: Callable[[str, str, float], str],
+) -> tuple[int, list[str], list[float]]:
+    """(expected, problems, latencies) of the arrivals (shown or receipt) each injection expects
+    at each node of its audience; ``skip_origin`` leaves out the node it was submitted at."""
+    bad: list[str] = []
+    lat: list[float] = []
+    total = 0
+    for inj in injected:
+        for node in inj.nodes:
+            if skip_origin and node == inj.via:
+                continue
+            total += 1
+            arrival = arrivals.get((inj.id, node))
+            if arrival is None:
+                bad.append(missing(inj.id[:12], node))
+                continue
+            latency = arrival.latency(inj)
+            lat.append(latency)
+            if within_s is not None and latency > within_s:
+                bad.append(late(inj.id[:12], node, latency))
+    return total, bad, lat
+
+
 def check(exp: Expectation, tl: Timeline) -> Verdict:
     name = exp.describe()
     injected = _matching(tl, exp)
     match exp.kind:
         case "delivered" | "no_loss":
-            bad: list[str] = []
-            lat: list[float] = []
-            total = 0
-            for inj in injected:
-                for node in inj.nodes:
-                    total += 1
-                    arrival = tl.first.get((inj.id, node))
-                    if arrival is None:
-                        bad.append(f"{inj.id[:12]} never shown at {node}")
-                        continue
-                    latency = arrival.latency(inj)
-                    lat.append(latency)
-                    if exp.within_s is not None and latency > exp.within_s:
-                        bad.append(f"{inj.id[:12]} at {node} after {latency:.1f} s")
+            total, bad, lat = _timed(
+                injected, tl.first, exp.within_s, skip_origin=False,
+                missing=lambda m, n: f"{m} never shown at {n}",
+                late=lambda m, n, t: f"{m} at {n} after {t:.1f} s",
+            )  # fmt: skip
             if not total:
                 return Verdict(name, False, "no matching decision was injected")
             good = total - len(bad)
@@ -148,20 +169,11 @@ def check(exp: Expectation, tl: Timeline) -> Verdict:
                 return Verdict(name, False, f"shown outside the audience: {_problems(wrong)}")
             return Verdict(name, True, "no decision shown outside its audience")
         case "receipts":
-            bad, lat, total = [], [], 0
-            for inj in injected:
-                for node in inj.nodes:
-                    if node == inj.via:
-                        continue  # the origin does not sign for its own submission
-                    total += 1
-                    arrival = tl.receipts.get((inj.id, node))
-                    if arrival is None:
-                        bad.append(f"no receipt from {node} for {inj.id[:12]}")
-                        continue
-                    latency = arrival.latency(inj)
-                    lat.append(latency)
-                    if exp.within_s is not None and latency > exp.within_s:
-                        bad.append(f"receipt from {node} for {inj.id[:12]} after {latency:.1f} s")
+            total, bad, lat = _timed(
+                injected, tl.receipts, exp.within_s, skip_origin=True,  # no receipt for oneself
+                missing=lambda m, n: f"no receipt from {n} for {m}",
+                late=lambda m, n, t: f"receipt from {n} for {m} after {t:.1f} s",
+            )  # fmt: skip
             detail = f"{total - len(bad)}/{total} receipts back at the origin" + _latencies(lat)
             return Verdict(name, not bad, detail + (f"; {_problems(bad)}" if bad else ""))
     raise AssertionError(f"unknown expectation {exp.kind!r}")  # the scenario parser rejects it
