@@ -22,6 +22,7 @@ from typing import Any
 
 from relay import airtime
 from relay.envelope import Audience, Precedence
+from relay.sim.spec import LinkSpec  # the emulator's own link description
 from relay.trust import Role, Scope
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
@@ -73,20 +74,12 @@ class IssuerDef:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkDef:
-    a: str
-    b: str
-    loss: float = 0.0
-    symmetric: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class MeshDef:
     preset: str = "LONG_FAST"
     all_hear_all: bool = False
     loss: float = 0.0  # of the all_hear_all links
     seed: int = 0
-    links: tuple[LinkDef, ...] = ()
+    links: tuple[LinkSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +418,7 @@ class _Parser:
         seed = m.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise self.fail(("mesh", "seed"), f"must be an integer, got {seed!r}")
-        links: list[LinkDef] = []
+        links: list[LinkSpec] = []
         raw_links = m.get("link", [])
         if not isinstance(raw_links, list) or not all(isinstance(x, dict) for x in raw_links):
             raise self.fail(("mesh", "link"), "must be an array of tables ([[mesh.link]])")
@@ -438,7 +431,7 @@ class _Parser:
                     raise self.fail((*path, key), f"{end!r} is not a node with radio = true")
             if ends[0] == ends[1]:
                 raise self.fail((*path, "b"), "a link needs two different radios")
-            links.append(LinkDef(*ends, self.num(link, path, "loss", 0.0, lo=0, hi=1),
+            links.append(LinkSpec(*ends, self.num(link, path, "loss", 0.0, lo=0, hi=1),
                                  self.bool_(link, path, "symmetric", True)))  # fmt: skip
         return MeshDef(
             preset=preset,
