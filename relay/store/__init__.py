@@ -9,6 +9,7 @@ batches go into one transaction, and none of their held actions is released befo
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -159,6 +160,7 @@ def statements(op: StoreOp) -> list[Statement]:
     raise AssertionError(f"unknown store op {op!r}")
 
 
+@functools.cache  # a handful of fixed statements: parse each once, not once per row
 def _table(sql: str) -> str:
     words = sql.split()
     return words[words.index("INTO" if "INTO" in words else "FROM") + 1].split("(")[0]
@@ -177,9 +179,9 @@ def plan(ops: Iterable[StoreOp]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     segment: list[tuple[int, str, int, Statement]] = []
 
     def flush() -> None:
-        tables: dict[str, int] = {}
-        for rank, table, _, _ in segment:
-            tables.setdefault(table, len(tables) + (0 if rank == _RANK_MESSAGES else 1_000))
+        tables: dict[str, int] = {}  # each table in the order it first appears
+        for _, table, _, _ in segment:
+            tables.setdefault(table, len(tables))
         segment.sort(key=lambda item: (item[0], tables[item[1]], item[2]))
         for _, _, _, (sql, params) in segment:
             if out and out[-1][0] == sql:
