@@ -522,19 +522,15 @@ class Engine:
                 self.counters["bridge_suppressed"] += 1
                 actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
                 self._drop_answers(out.answer)  # another node answers that summary
-        # The sender is retrying, so our receipt may have been lost: send it again. (Not while a
-        # healing round runs on the link: that copy answers someone else's summary.)
+        # The sender is retrying, so our receipt may have been lost: send it again, back the way
+        # the copy came (a FLASH retry heard on MQTT is no reason to spend airtime on a mesh).
+        # Not while a healing round runs on the link: that copy answers someone else's summary.
         rid = self._own_receipts.get(env.id)
         healing = self.sync.healing(link, now)
-        if rid is not None and rid in self._msgs and link != LOCAL_LINK and not healing:
-            ops: list[StoreOp] = []
-            rm = self._msgs[rid]
-            for name, _ in self._targets(rm.precedence, Kind.ACK, None, origin=True, now=now):
-                if (rid, name) not in self._outbox:
-                    self._schedule(rid, name, 0, now, False)
-                    ops.append(PutOutbox(rid, name, 0, now, False))
-            if ops:
-                actions.append(Persist(next(self._tokens), tuple(ops)))
+        if rid is not None and rid in self._msgs and link in self.links and not healing:
+            if (rid, link) not in self._outbox and (rid, ANY_LINK) not in self._outbox:
+                self._schedule(rid, link, 0, now, False)
+                actions.append(Persist(next(self._tokens), (PutOutbox(rid, link, 0, now, False),)))
             actions += self._pump(now)
         return actions
 
@@ -656,7 +652,7 @@ class Engine:
             # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
             # best usable link": right after an outage MQTT is held down for a while, and every
             # receipt for the backlog it delivers would go into the mesh. Should MQTT die before
-            # the receipt is out, the sender's retry makes us send it again on the best link.
+            # the receipt is out, the sender's retry makes us send it again the way it came.
             targets = ((arrived, 0.0),)
         elif d.precedence == Precedence.FLASH and arrived == LOCAL_LINK:
             targets = ((ANY_LINK, 0.0),) if self.links else ()  # our own: one link is enough

@@ -29,7 +29,7 @@ from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, NodeSpec
 from relay.sim.net import free_port
 from relay.store import Store, StoreError
-from tests.node.util import ISSUERS, cluster_of, three_nodes, wait_until
+from tests.node.util import ISSUERS, cluster_of, inbox_ids, three_nodes, wait_until
 
 T0 = 1_800_000_000.0
 A, B = "aa" * 32, "bb" * 32
@@ -252,6 +252,8 @@ def test_report_from_real_nodes_via_api_and_stores(
         local = c.submit("vr07-utrecht", c.sign("vr07-rbt", "Besluit: weg dicht", to="region:VR07"))
         sent = {first: ["hq", "vr05-twente", "vr07-utrecht"], local: ["vr07-utrecht"]}
         # The same signed bytes again, at the origin and at another node: duplicates, not news.
+        # (Once the MQTT copy is there: before it, the second node would take it as its own.)
+        wait_until(lambda: first in inbox_ids(c, "vr05-twente"), 30, "the FLASH at twente")
         assert c.call("hq", {"op": "submit", "raw": b64encode(flash_raw).decode()})["duplicate"]
         c.call("vr05-twente", {"op": "submit", "raw": b64encode(flash_raw).decode()})
 

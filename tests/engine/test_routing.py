@@ -221,3 +221,20 @@ def test_receipt_that_overtakes_its_decisions_persistence_still_counts() -> None
     assert isinstance(env, Envelope)
     known = gw.engine.recipients_of(env.id)
     assert known is not None and "vr05-twente" in known[1]
+
+
+def test_flash_retry_heard_on_mqtt_resends_the_receipt_on_mqtt_only() -> None:
+    """Test that a repeated FLASH heard on MQTT re-sends our receipt there, not into the mesh."""
+    w = standard_world()
+    node = make_node(w, "vr07-utrecht", {"VR07"}, links=BOTH)
+    raw = w.sign("national", to="region:VR07", precedence=Precedence.FLASH)
+    node.run(node.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
+    first = [t for t in node.sent if t.channel == "rcpt"]
+    assert [t.link for t in first] == ["mqtt"]  # back the way the decision came
+    for t in first:
+        node.run(node.engine.transmitted(t.link, t.id, True, NOW), NOW)
+    node.run(node.engine.received("mqtt", raw, NOW + 10, channel="msg"), NOW + 10)
+    again = [t.link for t in node.sent if t.channel == "rcpt"][len(first) :]
+    assert again == ["mqtt"]
+    node.run(node.engine.received("mesh", raw, NOW + 20), NOW + 20)
+    assert [t.link for t in node.sent if t.channel == "rcpt"][len(first) + 1 :] == ["mesh"]

@@ -36,7 +36,8 @@ from tests.node.util import ISSUERS, inbox_ids, wait_until
 pytestmark = [pytest.mark.broker, pytest.mark.radio, pytest.mark.subprocess]
 
 MESHES = {"A": ("a-a1", "a-gw"), "B": ("b-gw07", "b-gw05", "b-b1", "b-b2")}
-GATEWAY_RADIOS = ("b-gw07", "b-gw05")
+GATEWAYS = {"vr07-gw": "b-gw07", "vr05-gw": "b-gw05"}  # gateway node -> its radio in mesh B
+NOT_DECISIONS = ("summaries_sent", "receipt_bundles_sent", "repairs_sent", "nacks_sent")
 CUT_OFF = ("vr05-b1", "vr05-b2")
 PEER_TIMEOUT_S = 15.0  # EngineConfig.peer_timeout_s: when a gateway counts a node as cut off
 SKEW_S = 3 * 3600.0
@@ -118,11 +119,11 @@ class SixWorld:
         return next((m["received_via"] for m in self.cluster.inbox(node) if m["id"] == msg_id),
                     None)  # fmt: skip
 
-    def frames(self) -> dict[str, int]:
-        return {name: int(s["frames_sent"]) for name, s in self.mesh.all_stats().items()}
+    def mesh_links(self, node: str) -> set[str]:
+        return {lk["name"] for lk in self.links(node) if lk["kind"] == "mesh"}
 
-    def own_frames(self) -> dict[str, int]:
-        return {name: int(s["own_sent"]) for name, s in self.mesh.all_stats().items()}
+    def audit_count(self, node: str) -> int:
+        return max((int(e["n"]) for e in self.cluster.audit(node)), default=0)
 
     def holds(self, node: str, ids: set[str]) -> bool:
         return ids <= set(inbox_ids(self.cluster, node))
@@ -135,6 +136,18 @@ class SixWorld:
 
     def gateways_known(self, node: str, gateways: set[str]) -> bool:
         return gateways <= set(self.cluster.status(node)["gateway_peers"])
+
+    def mesh_b_link(self, node: str) -> dict[str, Any]:
+        """A gateway's mesh link whose radio is in mesh B."""
+        radio = self.mesh.radio(GATEWAYS[node])
+        return next(
+            lk
+            for lk in self.links(node)
+            if lk["kind"] == "mesh" and lk["mesh"]["radio"]["endpoint"].endswith(radio)
+        )
+
+    def mesh_b_counters(self, node: str) -> dict[str, int]:
+        return dict(self.mesh_b_link(node)["mesh"]["counters"])
 
     def mesh_outbox_empty(self, node: str) -> bool:
         return all(lk["outbox"] == 0 for lk in self.links(node) if lk["kind"] == "mesh")
@@ -174,7 +187,7 @@ class SixWorld:
                 self.done.append(step)
 
     def _phase_healthy(self) -> None:
-        before = self.frames()
+        audit_before = {n: self.audit_count(n) for n in self.cluster.specs}
         healthy = [
             self.send("national", "Besluit: GRIP 4 landelijk", "all", Precedence.PRIORITY),
             self.send("national", "Besluit: alle teams paraat", "all", Precedence.FLASH),
@@ -196,15 +209,22 @@ class SixWorld:
             for n in self.cluster.recipients(self.sent[i])
             if n != "ncc"  # the sender holds its own decisions as "local"
         }
-        self.facts["healthy_frames"] = {k: v - before.get(k, 0) for k, v in self.frames().items()}
+        # Nothing sent or bridged into a mesh: no decision and no receipt. (The radios' own
+        # frame counts would also hold the healing summary each mesh link sends after it comes
+        # up, whose timing depends on how long the set-up took.)
+        self.facts["healthy_mesh_sends"] = {
+            n: [e for e in self.cluster.audit(n, since=audit_before[n])
+                if e["event"] in ("sent", "bridge") and e["link"] in self.mesh_links(n)]
+            for n in self.cluster.specs
+        }  # fmt: skip
         self.facts["healthy_outbox"] = {
             n: self.cluster.status(n)["engine"]["outbox"] for n in self.cluster.specs
         }
 
     def _phase_cut(self) -> None:
         c = self.cluster
-        before = self.own_frames()
-        suppressed_before = {g: counter(c, g, "bridge_suppressed") for g in ("vr07-gw", "vr05-gw")}
+        counters_before = {g: self.mesh_b_counters(g) for g in GATEWAYS}
+        suppressed_before = {g: counter(c, g, "bridge_suppressed") for g in GATEWAYS}
         t_cut = time.time()
         self.proxy.blackhole()
         # Sent at once, before anybody can know of the cut: the broker takes it, and its copies
@@ -225,8 +245,18 @@ class SixWorld:
         # Each B gateway has sent its copy or cancelled it on hearing the other's.
         for gw in ("vr07-gw", "vr05-gw"):
             wait_until(partial(self.mesh_outbox_empty, gw), 30, f"{gw}'s mesh copies settled")
-        after = self.own_frames()
-        self.facts["cut_gateway_frames"] = {g: after[g] - before[g] for g in GATEWAY_RADIOS}
+        counters = {g: self.mesh_b_counters(g) for g in GATEWAYS}
+        self.facts["cut_gateway_counters"] = {
+            g: {k: v - counters_before[g].get(k, 0) for k, v in counters[g].items()}
+            for g in GATEWAYS
+        }
+        # Copies sent into mesh B (vr07-gw also bridges into mesh A, where nobody needs it).
+        b_link = {g: self.mesh_b_link(g)["name"] for g in GATEWAYS}
+        self.facts["cut_gateway_sent"] = {
+            g: [e["at"] for e in c.audit(g)
+                if (e["msg_id"], e["event"], e["link"]) == (priority, "sent", b_link[g])]
+            for g in GATEWAYS
+        }  # fmt: skip
         self.facts["cut_suppressed"] = {
             g: counter(c, g, "bridge_suppressed") - n for g, n in suppressed_before.items()
         }
@@ -307,7 +337,8 @@ def test_healthy_decisions_travel_by_mqtt_only(world: SixWorld) -> None:
     world.reach("healthy")
     f = world.facts
     assert set(f["healthy_via"].values()) == {"mqtt"}, f["healthy_via"]
-    assert f["healthy_frames"] == dict.fromkeys(f["healthy_frames"], 0)
+    sends = f["healthy_mesh_sends"]
+    assert not any(sends.values()), sends
     assert f["healthy_outbox"] == dict.fromkeys(f["healthy_outbox"], 0)
 
 
@@ -316,8 +347,12 @@ def test_cut_off_region_gets_priority_by_mesh_from_one_gateway(world: SixWorld) 
     world.reach("cut")
     f = world.facts
     assert set(f["cut_via"].values()) == {"mesh"}, f["cut_via"]
-    senders = [g for g, n in f["cut_gateway_frames"].items() if n > 0]
-    assert len(senders) == 1, f"gateway frames into mesh B: {f['cut_gateway_frames']}"
+    senders = [g for g, links in f["cut_gateway_sent"].items() if links]
+    counters = f["cut_gateway_counters"]
+    assert len(senders) == 1, f"sent by {f['cut_gateway_sent']}; counters {counters}"
+    # One copy of the decision into mesh B, from one gateway (the audit log of each gateway
+    # records every transmission; the emulator's frame counts also hold healing summaries).
+    assert len(f["cut_gateway_sent"][senders[0]]) == 1, f["cut_gateway_sent"]
     assert sum(f["cut_suppressed"].values()) >= 1, f["cut_suppressed"]
 
 
@@ -351,7 +386,9 @@ def test_restored_links_fail_back_and_every_inbox_holds_each_decision_once(
     """Test that after the cut links fail back, nothing shows twice, and all receipts return."""
     world.reach("restored")
     for node in CUT_OFF:
-        assert world.link(node, "mqtt")["state"] == "up"
+        # Routing is what failback is about; the link's own state may read "degraded" for a
+        # moment when a liveness probe through the loaded fault proxy is slow.
+        assert world.link(node, "mqtt")["routing"] == "up"
         # The copy the broker kept for B's session came too, and was taken as a duplicate.
         assert world.via(node, world.facts["priority"]) == "mesh"
 
