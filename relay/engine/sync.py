@@ -64,6 +64,12 @@ class SyncConfig:
     mqtt_followup_s: float = 2.0
     mesh_followup_s: float = 300.0
     max_followups: int = 30
+    # Follow-ups after a round that brought nothing, before healing counts as done. One on MQTT:
+    # a round's answers can be lost (a peer's inbound queue overflowing), and a round that
+    # brings nothing cannot tell "healed" from "answers lost". None on the mesh, where each
+    # summary is a frame of airtime and the periodic summary follows anyway.
+    mqtt_empty_followups: int = 1
+    mesh_empty_followups: int = 0
     mqtt_period_s: float = 300.0  # periodic summary, jittered to 0.5x..1.5x
     mesh_period_s: float = 1800.0
     mqtt_pull_delay_s: float = 1.0  # a peer's summary shows it has what we lack: ask it
@@ -316,6 +322,7 @@ class _LinkSync:
     pull_from: str = ""  # a peer whose summary showed it has what we lack
     pull_at: float = float("inf")
     followups: int = 0  # rounds of healing left: follow up while a round brings news
+    empty: int = 0  # follow-ups in a row that brought nothing
     answered_at: float = float("-inf")
     round_at: float = float("-inf")  # a summary was last heard on this link
     heard: dict[str, float] = field(default_factory=dict)  # peers that sent summaries here
@@ -339,7 +346,7 @@ class SyncState:
         """A link came (back) up: summarise soon, follow up while that heals something."""
         ls = self.links[link]
         ls.due = min(ls.due, now + self._param(link, "first_delay_s"))
-        ls.followups = self.config.max_followups
+        ls.followups, ls.empty = self.config.max_followups, 0
         if ls.periodic_at == float("inf"):
             self._periodic(link, now)
 
@@ -349,7 +356,7 @@ class SyncState:
         at = now + self._param(link, "first_delay_s")
         if at < ls.due:
             ls.due, ls.target = at, peer
-        ls.followups = self.config.max_followups
+        ls.followups, ls.empty = self.config.max_followups, 0
         if ls.periodic_at == float("inf"):
             self._periodic(link, now)
 
@@ -388,8 +395,12 @@ class SyncState:
 
     def _followup_at(self, name: str, ls: _LinkSync) -> float:
         pending = ls.due != float("inf")  # a trigger is due first
-        if ls.accepted_since and ls.followups > 0 and not pending:
+        if ls.followups <= 0 or pending:
+            return float("inf")
+        if ls.accepted_since:
             return max(ls.last_sent + self._param(name, "followup_s"), self._quiet_at(name, ls))
+        if ls.empty < self._param(name, "empty_followups"):
+            return ls.last_sent + self._param(name, "followup_s")
         return float("inf")
 
     def next_deadline(self) -> float:
@@ -412,9 +423,11 @@ class SyncState:
         out: list[tuple[str, str, str]] = []
         for name in usable:
             ls = self.links[name]
+            asked = False
             for peer in [p for p, at in ls.asks.items() if now >= at]:
                 del ls.asks[peer]
                 out.append((name, peer, "ask"))
+                asked = True
             why, target = "", ls.target
             if now >= ls.due:
                 why = "peer-back" if ls.target else "link-up"
@@ -428,13 +441,19 @@ class SyncState:
                 if ls.accepted_since and now >= self._quiet_at(name, ls):
                     why = "follow-up"
                     ls.followups -= 1
+                    ls.empty = 0
+                elif not ls.accepted_since and ls.empty < self._param(name, "empty_followups"):
+                    why = "follow-up"  # nothing came: healed, or the answers were lost
+                    ls.followups -= 1
+                    ls.empty += 1
                 elif not ls.accepted_since:
-                    ls.followups = 0  # the last round brought nothing: healed
+                    ls.followups, ls.empty = 0, 0  # nothing came, again: healed
             if not why and now >= ls.periodic_at:
                 why = "periodic"
             if not why:
                 continue
-            out.append((name, target, why))
+            if not (asked and not target and why in ("follow-up", "periodic")):
+                out.append((name, target, why))  # (else the summary just asked for does it)
             ls.due, ls.target, ls.pull_from, ls.pull_at = float("inf"), "", "", float("inf")
             ls.last_sent, ls.accepted_since = now, 0
             self._periodic(name, now)

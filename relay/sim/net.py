@@ -27,20 +27,25 @@ def require_loopback(host: str) -> str:
     return host
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port on ``host`` that nobody listens on right now (racy by nature)."""
+def free_port(host: str = LOOPBACK, count: int = 1) -> int:
+    """Return a TCP port on ``host`` such that it and the ``count - 1`` ports after it are free
+    right now (racy by nature), e.g. for ``relay sim mesh --radios N --tcp-base PORT``."""
     require_loopback(host)
     rng = secrets.SystemRandom()
     for _ in range(200):
-        port = rng.randrange(_LOW, _HIGH)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        if not port_accepts(host, port):
-            return port
-    raise RuntimeError(f"no free port found on {host} in {_LOW}-{_HIGH}")
+        base = rng.randrange(_LOW, _HIGH - count)
+        if all(_free(host, port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} free port(s) found on {host} in {_LOW}-{_HIGH}")
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return not port_accepts(host, port)
 
 
 def port_accepts(host: str, port: int, *, timeout: float = 0.2) -> bool:

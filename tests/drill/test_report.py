@@ -359,7 +359,7 @@ def test_failover_counts_arrivals_not_only_confirmed_sends() -> None:
 @pytest.mark.subprocess
 def test_report_of_mesh_nodes_has_paths_and_airtime(tmp_path: Path) -> None:
     """Test that a decision over emulated radios is reported via mesh with each node's airtime."""
-    base = free_port()
+    base = free_port(count=2)
     sim = subprocess.Popen(
         [sys.executable, "-m", "relay", "sim", "mesh", "--radios", "2", "--tcp-base", str(base)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections import Counter
+from collections.abc import Callable
 
 import cbor2
 import pytest
@@ -56,6 +57,9 @@ class Bus:
         self.summary_bytes = 0
         self.now = float(NOW)
         self.next_heartbeat = self.now
+        self.rounds: Counter[str] = Counter()  # summaries each node has sent
+        # Lose a message on its way to a node: (destination, transmission, its summaries sent).
+        self.lose: Callable[[str, Transmit, int], bool] = lambda dest, t, rounds: False
 
     def peers(self, name: str) -> list[Node]:
         return [n for k, n in self.nodes.items() if k != name and self.side[k] == self.side[name]]
@@ -73,6 +77,8 @@ class Bus:
                         cur[0] += 1
                         self.carried[t.channel] += 1
                         for p in self.peers(name):
+                            if self.lose(p.name, t, self.rounds[p.name]):
+                                continue
                             p.run(p.engine.received(t.link, t.raw, now, channel=t.channel,
                                                     peer=name), now)  # fmt: skip
                         n.run(n.engine.transmitted(t.link, t.id, True, now), now)
@@ -80,6 +86,7 @@ class Bus:
                     a = n.other[cur[1]]
                     cur[1] += 1
                     if isinstance(a, SendSummary):
+                        self.rounds[name] += 1
                         self.carried["sync"] += 1
                         self.summary_bytes += len(a.raw)
                         for p in self.peers(name):
@@ -463,3 +470,36 @@ def test_summary_decoder_whole_cut_and_with_trailing_bytes() -> None:
 def test_summary_decoder_never_raises(data: bytes) -> None:
     """Test that arbitrary bytes decode to a summary or a rejection, never an exception."""
     assert isinstance(sync.decode(data, max_bytes=4096), sync.Summary | Rejection)
+
+
+def test_round_whose_answers_were_lost_is_followed_up() -> None:
+    """Test that a node whose healing answers were lost in transit (an overflowing inbound
+    queue) asks again, rather than waiting for the periodic summary minutes later."""
+    w, bus = partitioned_world()
+    bus.run_for(10)
+    hq = bus.nodes["hq"]
+    away = bus.nodes.pop("vr05-almelo")
+    bus.side.pop("vr05-almelo")
+    ids = []
+    for k in range(20):
+        raw = w.sign("national", f"tijdens {k}", now=int(bus.now), lifetime=8 * 3600)
+        ids.append(message_id(raw))
+        hq.run(hq.engine.submit(raw, bus.now, ticket=k), bus.now)
+        bus.run_for(30)
+    back = no_retry(w, "vr05-almelo", {"VR05"}, store=away.store)
+    back.run(back.engine.link_state("mqtt", "down", bus.now), bus.now)
+    back.run(back.engine.link_state("mqtt", "up", bus.now), bus.now)
+    bus.nodes["vr05-almelo"], bus.side["vr05-almelo"] = back, 0
+    bus.cursor["vr05-almelo"] = [0, 0]
+    # Its first round brings half the answers; every answer to its second round is lost.
+    bus.rounds["vr05-almelo"] = 0
+    bus.lose = lambda dest, t, rounds: (
+        dest == "vr05-almelo"
+        and t.channel == "msg"
+        and rounds <= 2
+        and (rounds == 2 or t.id[0] % 2 == 0)
+    )
+    bus.run_for(30)  # far below the periodic summary (300 s × 0.5..1.5)
+    got = Counter(d.id for d in back.delivered)
+    assert set(got) == set(ids) and max(got.values()) == 1
+    assert bus.rounds["vr05-almelo"] >= 3

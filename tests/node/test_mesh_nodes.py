@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.radio, pytest.mark.subprocess]
 
 def test_two_nodes_exchange_a_decision_and_receipt_by_mesh_only(tmp_path: Path) -> None:
     """Test that a decision reaches a mesh-only node through `relay run` and its receipt returns."""
-    base = free_port()
+    base = free_port(count=2)
     mesh = subprocess.Popen(
         [sys.executable, "-m", "relay", "sim", "mesh", "--radios", "2", "--tcp-base", str(base)],
         stdout=subprocess.PIPE,

@@ -13,6 +13,7 @@ import pytest
 from meshtastic.serial_interface import SerialInterface
 from meshtastic.tcp_interface import TCPInterface
 
+from relay.sim.net import free_port
 from tests.sim.conftest import RunningMesh, loopback_spec
 from tests.sim.test_library_tcp import Inbox
 
@@ -162,9 +163,7 @@ def test_control_port_unplug_replug_loss_and_stats() -> None:
 @pytest.mark.subprocess
 def test_relay_sim_mesh_command_serves_radios() -> None:
     """Test that `relay sim mesh --radios 2 --tcp-base PORT` serves radios the CLI can read."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
+    base = free_port(count=2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "sim", "mesh", "--radios", "2", "--tcp-base", str(base)],
         stdout=subprocess.PIPE,
