@@ -1,6 +1,7 @@
 """Failover and failback times of a relay node whose broker path is blackholed, then restored.
 
-    python bench/failover.py [--trials 20] [--outage 8] [--probe-interval 1] [--probe-timeout 3]
+    python bench/failover.py [--trials 20] [--outage 8] [--outage-spread 0] [--probe-interval 1]
+                             [--probe-timeout 3]
                              [--heal-trials 20] [--heal-decisions 1000] [--json]
 
 Setup, all on loopback: a real mosquitto; a fault proxy on the path of the two measured nodes (a
@@ -19,7 +20,9 @@ PRIORITY decision to VR07 is submitted to each subject: it waits for a link. The
 * failover = from the blackhole to the first frame ``gw``'s radio puts on the air (the emulator's
   own-frame counter, polled every 10 ms); the decision cannot be carried any other way;
 * detected = from the blackhole to the time ``gw``'s status gives for its MQTT link going down;
-* after ``--outage`` seconds the proxy passes traffic again, and failback = from then until the
+* after ``--outage`` seconds (plus a random 0..``--outage-spread``, the same sequence in every
+  run, so that restores fall at every phase of the reconnect attempts) the proxy passes traffic
+  again, and failback = from then until the
   decision waiting at ``solo`` is published on the broker (a subscriber on the broker itself
   timestamps it), i.e. reconnect + the engine's hold-down (2 s) + the publish.
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import statistics
 import sys
 import tempfile
@@ -151,7 +155,10 @@ def trial(
     return {"failover_s": t_air - t0, "detected_s": detected, "failback_s": t_pub - t1}
 
 
-def run(trials: int, outage: float, probe_interval: float, probe_timeout: float) -> dict[str, Any]:
+def run(
+    trials: int, outage: float, probe_interval: float, probe_timeout: float, spread: float = 0.0
+) -> dict[str, Any]:
+    outages = random.Random(2026)  # the same outages in every run: comparable runs
     mqtt_options = {"probe_interval": probe_interval, "probe_timeout": probe_timeout}
     with (
         tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp,
@@ -177,7 +184,7 @@ def run(trials: int, outage: float, probe_interval: float, probe_timeout: float)
                 c.start(node)
             rows = []
             for i in range(trials):
-                rows.append(trial(c, mesh, proxy, watch, outage))
+                rows.append(trial(c, mesh, proxy, watch, outage + outages.uniform(0, spread)))
                 print(f"trial {i + 1}/{trials}: " +
                       "  ".join(f"{k} {v:.2f}" for k, v in rows[-1].items()),
                       file=sys.stderr, flush=True)  # fmt: skip
@@ -187,6 +194,7 @@ def run(trials: int, outage: float, probe_interval: float, probe_timeout: float)
     return {
         "trials": trials,
         "outage_s": outage,
+        "outage_spread_s": spread,
         "probe_interval_s": probe_interval,
         "probe_timeout_s": probe_timeout,
         "keepalive_s": KEEPALIVE_S,
@@ -203,17 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--outage", type=float, default=8.0, help="seconds from blackhole to restore")
+    ap.add_argument("--outage-spread", type=float, default=0.0,
+                    help="add a random 0..S seconds to each trial's outage")  # fmt: skip
     ap.add_argument("--probe-interval", type=float, default=1.0)
     ap.add_argument("--probe-timeout", type=float, default=3.0)
     ap.add_argument("--heal-trials", type=int, default=20, help="healing trials (0: skip)")
     ap.add_argument("--heal-decisions", type=int, default=1000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if args.trials < 1 or args.outage <= 0:
-        ap.error("--trials must be >= 1 and --outage > 0")
+    if args.trials < 1 or args.outage <= 0 or args.outage_spread < 0:
+        ap.error("--trials must be >= 1, --outage > 0 and --outage-spread >= 0")
     # The fault proxy logs every switch; keep stdout for the table.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    r = run(args.trials, args.outage, args.probe_interval, args.probe_timeout)
+    r = run(args.trials, args.outage, args.probe_interval, args.probe_timeout, args.outage_spread)
     healing: dict[str, Any] = {}
     if args.heal_trials > 0:  # the issue's third measurement; bench/heal.py runs it alone
         logging.getLogger("mqtt").setLevel(logging.ERROR)
@@ -223,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**r, "healing": healing}, indent=2))
         return 0
     k = KEEPALIVE_S
-    print(f"Failover / failback, {r['trials']} trials, outage {r['outage_s']:.0f} s, probe every "
-          f"{r['probe_interval_s']:g} s, timeout {r['probe_timeout_s']:g} s")  # fmt: skip
+    spread = f"+0..{r['outage_spread_s']:g}" if r["outage_spread_s"] else ""
+    print(f"Failover / failback, {r['trials']} trials, outage {r['outage_s']:g}{spread} s, "
+          f"probe every {r['probe_interval_s']:g} s, "
+          f"timeout {r['probe_timeout_s']:g} s")  # fmt: skip
     print(f"{'':44} {'median s':>9} {'max s':>7} {'goal':>6}")
     print(f"{'keepalive only: silent broker noticed':44} {1.5 * k:>9.1f} {2.0 * k:>7.1f} {'':>6}"
           f"  (computed: {k}-{2 * k} s at keepalive {k})")  # fmt: skip

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import re
 import secrets
 import socket
@@ -62,6 +63,7 @@ __all__ = [
     "MqttLinkError",
     "MqttSettings",
     "PublishRejected",
+    "backoff_delay",
     "parse_topic",
     "topic_for",
 ]
@@ -251,6 +253,18 @@ def parse_topic(prefix: str, own_node: str, topic: str) -> tuple[str, str] | Non
     if channel in _INBOUND_CHANNELS or (channel == "probe" and node == own_node):
         return node, channel
     return None
+
+
+def backoff_delay(
+    attempt: int, low: float, high: float, rng: random.Random, waited: float = 0.0
+) -> float:
+    """Seconds to wait before connect attempt ``attempt + 1``: "equal jitter" exponential
+    backoff from ``low`` up to ``high``, counted from the start of the attempt that failed
+    (``waited`` seconds ago). An attempt that hung until its timeout behind a blackhole has
+    waited already; one that was refused at once waits the whole delay."""
+    cap = min(high, low * 2.0**attempt)
+    delay = cap / 2 + rng.uniform(0, cap / 2)
+    return max(0.0, delay - waited)
 
 
 # -- aiomqtt client with the few additions we need ----------------------------------------------
@@ -494,9 +508,10 @@ class MqttLink:
                 index, client = handover
                 handover = None
             else:
+                round_began = loop.time()
                 found = await self._connect_round(start)
                 if found is None:
-                    await self._backoff(attempt)
+                    await self._backoff(attempt, waited=loop.time() - round_began)
                     attempt += 1
                     start = 0
                     continue
@@ -519,9 +534,9 @@ class MqttLink:
             attempt += 1
             start = (index + 1) % len(brokers)
 
-    async def _backoff(self, attempt: int) -> None:
-        cap = min(self._settings.reconnect_max_s, self._settings.reconnect_min_s * 2**attempt)
-        delay = cap / 2 + self._rng.uniform(0, cap / 2)  # "equal jitter"
+    async def _backoff(self, attempt: int, waited: float = 0.0) -> None:
+        s = self._settings
+        delay = backoff_delay(attempt, s.reconnect_min_s, s.reconnect_max_s, self._rng, waited)
         self._log.debug("mqtt backoff", delay_s=round(delay, 3), attempt=attempt)
         await asyncio.sleep(delay)
 
