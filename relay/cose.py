@@ -116,7 +116,8 @@ def decode_sign1(data: bytes) -> Sign1:
 
 def check_alg(msg: Sign1) -> None:
     alg = msg.alg
-    if alg not in ACCEPTED_ALGS or isinstance(alg, bool):
+    # An int first: a hostile header may carry any CBOR item, a map (unhashable) included.
+    if not isinstance(alg, int) or isinstance(alg, bool) or alg not in ACCEPTED_ALGS:
         raise CoseError("unsupported-algorithm", f"alg {alg!r} is not Ed25519 (-19 or -8)")
 
 

@@ -263,8 +263,10 @@ class Node:
             timeout = max(0.0, min(engine.next_deadline() - now, 1.0))
             if not self._internal and self._inputs.empty():
                 self._wake.clear()
+                # asyncio.timeout rather than wait_for: no task is created for every wait.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             # Internal feedback first: it releases held work and never grows without bound.
             budget = 256
             while (self._internal or not self._inputs.empty()) and budget:

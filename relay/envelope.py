@@ -317,14 +317,15 @@ def key_id(public_raw: bytes) -> bytes:
     return hashlib.sha256(public_raw).digest()[:KID_LEN]
 
 
-def seal(decision: Decision, key: Ed25519PrivateKey) -> bytes:
-    """Sign a decision: the returned bytes are what travels and what the id is computed over."""
-    from cryptography.hazmat.primitives import serialization
+def seal(decision: Decision, key: Ed25519PrivateKey, *, kid: bytes | None = None) -> bytes:
+    """Sign a decision: the returned bytes are what travels and what the id is computed over.
 
-    public_raw = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return cose.sign1(encode_payload(decision), key, kid=key_id(public_raw))
+    ``kid`` is ``key_id`` of the key's public half; a caller that signs often passes it, computed
+    once, instead of having it derived again for every message.
+    """
+    if kid is None:
+        kid = key_id(key.public_key().public_bytes_raw())
+    return cose.sign1(encode_payload(decision), key, kid=kid)
 
 
 def open_envelope(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope | Rejection:

@@ -336,6 +336,17 @@ class TrustState:
     roster: Roster | None = None
     revoked: dict[bytes, str] = field(default_factory=dict)  # kid -> name (explicit revocations)
     skew_s: int = DEFAULT_SKEW_S
+    # Verification keys by raw public key: loading one costs more than a dict lookup, and only
+    # the root's and the rosters' keys ever get here, so this stays small.
+    _verifiers: dict[bytes, Ed25519PublicKey] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _verifier(self, public_raw: bytes) -> Ed25519PublicKey:
+        key = self._verifiers.get(public_raw)
+        if key is None:
+            key = self._verifiers[public_raw] = Ed25519PublicKey.from_public_bytes(public_raw)
+        return key
 
     @property
     def root_kid(self) -> bytes:
@@ -376,7 +387,7 @@ class TrustState:
                 )
             key, signer, role, kinds = entry.public_key, entry.name, entry.role, entry.kinds
         try:
-            cose.verify_parsed(env.sign1, Ed25519PublicKey.from_public_bytes(key))
+            cose.verify_parsed(env.sign1, self._verifier(key))
         except cose.CoseError as exc:
             return Rejection(Reason(exc.reason), f"{exc.detail} (claimed signer {signer!r})")
         if entry is not None:

@@ -80,3 +80,15 @@ def test_trailing_bytes_after_the_structure_are_malformed() -> None:
     with pytest.raises(cose.CoseError) as err:
         cose.verify_sign1(raw + b"\x00", key.public_key())
     assert err.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("alg", [{}, [], b"\x27", "-19", True])
+def test_an_algorithm_of_the_wrong_type_is_refused_not_raised(alg: object) -> None:
+    """Test that an alg header that is no integer (a map, a list, ...) is an unsupported one."""
+    key = Ed25519PrivateKey.generate()
+    protected = cbor2.dumps({1: alg})
+    sig = key.sign(cose.sig_structure(protected, b"x"))
+    raw = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, b"x", sig]))
+    with pytest.raises(cose.CoseError) as err:
+        cose.verify_sign1(raw, key.public_key())
+    assert err.value.reason == "unsupported-algorithm"

@@ -67,6 +67,7 @@ from relay.envelope import (
     Rejection,
     encode_payload,
     key_id,
+    message_id,
     open_envelope,
     seal,
 )
@@ -641,11 +642,11 @@ class Engine:
             exercise=d.exercise,
             refs=(env.id,),
         )
-        raw = seal(receipt, self._key)
-        renv = open_envelope(raw)
-        assert isinstance(renv, Envelope)  # we just made it; anything else is our bug
-        self._own_receipts[env.id] = renv.id
-        self._pending_ids.add(renv.id)
+        # Our own bytes, just made: their id and key id are known without parsing them again.
+        raw = seal(receipt, self._key, kid=self._own_kid)
+        rid = message_id(raw)
+        self._own_receipts[env.id] = rid
+        self._pending_ids.add(rid)
         targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
         if self._kind(arrived) == "mqtt":
             # Reply on the link that has just carried the decision: it works. Not "every link"
@@ -659,9 +660,9 @@ class Engine:
         ops += [
             SetCounter(SEQ_COUNTER, self._seq),
             PutMessage(
-                id=renv.id,
+                id=rid,
                 raw=raw,
-                kid=renv.kid,
+                kid=self._own_kid,
                 signer=self.config.node,
                 seq=self._seq,
                 kind=int(Kind.ACK),
@@ -674,11 +675,11 @@ class Engine:
                 received_via=LOCAL_LINK,
                 origin=True,
             ),
-            PutReceipt(env.id, self.config.node, renv.id, issued, now, LOCAL_LINK),
+            PutReceipt(env.id, self.config.node, rid, issued, now, LOCAL_LINK),
         ]
-        ops += [PutOutbox(renv.id, name, 0, now, False) for name, _ in targets]
-        rm = _Msg(raw, Kind.ACK, d.precedence, expires, now, True, kid=renv.kid, seq=self._seq)
-        return _Activate(renv.id, rm, targets, False)
+        ops += [PutOutbox(rid, name, 0, now, False) for name, _ in targets]
+        rm = _Msg(raw, Kind.ACK, d.precedence, expires, now, True, kid=self._own_kid, seq=self._seq)
+        return _Activate(rid, rm, targets, False)
 
     # ------------------------------------------------------------------ scheduling
 

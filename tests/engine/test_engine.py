@@ -1,7 +1,17 @@
 """The pure engine: ordering against persistence, dedupe, receipts, retries, bounds, expiry."""
 
-from relay.engine.ops import Action, DeliveredAt, Persist, PutInbox, Rejected, Submitted, Transmit
-from relay.envelope import Kind, Precedence, Reason
+from relay.engine.ops import (
+    Action,
+    DeliveredAt,
+    Persist,
+    PutInbox,
+    PutMessage,
+    Rejected,
+    Submitted,
+    Transmit,
+)
+from relay.envelope import Envelope, Kind, Precedence, Reason, open_envelope
+from relay.trust import Accepted
 from tests.engine.harness import make_node
 from tests.world import NOW, standard_world
 
@@ -79,6 +89,22 @@ def test_retransmission_makes_the_recipient_resend_its_receipt() -> None:
     a.run(a.engine.received("mqtt", raw, NOW + 60, channel="msg"), NOW + 60)
     again = [t for t in a.sent if t.channel == "rcpt"]
     assert len(again) == 2 and again[0].raw == again[1].raw
+
+
+def test_own_receipt_is_stored_under_the_id_and_key_id_its_bytes_carry() -> None:
+    """Test that the receipt we sign is recorded with the id and key id that parsing it gives."""
+    w = standard_world()
+    a = make_node(w, "vr07-utrecht", {"VR07"})
+    first = a.engine.received("mqtt", w.sign("national"), NOW, channel="msg")
+    puts = [op for op in first[0].ops if isinstance(op, PutMessage)]  # type: ignore[union-attr]
+    receipt = next(op for op in puts if op.kind == Kind.ACK)
+    env = open_envelope(receipt.raw)
+    assert isinstance(env, Envelope)
+    assert (receipt.id, receipt.kid) == (env.id, env.kid)
+    verdict = a.engine.trust.check(env, NOW)
+    assert isinstance(verdict, Accepted) and verdict.signer == "vr07-utrecht"
+    a.run(first, NOW)
+    assert [t.id for t in a.sent if t.channel == "rcpt"] == [env.id]
 
 
 def test_link_down_holds_and_link_up_flushes() -> None:
