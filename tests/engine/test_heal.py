@@ -129,6 +129,28 @@ def partitioned_world() -> tuple[World, Bus]:
     return w, Bus(nodes)
 
 
+def away_while_hq_publishes(
+    w: World, bus: Bus, count: int, every_s: float
+) -> tuple[Node, list[bytes]]:
+    """vr05-almelo stops; hq publishes ``count`` decisions, one every ``every_s``; almelo comes
+    back, rebuilt from its store with its link going up. Returns it and the decisions' ids."""
+    hq = bus.nodes["hq"]
+    away = bus.nodes.pop("vr05-almelo")
+    bus.side.pop("vr05-almelo")
+    ids = []
+    for k in range(count):
+        raw = w.sign("national", f"tijdens {k}", now=int(bus.now), lifetime=8 * 3600)
+        ids.append(message_id(raw))
+        hq.run(hq.engine.submit(raw, bus.now, ticket=k), bus.now)
+        bus.run_for(every_s)
+    back = no_retry(w, "vr05-almelo", {"VR05"}, store=away.store)
+    back.run(back.engine.link_state("mqtt", "down", bus.now), bus.now)
+    back.run(back.engine.link_state("mqtt", "up", bus.now), bus.now)
+    bus.nodes["vr05-almelo"], bus.side["vr05-almelo"] = back, 0
+    bus.cursor["vr05-almelo"] = [0, 0]
+    return back, ids
+
+
 def test_two_sides_cut_off_for_hours_converge_exactly_once() -> None:
     """Test that two sides partitioned for three hours, each with its own decisions and
     receipts, hold the same messages after healing, with each decision delivered once."""
@@ -185,19 +207,7 @@ def test_node_back_from_a_stop_gets_what_it_missed() -> None:
     first = w.sign("national", "voor", now=int(bus.now), lifetime=8 * 3600)
     hq.run(hq.engine.submit(first, bus.now, ticket=1), bus.now)
     bus.run_for(10)
-    away = bus.nodes.pop("vr05-almelo")
-    bus.side.pop("vr05-almelo")
-    ids = []
-    for k in range(30):
-        raw = w.sign("national", f"tijdens {k}", now=int(bus.now), lifetime=8 * 3600)
-        ids.append(message_id(raw))
-        hq.run(hq.engine.submit(raw, bus.now, ticket=k), bus.now)
-        bus.run_for(300)
-    back = no_retry(w, "vr05-almelo", {"VR05"}, store=away.store)
-    back.run(back.engine.link_state("mqtt", "down", bus.now), bus.now)
-    back.run(back.engine.link_state("mqtt", "up", bus.now), bus.now)
-    bus.nodes["vr05-almelo"], bus.side["vr05-almelo"] = back, 0
-    bus.cursor["vr05-almelo"] = [0, 0]
+    back, ids = away_while_hq_publishes(w, bus, 30, every_s=300)
     bus.run_for(60)
     got = Counter(d.id for d in back.delivered)
     assert set(got) == set(ids) and max(got.values()) == 1
@@ -477,20 +487,7 @@ def test_round_whose_answers_were_lost_is_followed_up() -> None:
     queue) asks again, rather than waiting for the periodic summary minutes later."""
     w, bus = partitioned_world()
     bus.run_for(10)
-    hq = bus.nodes["hq"]
-    away = bus.nodes.pop("vr05-almelo")
-    bus.side.pop("vr05-almelo")
-    ids = []
-    for k in range(20):
-        raw = w.sign("national", f"tijdens {k}", now=int(bus.now), lifetime=8 * 3600)
-        ids.append(message_id(raw))
-        hq.run(hq.engine.submit(raw, bus.now, ticket=k), bus.now)
-        bus.run_for(30)
-    back = no_retry(w, "vr05-almelo", {"VR05"}, store=away.store)
-    back.run(back.engine.link_state("mqtt", "down", bus.now), bus.now)
-    back.run(back.engine.link_state("mqtt", "up", bus.now), bus.now)
-    bus.nodes["vr05-almelo"], bus.side["vr05-almelo"] = back, 0
-    bus.cursor["vr05-almelo"] = [0, 0]
+    back, ids = away_while_hq_publishes(w, bus, 20, every_s=30)
     # Its first round brings half the answers; every answer to its second round is lost.
     bus.rounds["vr05-almelo"] = 0
     bus.lose = lambda dest, t, rounds: (
