@@ -46,7 +46,7 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
-from relay.envelope import Rejection, open_envelope
+from relay.envelope import Precedence, Rejection, open_envelope
 from relay.keys import load_private, load_public
 from relay.links import LinkDriver, LinkUnavailable
 from relay.render import as_json
@@ -305,7 +305,8 @@ class Node:
                     queues = self._flash_senders if action.precedence == 0 else self._senders
                     queues[action.link].put_nowait(action)
                 case SendSummary(link=link, raw=raw):
-                    summary = Transmit(link, "sync", b"", raw, 3)  # ROUTINE; no id, no outbox
+                    # A summary has no message id and no outbox row: it goes once, as ROUTINE.
+                    summary = Transmit(link, "sync", b"", raw, int(Precedence.ROUTINE))
                     self._senders[link].put_nowait(summary)
                 case Deliver():
                     self.log.info(

@@ -19,6 +19,23 @@ def gateway(w: World, name: str = "gw-b") -> Node:
     return make_node(w, name, {"VR05"}, links=BOTH, seed=7)
 
 
+def share_mesh(g1: Node, g2: Node, raw: bytes, *, seconds: float, delay_s: float) -> None:
+    """Step two gateways' timers through time in 50 ms steps; whatever one puts on the mesh, the
+    other hears ``delay_s`` later (before its own timer runs in that step)."""
+    heard_at: dict[str, float] = {}
+    t: float = NOW
+    while t < NOW + seconds:
+        t += 0.05
+        for me, other in ((g1, g2), (g2, g1)):
+            if heard_at.get(me.name, float("inf")) <= t:
+                del heard_at[me.name]
+                me.run(me.engine.received("mesh", raw, t), t)
+            before = len(me.sent)
+            me.run(me.engine.timer(t), t)
+            if any(tx.link == "mesh" for tx in me.sent[before:]):
+                heard_at[other.name] = t + delay_s
+
+
 def test_priority_goes_by_mqtt_only_when_healthy() -> None:
     """Test that a PRIORITY decision uses MQTT alone while MQTT is up: no mesh airtime."""
     w = standard_world()
@@ -93,16 +110,7 @@ def test_second_gateway_suppresses_when_it_hears_the_first() -> None:
     raw = w.sign("national", to="region:VR05")
     for g in (g1, g2):
         g.run(g.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
-    # Step through time; whatever one gateway puts on the mesh, the other hears at once.
-    t: float = NOW
-    while t < NOW + 6:
-        t += 0.05
-        for me, other in ((g1, g2), (g2, g1)):
-            before = len(me.sent)
-            me.run(me.engine.timer(t), t)
-            for tx in me.sent[before:]:
-                if tx.link == "mesh":
-                    other.run(other.engine.received("mesh", tx.raw, t), t)
+    share_mesh(g1, g2, raw, seconds=6, delay_s=0.0)  # the other gateway hears a copy at once
     assert len(msgs_on(g1, "mesh")) + len(msgs_on(g2, "mesh")) == 1
     assert g1.engine.counters["bridge_suppressed"] + g2.engine.counters["bridge_suppressed"] == 1
 
@@ -144,18 +152,7 @@ def test_gateways_take_turns_so_a_slow_mesh_still_carries_one_copy() -> None:
     raw = w.sign("national", to="region:VR05")
     for g in (g1, g2):
         g.run(g.engine.received("mqtt", raw, NOW, channel="msg"), NOW)
-    heard_at: dict[str, float] = {}  # each copy reaches the other gateway 2 s after it is sent
-    t: float = NOW
-    while t < NOW + 12:
-        t += 0.05
-        for me, other in ((g1, g2), (g2, g1)):
-            before = len(me.sent)
-            me.run(me.engine.timer(t), t)
-            if any(tx.link == "mesh" for tx in me.sent[before:]):
-                heard_at[other.name] = t + 2.0
-            if heard_at.get(me.name, float("inf")) <= t:
-                del heard_at[me.name]
-                me.run(me.engine.received("mesh", raw, t), t)
+    share_mesh(g1, g2, raw, seconds=12, delay_s=2.0)  # each copy is heard 2 s after it is sent
     assert len(msgs_on(g1, "mesh")) + len(msgs_on(g2, "mesh")) == 1
     assert g1.engine.counters["bridge_suppressed"] + g2.engine.counters["bridge_suppressed"] == 1
 
