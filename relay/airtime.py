@@ -28,7 +28,9 @@ __all__ = [
     "PREAMBLE_SYMBOLS",
     "PRESETS",
     "Preset",
+    "bridge_slot_s",
     "duty_cycle_budget_s",
+    "frame_time_scale",
     "max_payload",
     "preset",
     "symbol_time",
@@ -124,3 +126,24 @@ def max_payload(portnum: int) -> int:
 def duty_cycle_budget_s(duty_cycle: float = EU868_DUTY_CYCLE) -> float:
     """Seconds of transmit time allowed per rolling hour (360 s in EU868)."""
     return duty_cycle * DUTY_CYCLE_WINDOW_S
+
+
+def frame_time_scale(p: Preset) -> float:
+    """How much longer (> 1) or shorter (< 1) a full frame is on air at ``p`` than at LONG_FAST.
+
+    The mesh link's timers were measured at LONG_FAST (the default and the firmware_configs
+    preset); timers that wait for frames on the air scale with this factor.
+    """
+    return time_on_air(MAX_LORA_FRAME, p) / time_on_air(MAX_LORA_FRAME, PRESETS["LONG_FAST"])
+
+
+BRIDGE_SLOT_LONG_FAST_S: Final = 6.0
+"""A gateway's bridging turn at LONG_FAST (relay.engine.core.EngineConfig.bridge_slot_s)."""
+
+
+def bridge_slot_s(p: Preset) -> float:
+    """A gateway's bridging turn for a mesh at preset ``p``: the LONG_FAST slot with the full
+    frame's time on air at LONG_FAST (2.16 s) replaced by the time at ``p``. The rest of the slot
+    (random delay, the radio's latency, both hosts' processing) does not depend on the preset."""
+    full = time_on_air(MAX_LORA_FRAME, p)
+    return BRIDGE_SLOT_LONG_FAST_S - time_on_air(MAX_LORA_FRAME, PRESETS["LONG_FAST"]) + full

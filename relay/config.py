@@ -1,20 +1,28 @@
 """relay.toml: loading and validation. Every error names the key and the problem.
 
-Relative paths are resolved against the directory of the config file, so a node's directory can be
-moved as a whole. See docs/config.md for every key.
+Relative paths of files the node only reads (key, root, roster, TLS files) are resolved against the
+directory of the config file, so a node's directory can be moved as a whole. Relative paths of state
+the node writes (``node.store``, ``api.socket``) are resolved against the state directory:
+``node.state_dir`` when given, else ``$STATE_DIRECTORY`` (systemd sets it for a unit with
+``StateDirectory=``), else the config file's directory. See docs/config.md for every key.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay import airtime
+
 DEFAULT_MQTT_PORT = 1883
 DEFAULT_MQTTS_PORT = 8883
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # systemd: StateDirectory= (docs/config.md, Paths)
 
 
 class ConfigError(Exception):
@@ -50,6 +58,7 @@ class RadioEntry:
     name: str
     tcp: tuple[str, int] | None = None
     serial: str | None = None
+    preset: str = "LONG_FAST"  # the mesh's modem preset: airtime, fragment timing, gateway slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,7 @@ class Config:
     log_format: str = "json"
     drill_window: tuple[float, float] | None = None  # unix seconds; exercise traffic only inside
     extra: dict[str, Any] = field(default_factory=dict)
+    state_dir: Path | None = None  # what relative state paths were resolved against
 
 
 def _table(doc: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
@@ -193,17 +203,25 @@ def _radios(doc: dict[str, Any]) -> tuple[RadioEntry, ...]:
         sec = f"mesh.radio[{i}]"
         if not isinstance(r, dict):
             raise ConfigError(f"{sec}: must be a table")
-        _unknown(r, sec, {"tcp", "serial", "name"})
+        _unknown(r, sec, {"tcp", "serial", "name", "preset"})
         if ("tcp" in r) == ("serial" in r):
             raise ConfigError(f'{sec}: give exactly one of tcp = "HOST:PORT" or serial = "/dev/…"')
         name = _str(r, sec, "name", f"mesh{i}" if i else "mesh")
+        given = _str(r, sec, "preset", "LONG_FAST")
+        try:
+            preset = airtime.preset(given).name  # "LongFast" (as the apps show it) works too
+        except KeyError:
+            known = ", ".join(airtime.PRESETS)
+            raise ConfigError(
+                f"{sec}.preset: unknown modem preset {given!r}; one of {known}"
+            ) from None
         if "tcp" in r:
             host, _, port = _str(r, sec, "tcp").rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"{sec}.tcp: expected HOST:PORT, got {r['tcp']!r}")
-            out.append(RadioEntry(name, tcp=(host, int(port))))
+            out.append(RadioEntry(name, tcp=(host, int(port)), preset=preset))
         else:
-            out.append(RadioEntry(name, serial=_str(r, sec, "serial")))
+            out.append(RadioEntry(name, serial=_str(r, sec, "serial"), preset=preset))
     return tuple(out)
 
 
@@ -240,22 +258,40 @@ def _drill_window(doc: dict[str, Any]) -> tuple[float, float] | None:
     return bounds[0], bounds[1]
 
 
-def load(path: Path) -> Config:
+def _state_dir(base: Path, node: dict[str, Any], environ: Mapping[str, str] | None) -> Path:
+    """Where relative state paths (store, API socket) go: ``node.state_dir``, else the first
+    directory of ``$STATE_DIRECTORY`` (systemd may list several, separated by colons), else the
+    config file's directory."""
+    if "state_dir" in node:
+        return _path(base, node, "node", "state_dir")
+    env = os.environ if environ is None else environ
+    first = env.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    if first:
+        state = Path(first)
+        if not state.is_absolute():
+            raise ConfigError(f"${STATE_DIRECTORY_ENV}: must be an absolute path, got {first!r}")
+        return state
+    return base
+
+
+def load(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
     try:
         doc = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse(doc, path)
+    return parse(doc, path, environ=environ)
 
 
-def parse(doc: dict[str, Any], path: Path) -> Config:
+def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """``environ`` (default ``os.environ``) supplies ``$STATE_DIRECTORY``."""
     base = path.resolve().parent
     _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill"})
     node = _table(doc, "node")
     _unknown(node, "node", {"name", "key", "regions", "store", "max_messages",
-                            "max_inbound_bytes", "clock_skew"})  # fmt: skip
+                            "max_inbound_bytes", "clock_skew", "state_dir"})  # fmt: skip
+    state = _state_dir(base, node, environ)
     name = _str(node, "node", "name")
     if len(name) > 64 or any(c in name for c in "/#+ "):
         raise ConfigError(f"node.name: {name!r} may not contain / # + or spaces (MQTT topics)")
@@ -283,10 +319,10 @@ def parse(doc: dict[str, Any], path: Path) -> Config:
         node=name,
         key=_path(base, node, "node", "key"),
         regions=frozenset(regions),
-        store=_path(base, node, "node", "store", "var/relay.db"),
+        store=_path(state, node, "node", "store", "var/relay.db"),
         root=_path(base, trust, "trust", "root"),
         roster=_path(base, trust, "trust", "roster"),
-        api_socket=_path(base, api, "api", "socket", "var/relay.sock"),
+        api_socket=_path(state, api, "api", "socket", "var/relay.sock"),
         mqtt=mqtt,
         radios=radios,
         max_messages=int(_num(node, "node", "max_messages", 20_000, lo=10, hi=10_000_000)),
@@ -296,4 +332,5 @@ def parse(doc: dict[str, Any], path: Path) -> Config:
         log_format=fmt,
         drill_window=_drill_window(doc),
         extra={"drill": doc.get("drill", {})},
+        state_dir=state,
     )

@@ -33,6 +33,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay import api
+from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.config import Config
 from relay.engine.core import Engine, EngineConfig, LinkInfo
 from relay.engine.ops import (
@@ -129,6 +130,11 @@ class Node:
                     max_messages=cfg.max_messages,
                     max_inbound_bytes=cfg.max_inbound_bytes,
                     drill_window=cfg.drill_window,
+                    # Gateways' bridging turns cover one full frame at the slowest mesh's preset.
+                    bridge_slot_s=max(
+                        (bridge_slot_s(PRESETS[r.preset]) for r in cfg.radios),
+                        default=BRIDGE_SLOT_LONG_FAST_S,
+                    ),
                 ),
                 trust,
                 key,
@@ -464,11 +470,21 @@ class Node:
                                                     if k != "node"} if n in signed else {})}
             for n in sorted(set(recipients) | set(signed))
         ]  # fmt: skip
+        # Attempts per link: the sends the audit log records (they survive restarts and the
+        # outbox row's deletion), and the live outbox entries with their current attempt counts
+        # (failed transmissions included), in place of the store rows written with 0.
+        sends = await self.store.sends(env.id)
+        live = self.engine.outbox_of(env.id)
+        attempts = [
+            {"link": name, "sent": n, "last_sent_at": at} for name, (n, at) in sorted(sends.items())
+        ]
         return {
             "ok": True,
             "message": {
                 **as_json(env.decision, info["signer"], env.id),
-                **{k: v for k, v in info.items() if k != "receipts"},
+                **{k: v for k, v in info.items() if k not in ("receipts", "outbox")},
+                "outbox": live,
+                "attempts": attempts,
                 "recipients": recipients,
                 "delivery": matrix,
             },
@@ -507,6 +523,7 @@ class Node:
             "peers": self.peers,
             "engine_peers": dict(self.engine.peers),
             "gateway_peers": dict(self.engine.gateway_peers),
+            "bridge_slot_s": round(self.engine.config.bridge_slot_s, 3),  # from the mesh preset
             "time": self.clock(),
         }
 

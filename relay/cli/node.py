@@ -102,6 +102,43 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return 0
 
 
+_RADIO_WARNINGS = {
+    "preset-mismatch": (
+        "LET OP: de radio gebruikt preset {preset}, relay.toml zegt {configured}; zendtijd, "
+        "fragmenttijden en gateway-beurten gaan uit van {configured}",
+        "WARNING: the radio uses preset {preset}, relay.toml says {configured}; airtime, "
+        "fragment timers and gateway turns assume {configured}",
+    ),
+    "region-not-eu868": (
+        "LET OP: de radio staat op regio {region}, niet EU_868 (duty cycle 10 %)",
+        "WARNING: the radio's region is {region}, not EU_868 (10 % duty cycle)",
+    ),
+    "duty-cycle-overridden": (
+        "LET OP: de radio negeert de wettelijke duty cycle (override_duty_cycle)",
+        "WARNING: the radio overrides the legal duty cycle (override_duty_cycle)",
+    ),
+    "radio-config-unknown": (
+        "LET OP: de radio gaf geen LoRa-instellingen; preset en regio niet gecontroleerd",
+        "WARNING: the radio sent no LoRa settings; preset and region not checked",
+    ),
+}
+
+
+def _radio_warnings(link: dict[str, Any]) -> list[str]:
+    """Dutch, then English: what the radio reported at connect that differs from the config."""
+    cfg = (link.get("mesh") or {}).get("radio_config") or {}
+    facts = {
+        "preset": cfg.get("preset"),
+        "region": cfg.get("region"),
+        "configured": cfg.get("configured_preset"),
+    }
+    out = []
+    for code in cfg.get("warnings", []):
+        nl, en = _RADIO_WARNINGS.get(code, (f"LET OP: {code}", f"WARNING: {code}"))
+        out.append(f"{nl.format(**facts)} / {en.format(**facts)}")
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.id:
@@ -121,11 +158,19 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
             else:
                 print(f"  {row['node']:<24} waiting")
-        for out in msg["outbox"]:
+        for sent in msg.get("attempts", []):
             print(
-                f"  outbox {out['link']}: {out['attempts']} attempts, next "
-                f"{timestamp(out['next_at'])}"
+                f"  link {sent['link']:<8} {sent['sent']} keer verzonden / sent {sent['sent']} "
+                f"times, laatst / last {timestamp(sent['last_sent_at'])}"
             )
+        for out in msg["outbox"]:
+            link = out["link"] if out["link"] != "*" else "best link"
+            state = (
+                f"in flight on {out['via']}"
+                if out["inflight"]
+                else (f"next {timestamp(out['next_at'])}")
+            )
+            print(f"  outbox {link}: {out['attempts']} attempts, {state}")
         return 0
     st = _call(cfg, {"op": "status"})
     st.pop("ok", None)
@@ -141,6 +186,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  link {link['name']:<8} {link['kind']:<5} {link['state']:<9} since "
             f"{timestamp(link['since'])}  outbox {link['outbox']}  {link['detail']}"
         )
+        for line in _radio_warnings(link):
+            print(f"    {line}")
     eng = st["engine"]
     print(f"  messages {eng['messages']}  outbox {eng['outbox']}  in flight {eng['inflight']}")
     counters = ", ".join(f"{k} {v}" for k, v in sorted(eng["counters"].items()))

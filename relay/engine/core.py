@@ -1050,6 +1050,22 @@ class Engine:
     def waiting_for_any_link(self) -> int:
         return sum(1 for (_, n), o in self._outbox.items() if n == ANY_LINK and not o.inflight)
 
+    def outbox_of(self, msg_id: bytes) -> list[dict[str, object]]:
+        """The live outbox entries of one message: link ("*" = the best link at the time),
+        attempts so far (failed ones included), next try, in flight and on which link. The
+        store's outbox rows keep the attempts of when they were written (0); these are current."""
+        return [
+            {
+                "link": link,
+                "attempts": out.attempts,
+                "next_at": out.next_at,
+                "inflight": out.inflight,
+                "via": out.via,
+                "awaiting_receipts": out.awaiting_receipts,
+            }
+            for (_, link), out in ((k, self._outbox[k]) for k in self._keys_of(msg_id))
+        ]
+
     def recipients_of(self, msg_id: bytes) -> tuple[frozenset[str], set[str]] | None:
         m = self._msgs.get(msg_id)
         return None if m is None else (m.recipients, set(m.signed))

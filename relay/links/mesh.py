@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import structlog
-from meshtastic.protobuf import mesh_pb2, portnums_pb2
+from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
 PRIVATE_APP: Final = 256
@@ -87,11 +87,26 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class RadioLora:
+    """The radio's own LoRa settings as it reported them in its config download.
+
+    ``preset`` is the modem preset's name (``LONG_FAST`` …), or ``CUSTOM`` when the radio uses
+    its own bandwidth and spreading factor (``use_preset`` off); ``region`` the region code's name
+    (``EU_868``, ``UNSET`` …)."""
+
+    preset: str
+    region: str
+    override_duty_cycle: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
-    """A new interface finished its config download; ``node_num`` is our radio's node number."""
+    """A new interface finished its config download; ``node_num`` is our radio's node number,
+    ``lora`` its LoRa settings (None when it sent no lora config)."""
 
     node_num: int
     generation: int
+    lora: RadioLora | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +293,7 @@ class RadioBridge:
                 worker = _Worker(self._loop, f"meshtastic-{self.name}-{gen}")
                 self._worker = worker
                 try:
-                    iface = await worker.call(self._open, self.settings.connect_timeout_s)
+                    iface, lora = await worker.call(self._open, self.settings.connect_timeout_s)
                 except Exception as exc:  # noqa: BLE001 - any failure (timeouts too): retry
                     self._opening = None  # a late success must not feed us packets
                     self.counters["connect_failures"] += 1
@@ -290,7 +305,7 @@ class RadioBridge:
                     self.node_num = int(iface.myInfo.my_node_num)
                     self.counters["connects"] += 1
                     self.log.info("radio_connected", node_num=f"!{self.node_num:08x}", gen=gen)
-                    self._emit(Connected(self.node_num, gen))
+                    self._emit(Connected(self.node_num, gen, lora))
                     delay = self.settings.backoff_initial_s
                     await self._lost.wait()
                     self.log.warning("radio_lost", detail=self._lost_detail, gen=gen)
@@ -308,8 +323,9 @@ class RadioBridge:
                 self._worker.stop()
             self._unsubscribe()
 
-    def _open(self) -> Any:
-        """Build and connect an interface (worker thread); waits for the config download.
+    def _open(self) -> tuple[Any, RadioLora | None]:
+        """Build and connect an interface (worker thread); waits for the config download, and
+        returns the interface with the radio's own LoRa settings read from that download.
 
         Built with ``connectNow=False`` so that ``_opening`` names it before its reader thread
         starts: packets the radio buffered for us while we were away arrive right after the
@@ -335,7 +351,18 @@ class RadioBridge:
             with contextlib.suppress(Exception):
                 iface.close()
             raise
-        return iface
+        return iface, self._lora_of(iface)
+
+    @staticmethod
+    def _lora_of(iface: Any) -> RadioLora | None:
+        """The lora section of the local node's config (``Config.LoRaConfig``), if it sent one."""
+        local = getattr(iface.localNode, "localConfig", None)
+        if local is None or not local.HasField("lora"):
+            return None
+        lora = local.lora
+        cls = config_pb2.Config.LoRaConfig
+        preset = cls.ModemPreset.Name(lora.modem_preset) if lora.use_preset else "CUSTOM"
+        return RadioLora(preset, cls.RegionCode.Name(lora.region), bool(lora.override_duty_cycle))
 
     async def _close(self, worker: _Worker, iface: Any) -> None:
         self._iface = None

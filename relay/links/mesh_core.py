@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from relay.airtime import MESH_HEADER_LEN, PRESETS, Preset, time_on_air
+from relay.airtime import MESH_HEADER_LEN, PRESETS, Preset, frame_time_scale, time_on_air
 from relay.engine.ops import Transmit
 from relay.envelope import Reason
 from relay.mesh import Precedence
@@ -171,6 +171,23 @@ class CoreSettings:
     cache_messages: int = 16
     cache_bytes: int = 32 * 1024
     nack_precedence: Precedence = Precedence.IMMEDIATE
+    nack_delay_s: float = 60.0  # a receiver asks for missing fragments after this (at LONG_FAST)
+    partial_timeout_s: float = 900.0  # an incomplete message idle this long is dropped
+
+    @classmethod
+    def for_preset(cls, preset: str) -> CoreSettings:
+        """The defaults for a mesh at ``preset``: the timers that wait for frames on the air
+        (ACK timeout, fragment NACK delay and partial timeout) scale with the time a full frame
+        takes at that preset against LONG_FAST, where they were measured. Floors keep room for
+        the hosts and the radio's queue at the fast presets."""
+        k = frame_time_scale(PRESETS[preset])
+        base = cls()
+        return cls(
+            preset=preset,
+            ack_timeout_s=max(60.0, base.ack_timeout_s * k),
+            nack_delay_s=max(10.0, base.nack_delay_s * k),
+            partial_timeout_s=max(base.partial_timeout_s, base.partial_timeout_s * k),
+        )
 
 
 @dataclass(slots=True)
@@ -207,7 +224,7 @@ class MeshCore:
             s.budget_fraction, flash_reserve_fraction=s.flash_reserve_fraction
         )
         self.queue: SendQueue[int] = SendQueue(max_items=s.queue_items, max_bytes=s.queue_bytes)
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(timeout_s=s.partial_timeout_s, nack_delay_s=s.nack_delay_s)
         self.fragmenter = Fragmenter()
         self.counters: Counter[str] = Counter()
         self._refs = itertools.count(1)
@@ -238,6 +255,8 @@ class MeshCore:
     def statistics(self, now: float) -> dict[str, object]:
         return {
             "preset": self.preset.name,
+            "ack_timeout_s": round(self.settings.ack_timeout_s, 1),
+            "nack_delay_s": round(self.settings.nack_delay_s, 1),
             "queue": self.queue.statistics(),
             "airtime_used_s": round(self.ledger.used(now), 3),
             "airtime_budget_s": self.ledger.budget_s,

@@ -37,6 +37,7 @@ from relay.links.mesh import (
     PacketIn,
     RadioBridge,
     RadioError,
+    RadioLora,
     Routed,
 )
 from relay.links.mesh_core import CoreSettings, Done, MeshCore, Received, Rejected
@@ -44,6 +45,7 @@ from relay.mesh import Precedence
 
 log = structlog.get_logger("relay.links.mesh_driver")
 
+EXPECTED_REGION = "EU_868"  # the duty-cycle budget (relay.mesh.ledger) is EU868's 10 %
 MAX_IDLE_S = 1.0  # the pump wakes at least this often (link state follows the airtime budget)
 
 
@@ -57,7 +59,7 @@ class MeshDriver:
         host: LinkHost,
         radio: RadioEntry,
         *,
-        preset: str = "LONG_FAST",
+        preset: str | None = None,
         settings: CoreSettings | None = None,
         bridge_settings: BridgeSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -65,7 +67,14 @@ class MeshDriver:
         self.name = radio.name
         self._host = host
         self._clock = clock
-        self.core = MeshCore(dataclasses.replace(settings or CoreSettings(), preset=preset))
+        # The preset of [[mesh.radio]] unless the caller overrides it; given settings keep their
+        # timers, the defaults scale with the preset (CoreSettings.for_preset).
+        self.preset = preset or radio.preset
+        self.core = MeshCore(
+            CoreSettings.for_preset(self.preset)
+            if settings is None
+            else dataclasses.replace(settings, preset=self.preset)
+        )
         self._wake = asyncio.Event()
         # Set whenever the pump handled something (frame out, radio event in): for observers
         # such as tests and status pages that wait for progress instead of polling.
@@ -82,6 +91,8 @@ class MeshDriver:
         self._state: tuple[str, str] = ("down", "not connected yet")
         self._connected = False
         self._down_detail = "not connected yet"
+        # What the radio reported at the last connect (``_check_radio``); None before.
+        self.radio_config: dict[str, Any] | None = None
         self.log = log.bind(link=radio.name)
 
     # -- LinkDriver -------------------------------------------------------------------------
@@ -116,6 +127,7 @@ class MeshDriver:
         return {
             "mesh": {
                 "state": self._state[0],
+                "radio_config": self.radio_config,
                 "radio": self.bridge.statistics(),
                 "queue_depth": stats["queue"]["items"],  # type: ignore[index]
                 **stats,
@@ -164,9 +176,10 @@ class MeshDriver:
             event = self.bridge.events.get_nowait()
             now = self._clock()
             match event:
-                case Connected(node_num=num):
+                case Connected(node_num=num, lora=lora):
                     self._connected = True
                     self.log.info("mesh_link_connected", node_num=f"!{num:08x}")
+                    self._check_radio(lora)
                 case Disconnected(detail=detail):
                     if self._connected:
                         core.link_lost(now)
@@ -176,6 +189,36 @@ class MeshDriver:
                     core.frame_received(payload, sender, now)
                 case Routed(ref=ref, error=error, implicit=implicit):
                     core.frame_routed(ref, error, implicit=implicit, now=now)
+
+    def _check_radio(self, lora: RadioLora | None) -> None:
+        """Compare the radio's own preset and region with what this node assumes: the airtime
+        ledger, fragment timers and gateway slots follow ``[[mesh.radio]] preset``, and the duty
+        cycle budget is EU868's. A mismatch is logged as a warning and shown in status."""
+        warnings: list[str] = []
+        if lora is None:
+            warnings.append("radio-config-unknown")
+        else:
+            if lora.preset != self.preset:
+                warnings.append("preset-mismatch")
+            if lora.region != EXPECTED_REGION:
+                warnings.append("region-not-eu868")
+            if lora.override_duty_cycle:
+                warnings.append("duty-cycle-overridden")
+        self.radio_config = {
+            "preset": None if lora is None else lora.preset,
+            "region": None if lora is None else lora.region,
+            "configured_preset": self.preset,
+            "warnings": warnings,
+        }
+        if warnings:
+            self.log.warning(
+                "mesh_radio_config_mismatch",
+                warnings=warnings,
+                radio_preset=self.radio_config["preset"],
+                radio_region=self.radio_config["region"],
+                configured_preset=self.preset,
+                expected_region=EXPECTED_REGION,
+            )
 
     def _dispatch(self) -> None:
         for event in self.core.events():

@@ -39,6 +39,7 @@ class NodeSpec:
     options: dict[str, Any] = field(default_factory=dict)  # extra [node] keys
     clock_skew_s: float = 0.0  # play a node whose wall clock is this far off (RELAY_CLOCK_SKEW_S)
     mqtt_options: dict[str, Any] = field(default_factory=dict)  # [mqtt] keys over the defaults
+    radio_options: dict[str, Any] = field(default_factory=dict)  # more keys of each [[mesh.radio]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,8 @@ class Cluster:
             for url in spec.mqtt:
                 lines += ["[[mqtt.broker]]", f"url = {_toml_value(url)}", ""]
         for radio in spec.radios:
-            lines += ["[[mesh.radio]]", f"tcp = {_toml_value(radio)}", ""]
+            extra = [f"{k} = {_toml_value(v)}" for k, v in spec.radio_options.items()]
+            lines += ["[[mesh.radio]]", f"tcp = {_toml_value(radio)}", *extra, ""]
         self.config_path(spec.name).write_text("\n".join(lines))
 
     # ------------------------------------------------------------------ processes

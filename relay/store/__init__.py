@@ -371,6 +371,16 @@ class Store:
             row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
         return out
 
+    async def sends(self, msg_id: bytes) -> dict[str, tuple[int, float]]:
+        """Per link, how often the audit log records message ``msg_id`` as sent (a transmission
+        the link confirmed) and when last. Uses the audit_msg index."""
+        rows = await self._all(
+            "SELECT link, COUNT(*), MAX(at) FROM audit WHERE msg_id=? AND event='sent' "
+            "GROUP BY link",
+            (msg_id,),
+        )
+        return {str(link): (int(n), float(at)) for link, n, at in rows}
+
     async def rejection_counts(self) -> dict[str, int]:
         rows = await self._all(
             "SELECT substr(detail, 1, instr(detail, ':') - 1), COUNT(*) FROM audit "
@@ -411,6 +421,35 @@ async def read_audit(path: Path) -> list[dict[str, Any]]:
         while page := await reader.audit(rows[-1]["n"] if rows else 0):
             rows.extend(page)
         return rows
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: unreadable: {exc}") from exc
+    finally:
+        await db.close()
+
+
+async def read_messages(path: Path) -> list[dict[str, Any]]:
+    """The messages a store holds, opened read-only like ``read_audit``: id (hex), kind (int),
+    audience (as stored, e.g. ``region:VR07``), origin (submitted at this node) and received_at.
+    Only verified messages are ever stored, so these need no second check for reporting."""
+    try:
+        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
+    try:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version == 0 or version > SCHEMA_VERSION:
+            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
+        async with db.execute(
+            "SELECT id, kind, audience, origin, received_at FROM messages ORDER BY received_at"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {"id": i.hex(), "kind": int(k), "audience": str(a), "origin": bool(o),
+             "received_at": float(t)}
+            for i, k, a, o, t in rows
+        ]  # fmt: skip
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: unreadable: {exc}") from exc
     finally:
