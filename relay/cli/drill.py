@@ -58,6 +58,15 @@ def _register_report(drill_sub: argparse._SubParsersAction[argparse.ArgumentPars
     rep.add_argument("--title", default="Drill report", help="page title")
     rep.add_argument("--events", type=Path, metavar="REPORT_JSON",
                      help="add runner events and verdicts of an earlier report.json")  # fmt: skip
+    rep.add_argument("--roster", type=Path, metavar="FILE",
+                     help="the roster (as in trust.roster): each decision's expected audience "
+                     "is derived from it and its nodes' regions; needs --root")  # fmt: skip
+    rep.add_argument(
+        "--root",
+        type=Path,
+        metavar="FILE",
+        help="the root public key that signed --roster (as in trust.root)",
+    )
     rep.set_defaults(handler=cmd_report)
 
 
@@ -68,10 +77,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from relay.store import StoreError
 
     verdicts: list[Verdict] = []
+    if (args.roster is None) != (args.root is None):
+        raise CliError("--roster and --root go together (the roster is checked against the root)")
     try:
+        roster = None
+        if args.roster is not None:
+            from relay.keys import KeyError_, load_public
+            from relay.rosterfile import RosterFileError, load_trust
+
+            try:
+                roster = load_trust(args.roster, load_public(args.root)).roster
+            except (RosterFileError, KeyError_) as exc:
+                raise CliError(f"--roster {args.roster}: {exc}") from exc
         sources = ev.parse_sources(args.sources)
         kinds = {node: ev.source_kind(path) for node, path in sources.items()}
-        events = ev.collect(sources)
+        events = ev.collect(sources, roster)
         meta: dict[str, object] = {"collected": ", ".join(f"{n} ({k})" for n, k in kinds.items())}
         if args.events is not None:
             _, earlier, verdicts, _ = load_report(args.events)
@@ -88,6 +108,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"{html}: {len(events)} events from {len(sources)} nodes; {s['decisions']} decisions, "
           f"{s['delivered']}/{s['expected']} deliveries, {s['missing']} missing, "
           f"{s['duplicates']} duplicates")  # fmt: skip
+    if s.get("audience_unknown"):
+        print(f"LET OP: van {s['audience_unknown']} besluit(en) zijn de verwachte ontvangers "
+              "onbekend (geen --roster, geen oorsprong via de API) / WARNING: the expected "
+              f"audience of {s['audience_unknown']} decision(s) is unknown (no --roster, no "
+              "origin node over its API): missing nodes cannot be counted")  # fmt: skip
     return 0
 
 

@@ -16,6 +16,11 @@ Node events (``node`` = the node's name):
 - ``link``      link, detail = new state "up" / "degraded" / "down"
 - ``airtime``   link, detail = JSON {"airtime_s", "budget_s"}: the node's own mesh airtime, from
   its status when collected over the API (not an audit row)
+- ``audience``  msg, detail = JSON {"audience": "region:VR07", "nodes": [...] or null, "from":
+  "roster" | "origin" | null}: who should get a decision the node holds, from the message's
+  audience and a roster (``collect(..., roster=)``: the roster's nodes and their regions), or from
+  the origin node's own recipient list when asked over the API; null when neither is known.
+  Not an audit row: derived at collection, so real (non-drill) traffic has an expected audience.
 
 Runner events (``node`` = "drill"): ``phase``, ``inject``, ``fault``, ``restore``, ``airtime``
 (see docs/drills.md).
@@ -33,11 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from relay import api, store
+from relay.envelope import Audience, Kind
+from relay.trust import Roster
 
 RUNNER = "drill"
 NODE_EVENTS = frozenset(
-    {"accepted", "delivered", "rejected", "revoked", "sent", "receipt", "link", "airtime"}
-)
+    {"accepted", "delivered", "rejected", "revoked", "sent", "receipt", "link", "airtime",
+     "audience"}
+)  # fmt: skip
+SHOWN_KINDS = frozenset({"decision", "notice", "cancel", "supersede"})  # have an audience to reach
 RUNNER_EVENTS = frozenset({"phase", "inject", "fault", "restore", "airtime"})
 
 _PAGE = 10_000  # rows per audit request (the store's own limit)
@@ -167,29 +176,97 @@ async def airtime_api(node: str, socket: Path) -> list[Event]:
     return out
 
 
-async def collect_api_async(sockets: Mapping[str, Path]) -> list[Event]:
+def audience_event(
+    node: str, msg: str, t: float, audience: str, nodes: Sequence[str] | None, source: str | None
+) -> Event:
+    """An ``audience`` event: who should get decision ``msg`` (module doc)."""
+    detail = {"audience": audience, "nodes": None if nodes is None else sorted(nodes),
+              "from": source}  # fmt: skip
+    return Event(t, node, "audience", msg, None, None, json.dumps(detail))
+
+
+def _recipients(audience: str, roster: Roster) -> list[str] | None:
+    try:
+        return roster.recipients(Audience.parse(audience))
+    except ValueError:
+        return None  # stored messages were verified: only a corrupt copy gets here
+
+
+async def audiences_api(
+    node: str, socket: Path, events: Sequence[Event], roster: Roster | None
+) -> list[Event]:
+    """``audience`` events for the decisions running node ``node`` accepted (its audit events):
+    by the roster when given, else the recipients the node computed if it is their origin."""
+    out = []
+    ids = dict.fromkeys(e.msg for e in events
+                        if e.event == "accepted" and e.msg and e.detail in SHOWN_KINDS)  # fmt: skip
+    for msg in ids:
+        assert msg is not None
+        answer = await api.request(socket, {"op": "message", "id": msg})
+        info = answer.get("message")
+        if not answer.get("ok") or not isinstance(info, dict):
+            continue  # pruned since: its audit rows still count, its audience is unknown
+        audience = ",".join(str(a) for a in info.get("audience", []))
+        t = float(info.get("received_at", 0.0))
+        if roster is not None:
+            out.append(audience_event(node, msg, t, audience, _recipients(audience, roster),
+                                      "roster"))  # fmt: skip
+        elif info.get("origin") and info.get("recipients"):
+            out.append(audience_event(node, msg, t, audience, info["recipients"], "origin"))
+        else:
+            out.append(audience_event(node, msg, t, audience, None, None))
+    return out
+
+
+async def audiences_store(node: str, path: Path, roster: Roster | None) -> list[Event]:
+    """``audience`` events for the decisions in a stopped node's store, by the roster."""
+    out = []
+    for m in await store.read_messages(path):
+        try:
+            kind = Kind(m["kind"]).name.lower()
+        except ValueError:
+            continue
+        if kind not in SHOWN_KINDS:
+            continue
+        nodes = None if roster is None else _recipients(m["audience"], roster)
+        source = None if nodes is None else "roster"
+        out.append(audience_event(node, m["id"], m["received_at"], m["audience"], nodes, source))
+    return out
+
+
+async def collect_api_async(
+    sockets: Mapping[str, Path], roster: Roster | None = None
+) -> list[Event]:
     events: list[Event] = []
     for node, socket in sockets.items():
-        events.extend(from_audit(node, await audit_rows_api(node, socket)))
+        audit = from_audit(node, await audit_rows_api(node, socket))
+        events.extend(audit)
         events.extend(await airtime_api(node, socket))
+        events.extend(await audiences_api(node, socket, audit, roster))
     return sort_events(events)
 
 
-async def collect_stores_async(stores: Mapping[str, Path]) -> list[Event]:
+async def collect_stores_async(
+    stores: Mapping[str, Path], roster: Roster | None = None, *, audiences: bool = True
+) -> list[Event]:
     events: list[Event] = []
     for node, path in stores.items():
         events.extend(from_audit(node, await store.read_audit(path)))
+        if audiences:
+            events.extend(await audiences_store(node, path, roster))
     return sort_events(events)
 
 
-def collect_api(sockets: Mapping[str, Path]) -> list[Event]:
+def collect_api(sockets: Mapping[str, Path], roster: Roster | None = None) -> list[Event]:
     """Ask running nodes (name -> API socket) for their whole audit logs."""
-    return asyncio.run(collect_api_async(sockets))
+    return asyncio.run(collect_api_async(sockets, roster))
 
 
-def collect_stores(stores: Mapping[str, Path]) -> list[Event]:
+def collect_stores(
+    stores: Mapping[str, Path], roster: Roster | None = None, *, audiences: bool = True
+) -> list[Event]:
     """Read nodes' stores (name -> SQLite file) offline and read-only."""
-    return asyncio.run(collect_stores_async(stores))
+    return asyncio.run(collect_stores_async(stores, roster, audiences=audiences))
 
 
 def sort_events(events: Sequence[Event]) -> list[Event]:
@@ -226,13 +303,16 @@ def source_kind(path: Path) -> str:
     raise EventError(f"{path}: neither a node's API socket nor a store file")
 
 
-def collect(sources: Mapping[str, Path]) -> list[Event]:
-    """Audit logs of nodes given as API sockets or store files (``source_kind`` decides)."""
+def collect(sources: Mapping[str, Path], roster: Roster | None = None) -> list[Event]:
+    """Audit logs of nodes given as API sockets or store files (``source_kind`` decides), with
+    each decision's expected audience (``audience`` events; by ``roster`` when given)."""
     kinds = {node: source_kind(path) for node, path in sources.items()}
     sockets = {n: p for n, p in sources.items() if kinds[n] == "api"}
     stores = {n: p for n, p in sources.items() if kinds[n] == "store"}
 
     async def both() -> list[Event]:
-        return sort_events([*await collect_api_async(sockets), *await collect_stores_async(stores)])
+        return sort_events(
+            [*await collect_api_async(sockets, roster), *await collect_stores_async(stores, roster)]
+        )
 
     return asyncio.run(both())

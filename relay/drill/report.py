@@ -91,6 +91,31 @@ def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def _audience(rows: Sequence[Event]) -> tuple[list[str] | None, str | None]:
+    """The expected nodes of one decision from its ``audience`` events: the union of what each
+    node's source said (nodes on different roster serials may differ), the roster's word first."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for e in rows:
+        if e.event == "audience":
+            info = _json_detail(e)
+            nodes, source = info.get("nodes"), info.get("from")
+            if isinstance(nodes, list) and isinstance(source, str):
+                found[source] |= {str(n) for n in nodes}
+    for source in ("roster", "origin"):
+        if source in found:
+            return sorted(found[source]), source
+    return None, None
+
+
+def _audience_spec(rows: Sequence[Event]) -> list[str] | None:
+    for e in rows:
+        if e.event == "audience":
+            spec = _json_detail(e).get("audience")
+            if isinstance(spec, str) and spec:
+                return spec.split(",")
+    return None
+
+
 def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     injects: dict[str, Event] = {}
     by_msg: dict[str, list[Event]] = defaultdict(list)
@@ -130,6 +155,11 @@ def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[st
                 delivered[e.node].append(e)
         accepted_at = Counter(e.node for e in accepted)
         nodes_expected = info.get("nodes")
+        expected_from: str | None = "inject"
+        if not isinstance(nodes_expected, list):
+            # Real (non-drill) traffic has no inject: the nodes' audience events say who should
+            # get it (from the roster and the nodes' regions, or the origin's recipient list).
+            nodes_expected, expected_from = _audience(rows)
         expected = (
             sorted(str(n) for n in nodes_expected) if isinstance(nodes_expected, list) else None
         )
@@ -188,10 +218,11 @@ def _decisions(evs: Sequence[Event]) -> tuple[list[dict[str, Any]], list[dict[st
                 "t0": t0,
                 "t0_from": t0_from,
                 "precedence": precedence,
-                "audience": info.get("audience"),
+                "audience": info.get("audience") or _audience_spec(rows),
                 "exercise": exercise,
                 "marker": EXERCISE_MARKER if exercise else None,
                 "expected": expected,
+                "expected_from": expected_from if expected is not None else None,
                 "deliveries": deliveries,
                 "delivered": len(ok),
                 "missing": [d["node"] for d in deliveries if d["status"] == "missing"],
@@ -402,6 +433,7 @@ def analyse(events: Sequence[Event]) -> dict[str, Any]:
             "delivered": sum(d["delivered"] for d in decisions),
             "missing": sum(len(d["missing"]) for d in decisions),
             "duplicates": len(duplicates),
+            "audience_unknown": sum(1 for d in decisions if d["expected"] is None),
             "latency": _stats(latencies),
         },
     }

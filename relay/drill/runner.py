@@ -394,7 +394,7 @@ class Runner:
                           "budget_s": stats.get("duty_cycle_budget_s")}  # fmt: skip
                 self.record("airtime", link=radio, detail=json.dumps(detail))
         stores = {n.name: self.cluster.node_dir(n.name) / "relay.db" for n in self.sc.nodes}
-        return sort_events([*collect_stores(stores), *self.events])
+        return sort_events([*collect_stores(stores, audiences=False), *self.events])
 
 
 def run(
