@@ -117,6 +117,12 @@ _RADIO_WARNINGS = {
         "LET OP: de radio negeert de wettelijke duty cycle (override_duty_cycle)",
         "WARNING: the radio overrides the legal duty cycle (override_duty_cycle)",
     ),
+    "public-channel-key": (
+        "LET OP: kanaal 0 van de radio heeft de publieke standaardsleutel of geen sleutel; "
+        "zet een eigen PSK (firmware_configs/README.md)",
+        "WARNING: the radio's channel 0 has the public default key or none; set a private "
+        "PSK (firmware_configs/README.md)",
+    ),
     "radio-config-unknown": (
         "LET OP: de radio gaf geen LoRa-instellingen; preset en regio niet gecontroleerd",
         "WARNING: the radio sent no LoRa settings; preset and region not checked",

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import structlog
-from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
+from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
 PRIVATE_APP: Final = 256
@@ -58,6 +58,10 @@ RATE_LIMIT_EXCEEDED: Final = 38
 
 PRIORITY_HIGH: Final = int(mesh_pb2.MeshPacket.Priority.HIGH)
 PRIORITY_RELIABLE: Final = int(mesh_pb2.MeshPacket.Priority.RELIABLE)
+
+# The firmware's well-known default channel key (Channels.cpp defaultpsk): public, as are its
+# variants with another last byte (the one-byte PSK indexes).
+DEFAULT_CHANNEL_KEY: Final = bytes.fromhex("d4f1bb3a20290759f0bcffabcf4e6901")
 
 log = structlog.get_logger("relay.links.mesh")
 
@@ -97,6 +101,7 @@ class RadioLora:
     preset: str
     region: str
     override_duty_cycle: bool = False
+    channel_key: str = "unknown"  # primary channel: "private", "default" (public), "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +367,29 @@ class RadioBridge:
         lora = local.lora
         cls = config_pb2.Config.LoRaConfig
         preset = cls.ModemPreset.Name(lora.modem_preset) if lora.use_preset else "CUSTOM"
-        return RadioLora(preset, cls.RegionCode.Name(lora.region), bool(lora.override_duty_cycle))
+        return RadioLora(
+            preset,
+            cls.RegionCode.Name(lora.region),
+            bool(lora.override_duty_cycle),
+            RadioBridge._channel_key(iface),
+        )
+
+    @staticmethod
+    def _channel_key(iface: Any) -> str:
+        """Whether the primary channel's key is private, the public default, or no key at all.
+
+        One-byte PSKs are indexes into the firmware's well-known default key (``AQ==`` is index 1;
+        0 means no encryption), so every one of them is public; so is the default key written out.
+        """
+        for ch in getattr(iface.localNode, "channels", None) or ():
+            if ch.role == channel_pb2.Channel.Role.PRIMARY:
+                psk = bytes(ch.settings.psk)
+                if psk in (b"", b"\x00"):
+                    return "none"
+                if len(psk) == 1 or psk[:-1] == DEFAULT_CHANNEL_KEY[:-1]:
+                    return "default"
+                return "private"
+        return "unknown"
 
     async def _close(self, worker: _Worker, iface: Any) -> None:
         self._iface = None

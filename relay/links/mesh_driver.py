@@ -204,9 +204,14 @@ class MeshDriver:
                 warnings.append("region-not-eu868")
             if lora.override_duty_cycle:
                 warnings.append("duty-cycle-overridden")
+            if lora.channel_key in ("default", "none"):
+                # Signatures keep decisions authentic either way; a public key lets anyone on
+                # the band read the mesh traffic and inject noise (firmware_configs/README.md).
+                warnings.append("public-channel-key")
         self.radio_config = {
             "preset": None if lora is None else lora.preset,
             "region": None if lora is None else lora.region,
+            "channel_key": None if lora is None else lora.channel_key,
             "configured_preset": self.preset,
             "warnings": warnings,
         }

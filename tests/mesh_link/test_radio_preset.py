@@ -1,4 +1,4 @@
-"""At connect the mesh driver reads the radio's own preset and region and warns on a mismatch."""
+"""At connect the mesh driver reads the radio's own preset, region and channel key, and warns."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ async def connect_and_describe(drivers: list[MeshDriver], hosts: list[RecordingH
 
 
 def test_driver_reports_radio_preset_and_region_that_differ_from_config() -> None:
-    """Test that a MEDIUM_FAST emulator with a LONG_FAST config, and one set to region US by the
-    real CLI, are both reported (warnings in describe()), and a matching radio is not."""
+    """Test that a MEDIUM_FAST emulator with a LONG_FAST config, one set to region US by the real
+    CLI and the public default channel key are reported (describe()), and a matching radio with
+    a private key is not."""
     spec = loopback_spec(3)
     spec = dataclasses.replace(
         spec, radios=tuple(dataclasses.replace(r, preset="MEDIUM_FAST") for r in spec.radios)
@@ -45,6 +46,9 @@ def test_driver_reports_radio_preset_and_region_that_differ_from_config() -> Non
         done = meshtastic_cli(running.port("r2"), "--set", "lora.region", "US")
         assert done.returncode == 0, done.stderr
         assert running.server.mesh.radios["r2"].settings.config.lora.region != 3  # not EU_868
+        # Only r3 gets a private channel key, as firmware_configs/README.md tells operators.
+        keyed = meshtastic_cli(running.port("r3"), "--ch-index", "0", "--ch-set", "psk", "random")
+        assert keyed.returncode == 0, keyed.stderr
         hosts = [RecordingHost() for _ in range(3)]
         entries = [
             RadioEntry("mesh", tcp=("127.0.0.1", running.port("r1"))),  # LONG_FAST by default
@@ -60,12 +64,14 @@ def test_driver_reports_radio_preset_and_region_that_differ_from_config() -> Non
         assert seen[0]["radio_config"] == {
             "preset": "MEDIUM_FAST",
             "region": "EU_868",
+            "channel_key": "default",
             "configured_preset": "LONG_FAST",
-            "warnings": ["preset-mismatch"],
+            "warnings": ["preset-mismatch", "public-channel-key"],
         }
         assert seen[0]["preset"] == "LONG_FAST"  # the ledger keeps the configured preset
         assert seen[1]["radio_config"]["region"] == "US"
-        assert seen[1]["radio_config"]["warnings"] == ["region-not-eu868"]
+        assert seen[1]["radio_config"]["warnings"] == ["region-not-eu868", "public-channel-key"]
+        assert seen[2]["radio_config"]["channel_key"] == "private"
         assert seen[2]["radio_config"]["warnings"] == []
         assert seen[2]["preset"] == "MEDIUM_FAST"
         assert seen[2]["nack_delay_s"] < seen[0]["nack_delay_s"]

@@ -90,9 +90,10 @@ def test_status_warns_when_the_radio_preset_differs_from_the_config(tmp_path: Pa
             text = relay_cli(c, "vr07-post", "status")
             assert "LET OP: de radio gebruikt preset MEDIUM_FAST, relay.toml zegt LONG_FAST" in text
             assert "WARNING: the radio uses preset MEDIUM_FAST, relay.toml says LONG_FAST" in text
+            assert "kanaal 0 van de radio heeft de publieke standaardsleutel" in text
             good = c.call("vr07-post2", {"op": "status"})
             mesh_link = good["links"][0]["mesh"]
-            assert mesh_link["radio_config"]["warnings"] == []
+            assert mesh_link["radio_config"]["warnings"] == ["public-channel-key"]
             assert mesh_link["preset"] == "MEDIUM_FAST"
             assert good["bridge_slot_s"] == pytest.approx(6.0 - 2.156 + 0.641, abs=0.01)
             assert c.call("vr07-post", {"op": "status"})["bridge_slot_s"] == pytest.approx(6.0)
