@@ -186,6 +186,7 @@ class Runner:
                 mqtt=tuple(f"mqtt://{LOOPBACK}:{self.proxies[(n.name, b)].port}" for b in n.mqtt),
                 radios=(f"{LOOPBACK}:{self.mesh.ports[n.name]}",) if n.radio and self.mesh else (),
                 clock_skew_s=n.clock_skew_s,
+                radio_options={"preset": sc.mesh.preset},  # as the emulator's radios run
             )
             for n in sc.nodes
         ]
