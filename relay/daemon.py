@@ -147,6 +147,8 @@ class Node:
                 outbox=len(snapshot.outbox),
                 links=list(self.links),
                 roster_serial=trust.roster.serial if trust.roster else None,
+                store=str(cfg.store),  # relative paths: docs/config.md, Paths
+                presets={r.name: r.preset for r in cfg.radios},
             )
             await self._run_tasks()
         finally:
