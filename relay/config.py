@@ -71,6 +71,11 @@ class Config:
     log_format: str = "json"
     drill_window: tuple[float, float] | None = None  # unix seconds; exercise traffic only inside
     extra: dict[str, Any] = field(default_factory=dict)
+    sequence: Path | None = None  # the node's own signing counter; None: beside the store
+
+    @property
+    def sequence_file(self) -> Path:
+        return self.sequence if self.sequence is not None else self.store.with_suffix(".seq")
 
 
 def _table(doc: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
@@ -255,7 +260,7 @@ def parse(doc: dict[str, Any], path: Path) -> Config:
     _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill"})
     node = _table(doc, "node")
     _unknown(node, "node", {"name", "key", "regions", "store", "max_messages",
-                            "max_inbound_bytes", "clock_skew"})  # fmt: skip
+                            "max_inbound_bytes", "clock_skew", "sequence"})  # fmt: skip
     name = _str(node, "node", "name")
     if len(name) > 64 or any(c in name for c in "/#+ "):
         raise ConfigError(f"node.name: {name!r} may not contain / # + or spaces (MQTT topics)")
@@ -296,4 +301,5 @@ def parse(doc: dict[str, Any], path: Path) -> Config:
         log_format=fmt,
         drill_window=_drill_window(doc),
         extra={"drill": doc.get("drill", {})},
+        sequence=_path(base, node, "node", "sequence") if "sequence" in node else None,
     )

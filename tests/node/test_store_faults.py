@@ -1,0 +1,222 @@
+"""A damaged store, a read-only directory, an empty store: the node says so in one line, or
+carries on without reusing its own sequence numbers (issue 11.3, docs/store.md "Faults")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from relay.engine.ops import PutMessage
+from relay.sim.broker import Mosquitto
+from relay.sim.cluster import Cluster, NodeSpec
+from relay.store import Store, StoreError
+from tests.node.util import ISSUERS, cluster_of, wait_until
+
+DEAD_BROKER = "mqtt://127.0.0.1:9"  # nothing listens: these nodes fail before their links
+
+
+def _msg(i: int) -> PutMessage:
+    return PutMessage(
+        id=i.to_bytes(32, "big"), raw=os.urandom(600), kid=b"kid1", signer="national", seq=i,
+        kind=0, precedence=2, exercise=False, audience="all", issued_at=1000, expires_at=2000,
+        received_at=1000.5, received_via="mqtt", origin=False,
+    )  # fmt: skip
+
+
+def _filled_store(path: Path) -> None:
+    """A real relay store of a few dozen pages, closed cleanly (no -wal left)."""
+
+    async def go() -> None:
+        store = await Store.open(path)
+        await store.apply([tuple(_msg(i) for i in range(1, 200))])
+        await store.close()
+
+    asyncio.run(go())
+
+
+def _truncate(path: Path) -> None:
+    _filled_store(path)
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _corrupt(path: Path) -> None:
+    _filled_store(path)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 6] = bytes(range(256)) * 48  # pages 4-6: b-tree pages with junk
+    path.write_bytes(bytes(data))
+
+
+def _not_sqlite(path: Path) -> None:
+    path.write_text("[node]\nname = 'this is a config file, not a store'\n" * 40)
+
+
+DAMAGE = {
+    "truncated": (_truncate, "the store is damaged (database disk image is malformed)"),
+    "corrupted": (_corrupt, "the store is damaged ("),
+    "not-sqlite": (_not_sqlite, "not a relay store (not an SQLite database)"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_store_is_refused_with_advice(tmp_path: Path, damage: str) -> None:
+    """Test that Store.open refuses a truncated, corrupted or foreign file with what to do."""
+    make, what = DAMAGE[damage]
+    path = tmp_path / "relay.db"
+    make(path)
+    with pytest.raises(StoreError) as info:
+        asyncio.run(Store.open(path))
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and what in text, text
+    assert "restore it from a backup, or move it aside" in text and "\n" not in text
+
+
+@contextmanager
+def _mount_tmpfs(where: Path, *options: str) -> Iterator[Path]:
+    """A real tmpfs at ``where`` (root only here); unmounted after."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextmanager
+def read_only_dir(where: Path, *, with_store: bool) -> Iterator[Path]:
+    """A directory this process cannot write in: chmod 0555 for a normal user; for root (who
+    ignores modes) a real read-only tmpfs."""
+    if os.geteuid() != 0:
+        where.mkdir()
+        if with_store:
+            _filled_store(where / "relay.db")
+        where.chmod(0o555)
+        try:
+            yield where
+        finally:
+            where.chmod(0o755)
+        return
+    with _mount_tmpfs(where, "size=4m", "mode=0755") as mnt:
+        if with_store:
+            _filled_store(mnt / "relay.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield mnt
+
+
+@pytest.mark.parametrize("with_store", [False, True], ids=["new", "existing"])
+def test_read_only_directory_is_refused_with_advice(tmp_path: Path, with_store: bool) -> None:
+    """Test that a store in a read-only directory is refused with 'fix its permissions'."""
+    with (
+        read_only_dir(tmp_path / "ro", with_store=with_store) as d,
+        pytest.raises(StoreError) as info,
+    ):
+        asyncio.run(Store.open(d / "relay.db"))
+    assert str(info.value) == (
+        f"{d / 'relay.db'}: the directory {d} is read-only for this user: fix its permissions "
+        "(the node writes the store and its -wal/-shm files there)"
+    )
+
+
+def _one_node(tmp_path: Path, store: Path) -> Cluster:
+    c = Cluster(tmp_path / "cluster")
+    c.create([NodeSpec("vr07-utrecht", ("VR07",), (DEAD_BROKER,))], ISSUERS)
+    cfg = c.config_path("vr07-utrecht")
+    old = f'store = "{c.node_dir("vr07-utrecht") / "relay.db"}"'
+    text = cfg.read_text()
+    assert old in text
+    cfg.write_text(text.replace(old, f'store = "{store}"\nsequence = "{tmp_path / "node.seq"}"'))
+    return c
+
+
+def _relay_run(c: Cluster) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "run", "--config", str(c.config_path("vr07-utrecht"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _assert_one_line(done: subprocess.CompletedProcess[str], store: Path, what: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"relay: the node cannot start: {store}: "), lines[0]
+    assert what in lines[0], lines[0]
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_relay_run_on_a_damaged_store_says_one_line(tmp_path: Path, damage: str) -> None:
+    """Test that `relay run` on a damaged store exits non-zero with one line, no traceback."""
+    make, what = DAMAGE[damage]
+    store = tmp_path / "store" / "relay.db"
+    store.parent.mkdir()
+    make(store)
+    before = store.read_bytes()
+    done = _relay_run(_one_node(tmp_path, store))
+    _assert_one_line(done, store, what)
+    assert store.read_bytes() == before, "the damaged store must be left as it was"
+
+
+@pytest.mark.subprocess
+def test_relay_run_in_a_read_only_directory_says_one_line(tmp_path: Path) -> None:
+    """Test that `relay run` with its store in a read-only directory says so in one line."""
+    with read_only_dir(tmp_path / "ro", with_store=True) as d:
+        done = _relay_run(_one_node(tmp_path, d / "relay.db"))
+        _assert_one_line(done, d / "relay.db", "read-only for this user: fix its permissions")
+
+
+def _seq_rejections(c: Cluster, node: str) -> int:
+    return int(c.status(node)["rejections"].get("replay", 0))
+
+
+@pytest.mark.broker
+@pytest.mark.subprocess
+def test_empty_store_does_not_reset_the_signing_counter(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Test that a node restarted on a 0-byte store signs receipts peers still accept."""
+    nodes = [
+        NodeSpec("hq", (), (mosquitto.url,)),
+        NodeSpec("vr07-utrecht", ("VR07",), (mosquitto.url,)),
+    ]
+
+    def signed_by_vr07(c: Cluster, ids: list[str]) -> bool:
+        return all(
+            any(r["node"] == "vr07-utrecht" and r["signed"] for r in c.message("hq", i)["delivery"])
+            for i in ids
+        )
+
+    with cluster_of(tmp_path, nodes) as c:
+        before = [c.submit("hq", c.sign("national", f"Besluit {i}")) for i in range(4)]
+        wait_until(lambda: signed_by_vr07(c, before), 30, "vr07's receipts for the first four")
+        assert c.stop("vr07-utrecht") == 0
+        store = c.node_dir("vr07-utrecht") / "relay.db"
+        store.write_bytes(b"")  # what the trial found: the store file emptied
+        c.start("vr07-utrecht")
+        c.wait_ready("vr07-utrecht")
+        after = [c.submit("hq", c.sign("national", f"Besluit na {i}")) for i in range(4)]
+        wait_until(lambda: signed_by_vr07(c, after), 30, "vr07's receipts after the restart")
+        assert _seq_rejections(c, "hq") == 0
+        assert "store_was_empty" in c.log("vr07-utrecht", tail=100_000)
+        con = sqlite3.connect(store)
+        seqs = [s for (s,) in con.execute("SELECT seq FROM messages WHERE origin=1")]
+        con.close()
+        assert min(seqs) > 4, f"own sequence numbers reused: {sorted(seqs)}"
