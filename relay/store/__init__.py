@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -225,6 +226,8 @@ _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
 _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 _FAULTS = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT})
 _FAULTS |= {_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB}
+# Below this much free space the node does not start: its first commits would fail.
+MIN_FREE_BYTES = 128 * 1024
 _MOVE_ASIDE = "restore it from a backup, or move it aside to start with an empty store"
 
 
@@ -275,6 +278,12 @@ def _check_place(path: Path) -> bool:
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise StoreError(
             f"{path}: the store file is not readable and writable: fix its permissions"
+        )
+    free = shutil.disk_usage(path.parent).free
+    if free < MIN_FREE_BYTES:
+        raise StoreFull(
+            f"{path}: the disk is full ({free // 1024} KiB free on {path.parent}): free space, "
+            "then start the node again"
         )
     return path.is_file() and path.stat().st_size == 0
 

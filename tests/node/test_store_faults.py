@@ -4,6 +4,8 @@ carries on without reusing its own sequence numbers (issue 11.3, docs/store.md "
 from __future__ import annotations
 
 import asyncio
+import base64
+import errno
 import os
 import sqlite3
 import subprocess
@@ -11,10 +13,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from relay import api
 from relay.engine.ops import PutMessage
+from relay.envelope import message_id
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, NodeSpec
 from relay.store import Store, StoreError
@@ -131,20 +136,25 @@ def test_read_only_directory_is_refused_with_advice(tmp_path: Path, with_store: 
     )
 
 
+def _move_store(c: Cluster, name: str, store: Path, sequence: Path | None = None) -> None:
+    cfg = c.config_path(name)
+    old = f'store = "{c.node_dir(name) / "relay.db"}"'
+    text = cfg.read_text()
+    assert old in text
+    new = f'store = "{store}"' + (f'\nsequence = "{sequence}"' if sequence else "")
+    cfg.write_text(text.replace(old, new))
+
+
 def _one_node(tmp_path: Path, store: Path) -> Cluster:
     c = Cluster(tmp_path / "cluster")
     c.create([NodeSpec("vr07-utrecht", ("VR07",), (DEAD_BROKER,))], ISSUERS)
-    cfg = c.config_path("vr07-utrecht")
-    old = f'store = "{c.node_dir("vr07-utrecht") / "relay.db"}"'
-    text = cfg.read_text()
-    assert old in text
-    cfg.write_text(text.replace(old, f'store = "{store}"\nsequence = "{tmp_path / "node.seq"}"'))
+    _move_store(c, "vr07-utrecht", store, tmp_path / "node.seq")
     return c
 
 
-def _relay_run(c: Cluster) -> subprocess.CompletedProcess[str]:
+def _relay_run(c: Cluster, name: str = "vr07-utrecht") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay", "run", "--config", str(c.config_path("vr07-utrecht"))],
+        [sys.executable, "-m", "relay", "run", "--config", str(c.config_path(name))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -220,3 +230,86 @@ def test_empty_store_does_not_reset_the_signing_counter(
         seqs = [s for (s,) in con.execute("SELECT seq FROM messages WHERE origin=1")]
         con.close()
         assert min(seqs) > 4, f"own sequence numbers reused: {sorted(seqs)}"
+
+
+def _fill(disk: Path) -> Path:
+    """Write a ballast file until the file system says ENOSPC; returns it (delete to free)."""
+    ballast = disk / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1 << 9):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return ballast
+
+
+def _try_submit(c: Cluster, node: str, raw: bytes) -> dict[str, Any]:
+    req = {"op": "submit", "raw": base64.b64encode(raw).decode()}
+    try:
+        return api.call(c.socket_path(node), req, timeout=3.0)
+    except api.ApiError as exc:  # the submission caught in the failed commit waits for space
+        return {"ok": False, "error": str(exc), "reason": "timeout"}
+
+
+@pytest.mark.broker
+@pytest.mark.subprocess
+def test_disk_full_refuses_submissions_serves_the_store_and_resumes(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Test that a full disk (real tmpfs) refuses submissions as disk-full and then resumes."""
+    nodes = [
+        NodeSpec("hq", (), (mosquitto.url,)),
+        NodeSpec("vr07-utrecht", ("VR07",), (mosquitto.url,)),
+    ]
+    c = Cluster(tmp_path / "cluster")
+    c.create(nodes, ISSUERS)
+    with _mount_tmpfs(tmp_path / "disk", "size=6m") as disk:
+        _move_store(c, "hq", disk / "relay.db")
+        try:
+            for spec in nodes:
+                c.start(spec.name)
+                c.wait_ready(spec.name)
+            stored = [c.submit("hq", c.sign("national", f"Besluit {i}")) for i in range(5)]
+            ballast = _fill(disk)
+            answers, held = [], []
+            for i in range(200):  # the WAL may still have room for a few commits
+                raw = c.sign("national", f"Vol {i}")
+                answers.append(_try_submit(c, "hq", raw))
+                if answers[-1].get("reason") == "timeout":
+                    held.append(message_id(raw).hex())  # caught in the failing commit
+                if answers[-1].get("reason") == "disk-full":
+                    break
+            refused = answers[-1]
+            assert refused["ok"] is False and refused["reason"] == "disk-full", answers[-3:]
+            assert refused["error"].startswith("refused: disk-full: the store cannot be written")
+            st = c.status("hq")
+            assert st["store_fault"]["reason"] == "disk-full" and st["store_refused"] >= 1
+            assert "database or disk is full" in st["store_fault"]["detail"]
+            assert set(stored) <= {m["id"] for m in c.inbox("hq")}, "stored ones still served"
+            shown = subprocess.run(
+                [sys.executable, "-m", "relay", "status", "--config", str(c.config_path("hq"))],
+                capture_output=True, text=True, timeout=30, check=True,
+            )  # fmt: skip
+            assert "FOUT / ERROR: opslag niet schrijfbaar" in shown.stdout
+            assert '"event": "store_full", "level": "error"' in c.log("hq", tail=100_000)
+            assert c.procs["hq"].poll() is None, "the node must keep running"
+
+            ballast.unlink()
+            wait_until(lambda: c.status("hq")["store_fault"] is None, 30, "hq writable again")
+            again = c.submit("hq", c.sign("national", "Besluit na de volle schijf"))
+            want = {again, *held}
+            wait_until(lambda: want <= {m["id"] for m in c.inbox("vr07-utrecht")}, 30, "those")
+            assert "store_writable_again" in c.log("hq", tail=100_000)
+
+            assert c.stop("hq") == 0
+            ballast = _fill(disk)
+            done = _relay_run(c, "hq")
+            _assert_one_line(done, disk / "relay.db", "the disk is full (")
+            assert "free space, then start the node again" in done.stderr
+        finally:
+            c.stop_all()
