@@ -67,6 +67,8 @@ PRUNE_INTERVAL_S = 300.0
 # per this many receipts, and a restart skips at most this many numbers (well inside a peer's
 # 1024-number replay window).
 SEQ_LEASE = 100
+MAX_INBOX_LIMIT = 100_000  # `inbox` answers at most this many messages
+MAX_SQLITE_INT = 2**63 - 1
 STORE_RETRY_S = 1.0  # while the disk is full: how often the store writer tries again
 STORE_FAULT_LOG_S = 60.0  # and how often it says so again in the log
 
@@ -112,6 +114,7 @@ class Node:
         self.store_fault: dict[str, Any] | None = None
         self.store_refused = 0  # submissions refused because of it
         self._last_fault_log = 0.0
+        self.api_stats = api.ApiStats()
 
     # ------------------------------------------------------------------ wiring
 
@@ -219,11 +222,20 @@ class Node:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         api_ready = asyncio.Event()
+        path = self.config.api_socket
+        try:
+            sock = api.bind_socket(path)
+        except OSError as exc:
+            raise CannotStart(
+                f"{path}: cannot create the API socket ({exc.strerror or exc}): fix the "
+                f"permissions of {path.parent} or set api.socket"
+            ) from exc
+        serving = api.serve(path, self._api, api_ready, sock=sock, stats=self.api_stats)
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self._store_writer(), name="store-writer")
             workers = [
                 tg.create_task(self._engine_loop(), name="engine"),
-                tg.create_task(api.serve(self.config.api_socket, self._api, api_ready), name="api"),
+                tg.create_task(serving, name="api"),
                 tg.create_task(self._housekeeping(), name="housekeeping"),
             ]
             for name, driver in self.links.items():
@@ -530,7 +542,7 @@ class Node:
         try:
             match op:
                 case "submit":
-                    raw = base64.b64decode(str(req.get("raw", "")), validate=True)
+                    raw = base64.b64decode(api.text(req, "raw"), validate=True)
                     if (fault := self.store_fault) is not None:
                         self.store_refused += 1
                         self.log.warning("submit_refused", reason=fault["reason"])
@@ -550,13 +562,15 @@ class Node:
                     assert result.id is not None
                     return {"ok": True, "id": result.id.hex(), "duplicate": result.duplicate}
                 case "inbox":
-                    return {"ok": True, "messages": await self._inbox(int(req.get("limit", 1000)))}
+                    limit = api.integer(req, "limit", default=1000, lo=1, hi=MAX_INBOX_LIMIT)
+                    return {"ok": True, "messages": await self._inbox(limit)}
                 case "status":
                     return {"ok": True, **await self.status()}
                 case "message":
-                    return await self._message(str(req.get("id", "")))
+                    return await self._message(api.text(req, "id", max_len=64))
                 case "audit":
-                    events = await self.store.audit(int(req.get("since", 0)))
+                    since = api.integer(req, "since", default=0, lo=0, hi=MAX_SQLITE_INT)
+                    events = await self.store.audit(since)
                     return {"ok": True, "node": self.config.node, "events": events}
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": f"bad request: {exc}"}
@@ -628,6 +642,7 @@ class Node:
             "store": await self.store.stats(),
             "store_fault": self.store_fault,
             "store_refused": self.store_refused,
+            "api": self.api_stats.as_dict(),
             "input_queue": self._inputs.qsize(),
             "overload_drops": self.overload_drops,
             "link_crashes": self.link_crashes,
