@@ -22,7 +22,7 @@ from relay.engine.ops import PutMessage
 from relay.envelope import message_id
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, NodeSpec
-from relay.store import Store, StoreError
+from relay.store import Store, StoreError, StoreFull
 from tests.node.util import ISSUERS, cluster_of, wait_until
 
 DEAD_BROKER = "mqtt://127.0.0.1:9"  # nothing listens: these nodes fail before their links
@@ -313,3 +313,24 @@ def test_disk_full_refuses_submissions_serves_the_store_and_resumes(
             assert "free space, then start the node again" in done.stderr
         finally:
             c.stop_all()
+
+
+def test_full_database_raises_store_full_and_stays_usable(tmp_path: Path) -> None:
+    """Test that SQLITE_FULL in a group commit is StoreFull, rolled back, and retryable."""
+
+    async def go() -> None:
+        store = await Store.open(tmp_path / "relay.db")
+        await store.apply([(_msg(1),)])
+        db = store._db  # the page limit is this test's stand-in for a full disk (no root needed)
+        pages = (await (await db.execute("PRAGMA page_count")).fetchone() or (0,))[0]
+        await db.execute(f"PRAGMA max_page_count={pages + 2}")
+        batch = [tuple(_msg(i) for i in range(2, 60))]
+        with pytest.raises(StoreFull, match="the disk is full \\(database or disk is full\\)"):
+            await store.apply(batch)
+        assert not db.in_transaction and (await store.stats())["messages"] == 1
+        await db.execute("PRAGMA max_page_count=1073741823")
+        await store.apply(batch)  # the same batches, once there is room
+        assert (await store.stats())["messages"] == 59
+        await store.close()
+
+    asyncio.run(go())
