@@ -81,6 +81,11 @@ class Config:
     drill_window: tuple[float, float] | None = None  # unix seconds; exercise traffic only inside
     extra: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None  # what relative state paths were resolved against
+    sequence: Path | None = None  # the node's own signing counter; None: beside the store
+
+    @property
+    def sequence_file(self) -> Path:
+        return self.sequence if self.sequence is not None else self.store.with_suffix(".seq")
 
 
 def _table(doc: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
@@ -289,8 +294,8 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
     base = path.resolve().parent
     _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill"})
     node = _table(doc, "node")
-    _unknown(node, "node", {"name", "key", "regions", "store", "max_messages",
-                            "max_inbound_bytes", "clock_skew", "state_dir"})  # fmt: skip
+    _unknown(node, "node", {"name", "key", "regions", "store", "max_messages", "max_inbound_bytes",
+                            "clock_skew", "state_dir", "sequence"})  # fmt: skip
     state = _state_dir(base, node, environ)
     name = _str(node, "node", "name")
     if len(name) > 64 or any(c in name for c in "/#+ "):
@@ -333,4 +338,5 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
         drill_window=_drill_window(doc),
         extra={"drill": doc.get("drill", {})},
         state_dir=state,
+        sequence=_path(state, node, "node", "sequence") if "sequence" in node else None,
     )

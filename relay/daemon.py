@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay import api
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.config import Config
-from relay.engine.core import Engine, EngineConfig, LinkInfo
+from relay.engine.core import SEQ_COUNTER, Engine, EngineConfig, LinkInfo
 from relay.engine.ops import (
     Action,
     Deliver,
@@ -43,16 +43,18 @@ from relay.engine.ops import (
     Persist,
     Rejected,
     SendSummary,
+    SetCounter,
     StoreOp,
     Submitted,
     Transmit,
 )
-from relay.envelope import Precedence, Rejection, open_envelope
-from relay.keys import load_private, load_public
+from relay.envelope import Precedence, Reason, Rejection, open_envelope
+from relay.errors import CannotStart
+from relay.keys import KeyError_, SequenceCounter, load_private, load_public
 from relay.links import LinkDriver, LinkUnavailable
 from relay.render import as_json
 from relay.rosterfile import load_trust
-from relay.store import Store
+from relay.store import Store, StoreError, StoreFull
 
 log = structlog.get_logger("relay")
 
@@ -62,6 +64,14 @@ LINK_RESTART_MIN_S = 1.0  # backoff after a link crashed, doubling up to the max
 LINK_RESTART_MAX_S = 60.0
 STATUS_INTERVAL_S = 5.0  # status heartbeat: peers count us cut off after 15 s of silence
 PRUNE_INTERVAL_S = 300.0
+# The node's own signing counter is leased ahead in its file (docs/store.md): one durable write
+# per this many receipts, and a restart skips at most this many numbers (well inside a peer's
+# 1024-number replay window).
+SEQ_LEASE = 100
+MAX_INBOX_LIMIT = 100_000  # `inbox` answers at most this many messages
+MAX_SQLITE_INT = 2**63 - 1
+STORE_RETRY_S = 1.0  # while the disk is full: how often the store writer tries again
+STORE_FAULT_LOG_S = 60.0  # and how often it says so again in the log
 
 
 @dataclass
@@ -99,6 +109,13 @@ class Node:
         self.ready = asyncio.Event()
         self.engine: Engine
         self.store: Store
+        self.sequence = SequenceCounter.at(config.sequence_file)
+        self._seq_lease = 0  # the node's counter file says at least this
+        # Set while the store cannot be written (disk full): {"reason", "detail", "since"}.
+        self.store_fault: dict[str, Any] | None = None
+        self.store_refused = 0  # submissions refused because of it
+        self._last_fault_log = 0.0
+        self.api_stats = api.ApiStats()
 
     # ------------------------------------------------------------------ wiring
 
@@ -118,10 +135,16 @@ class Node:
         trust.skew_s = cfg.skew_s
         if trust.roster is not None and trust.roster.by_name(cfg.node) is None:
             self.log.warning("node_not_on_roster", hint="receipts from this node will be rejected")
-        self.store = await Store.open(cfg.store)
+        try:
+            self.store = await Store.open(cfg.store)
+        except StoreError as exc:
+            raise CannotStart(str(exc)) from exc
         try:
             snapshot = await self.store.snapshot()
             snapshot.own_receipts = await self.store.own_receipts(cfg.node)
+            snapshot.counters[SEQ_COUNTER] = await self._lease_sequence(
+                snapshot.counters.get(SEQ_COUNTER, 0)
+            )
             self._build_links()
             self.engine = Engine(
                 EngineConfig(
@@ -149,11 +172,46 @@ class Node:
                 roster_serial=trust.roster.serial if trust.roster else None,
                 store=str(cfg.store),  # relative paths: docs/config.md, Paths
                 presets={r.name: r.preset for r in cfg.radios},
+                own_seq=snapshot.counters[SEQ_COUNTER],
             )
             await self._run_tasks()
         finally:
             await self.store.close()
             self.log.info("stopped")
+
+    async def _lease_sequence(self, stored: int) -> int:
+        """Where the node's own signing counter starts: above every number it may have used.
+
+        The store's counter can be behind (a store lost, emptied or restored from a backup); the
+        counter file beside it is not, because the store writer extends its lease before it
+        commits a higher number (``_store_writer``). Returns the counter's current value.
+        """
+        path = self.sequence.path
+        try:
+            held = self.sequence.last()
+        except KeyError_ as exc:
+            raise CannotStart(str(exc)) from exc
+        except OSError as exc:
+            raise CannotStart(f"{path}: cannot read the node's signing counter: {exc}") from exc
+        start = max(stored, held)
+        if self.store.was_empty:
+            self.log.warning(
+                "store_was_empty",
+                store=str(self.store.path),
+                own_seq=start,
+                hint="the store file had 0 bytes and starts empty; restore it from a backup "
+                "if it held messages (the signing counter continues from its own file)",
+            )
+        if held > stored:
+            self.log.warning("own_seq_from_counter_file", file=str(path), stored=stored, held=held)
+        try:
+            self._seq_lease = await asyncio.to_thread(self.sequence.reserve, start + SEQ_LEASE - 1)
+        except OSError as exc:
+            raise CannotStart(
+                f"{path}: cannot write the node's signing counter ({exc.strerror or exc}): "
+                f"fix the permissions of {path.parent} or free space (set node.sequence to move it)"
+            ) from exc
+        return start
 
     def _build_links(self) -> None:
         if self.config.mqtt is not None:
@@ -172,11 +230,20 @@ class Node:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         api_ready = asyncio.Event()
+        path = self.config.api_socket
+        try:
+            sock = api.bind_socket(path)
+        except OSError as exc:
+            raise CannotStart(
+                f"{path}: cannot create the API socket ({exc.strerror or exc}): fix the "
+                f"permissions of {path.parent} or set api.socket"
+            ) from exc
+        serving = api.serve(path, self._api, api_ready, sock=sock, stats=self.api_stats)
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self._store_writer(), name="store-writer")
             workers = [
                 tg.create_task(self._engine_loop(), name="engine"),
-                tg.create_task(api.serve(self.config.api_socket, self._api, api_ready), name="api"),
+                tg.create_task(serving, name="api"),
                 tg.create_task(self._housekeeping(), name="housekeeping"),
             ]
             for name, driver in self.links.items():
@@ -269,7 +336,10 @@ class Node:
             now = self.clock()
             self._dispatch(engine.timer(now))
             timeout = max(0.0, min(engine.next_deadline() - now, 1.0))
-            if not self._internal and self._inputs.empty():
+            # While the store cannot be written, inputs wait in their bounded queue (a link's
+            # sender retries what overflows; submissions are refused at the API).
+            held = self.store_fault is not None
+            if not self._internal and (held or self._inputs.empty()):
                 self._wake.clear()
                 # asyncio.timeout rather than wait_for: no task is created for every wait.
                 with contextlib.suppress(TimeoutError):
@@ -277,7 +347,7 @@ class Node:
                         await self._wake.wait()
             # Internal feedback first: it releases held work and never grows without bound.
             budget = 256
-            while (self._internal or not self._inputs.empty()) and budget:
+            while (self._internal or not (held or self._inputs.empty())) and budget:
                 budget -= 1
                 event = self._internal.popleft() if self._internal else self._inputs.get_nowait()
                 self._dispatch(self._feed(event, self.clock()))
@@ -345,13 +415,17 @@ class Node:
     # ------------------------------------------------------------------ store writer
 
     async def _store_writer(self) -> None:
-        """Group commit: one transaction for everything queued, then release the tokens."""
+        """Group commit: one transaction for everything queued, then release the tokens.
+
+        While the disk is full the batches stay here, nothing of them is released, and the
+        writer tries again every ``STORE_RETRY_S`` with whatever has queued up meanwhile.
+        """
+        batches: list[Persist] = []
+        finished = False
         while True:
-            if not self._store_batches:
+            if not self._store_batches and not batches:
                 self._store_wake.clear()
                 await self._store_wake.wait()
-            batches: list[Persist] = []
-            finished = False
             while self._store_batches:
                 batch = self._store_batches.popleft()
                 if batch.token == -1:
@@ -359,13 +433,64 @@ class Node:
                 else:
                     batches.append(batch)
             if batches:
-                ops: list[tuple[StoreOp, ...]] = [b.ops for b in batches]
-                await self.store.apply(ops)
+                try:
+                    await self._commit(batches)
+                except StoreFull as exc:
+                    self._set_store_fault(exc)
+                    if finished:  # stopping: nothing of these was acknowledged or released
+                        self.log.error("stopped_with_unstored", batches=len(batches))
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(STORE_RETRY_S):
+                            await self._stop.wait()
+                    continue
                 for b in batches:
                     self._internal.append(("persisted", b.token))
+                batches = []
+                self._clear_store_fault()
                 self._wake.set()
             if finished:
                 return
+
+    async def _commit(self, batches: list[Persist]) -> None:
+        ops: list[tuple[StoreOp, ...]] = [b.ops for b in batches]
+        top = max(
+            (
+                op.value
+                for b in batches
+                for op in b.ops
+                if isinstance(op, SetCounter) and op.name == SEQ_COUNTER
+            ),
+            default=0,
+        )
+        if top > self._seq_lease:
+            # The counter file must be ahead of the store before a higher number is committed
+            # (and so before any message signed with it goes out).
+            try:
+                self._seq_lease = await asyncio.to_thread(
+                    self.sequence.reserve, top + SEQ_LEASE - 1
+                )
+            except OSError as exc:
+                raise StoreFull(f"{self.sequence.path}: cannot extend the counter: {exc}") from exc
+        await self.store.apply(ops)
+
+    def _set_store_fault(self, exc: StoreError) -> None:
+        now = self.clock()
+        fault = self.store_fault
+        if fault is None:
+            self.store_fault = {"reason": str(Reason.DISK_FULL), "detail": str(exc), "since": now}
+            self._last_fault_log = now
+            self.log.error("store_full", error=str(exc), hint="submissions are refused until "
+                           "there is space; stored messages are still served")  # fmt: skip
+        elif now - self._last_fault_log >= STORE_FAULT_LOG_S:
+            self._last_fault_log = now
+            self.log.error("store_still_full", error=str(exc), since=fault["since"])
+
+    def _clear_store_fault(self) -> None:
+        if self.store_fault is not None:
+            since = self.store_fault["since"]
+            self.store_fault = None
+            self.log.warning("store_writable_again", full_for_s=round(self.clock() - since, 1))
 
     # ------------------------------------------------------------------ link senders
 
@@ -403,7 +528,10 @@ class Node:
                 await driver.publish_status(status)
             if self.clock() - last_prune > PRUNE_INTERVAL_S:
                 last_prune = self.clock()
-                await self.store.prune_audit()
+                try:
+                    await self.store.prune_audit()
+                except StoreFull as exc:
+                    self.log.error("audit_prune_failed", error=str(exc))
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     # ------------------------------------------------------------------ operator API
@@ -422,7 +550,16 @@ class Node:
         try:
             match op:
                 case "submit":
-                    raw = base64.b64decode(str(req.get("raw", "")), validate=True)
+                    raw = base64.b64decode(api.text(req, "raw"), validate=True)
+                    if (fault := self.store_fault) is not None:
+                        self.store_refused += 1
+                        self.log.warning("submit_refused", reason=fault["reason"])
+                        return {
+                            "ok": False,
+                            "error": f"refused: {fault['reason']}: the store cannot be written "
+                            f"({fault['detail']}); stored messages are still served",
+                            "reason": fault["reason"],
+                        }
                     result = await self.submit(raw)
                     if result.reason is not None:
                         return {
@@ -433,13 +570,15 @@ class Node:
                     assert result.id is not None
                     return {"ok": True, "id": result.id.hex(), "duplicate": result.duplicate}
                 case "inbox":
-                    return {"ok": True, "messages": await self._inbox(int(req.get("limit", 1000)))}
+                    limit = api.integer(req, "limit", default=1000, lo=1, hi=MAX_INBOX_LIMIT)
+                    return {"ok": True, "messages": await self._inbox(limit)}
                 case "status":
                     return {"ok": True, **await self.status()}
                 case "message":
-                    return await self._message(str(req.get("id", "")))
+                    return await self._message(api.text(req, "id", max_len=64))
                 case "audit":
-                    events = await self.store.audit(int(req.get("since", 0)))
+                    since = api.integer(req, "since", default=0, lo=0, hi=MAX_SQLITE_INT)
+                    events = await self.store.audit(since)
                     return {"ok": True, "node": self.config.node, "events": events}
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": f"bad request: {exc}"}
@@ -519,6 +658,9 @@ class Node:
             "rejections": stats["rejections"],
             "clock_warning": stats["clock_warning"],
             "store": await self.store.stats(),
+            "store_fault": self.store_fault,
+            "store_refused": self.store_refused,
+            "api": self.api_stats.as_dict(),
             "input_queue": self._inputs.qsize(),
             "overload_drops": self.overload_drops,
             "link_crashes": self.link_crashes,

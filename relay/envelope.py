@@ -86,6 +86,7 @@ class Reason(StrEnum):
     BAD_PROBE = "bad-probe"  # a liveness probe echo that we did not send
     DRILL_WINDOW = "outside-drill-window"
     STORE_FULL = "store-full"
+    DISK_FULL = "disk-full"  # the daemon's store cannot be written (not a message's fault)
 
 
 @dataclass(frozen=True, slots=True)

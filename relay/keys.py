@@ -118,6 +118,13 @@ class SequenceCounter:
     def __init__(self, key_path: Path) -> None:
         self.path = key_path.with_suffix(".seq")
 
+    @classmethod
+    def at(cls, path: Path) -> SequenceCounter:
+        """A counter kept in ``path`` itself (the node's own counter, see docs/store.md)."""
+        counter = cls(path)
+        counter.path = path
+        return counter
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         lock_path = self.path.with_suffix(".seq.lock")

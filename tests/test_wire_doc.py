@@ -88,3 +88,23 @@ def test_dictionary_matches_its_pin_and_the_doc() -> None:
     assert digest == compress.DICTIONARY_SHA256 == compress.dictionary_sha256()
     assert f"dictionary-v1.txt  sha256 {digest}" in DOC_TEXT
     assert Path(compress.__file__).parent.joinpath("data", compress.DICTIONARY_NAME).is_file()
+
+
+def test_untagged_copy_is_rejected_as_the_doc_says() -> None:
+    """Test that an untagged COSE_Sign1 is rejected as non-canonical, as section 1 and 6 say."""
+    raw = seal(Decision(0, 60, Precedence.ROUTINE, Audience.all(), 1), Ed25519PrivateKey.generate())
+    assert raw[0] == 0xD2  # tag 18
+    verdict = open_envelope(raw[1:])
+    assert not isinstance(verdict, Envelope)
+    assert (verdict.reason, verdict.detail) == (
+        "malformed",
+        "not in canonical form (tagged, empty unprotected map)",
+    )
+    section1 = DOC_TEXT.split("## 2.")[0]
+    assert (
+        "tagged or untagged"
+        not in section1.split("Accepted by `open_envelope`")[1].split("\n- ")[0]
+    )
+    assert f"`malformed: {verdict.detail}`" in " ".join(section1.split())
+    assert "the bare array is accepted" not in DOC_TEXT
+    assert "an untagged copy fails here: `not in canonical form`" in DOC_TEXT

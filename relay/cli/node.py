@@ -69,8 +69,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         clock = skewed_clock(os.environ)
     except ValueError as exc:
         raise CliError(str(exc), status=2) from None
+    from relay.errors import CannotStart
+
     log.configure(cfg.log_level, cfg.log_format)
-    return run_node(cfg, clock=clock)
+    try:
+        return run_node(cfg, clock=clock)
+    except CannotStart as exc:
+        raise CliError(f"the node cannot start: {exc}", status=exc.status) from None
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -194,6 +199,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for line in _radio_warnings(link):
             print(f"    {line}")
+    if fault := st.get("store_fault"):
+        print(
+            f"FOUT / ERROR: opslag niet schrijfbaar / store cannot be written ({fault['reason']}) "
+            f"sinds / since {timestamp(fault['since'])}: nieuwe berichten geweigerd / new "
+            f"submissions refused ({st['store_refused']}); {fault['detail']}"
+        )
     eng = st["engine"]
     print(f"  messages {eng['messages']}  outbox {eng['outbox']}  in flight {eng['inflight']}")
     counters = ", ".join(f"{k} {v}" for k, v in sorted(eng["counters"].items()))

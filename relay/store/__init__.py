@@ -9,7 +9,10 @@ batches go into one transaction, and none of their held actions is released befo
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -210,25 +213,118 @@ class StoreError(Exception):
     """The database is unusable (corrupt, from a newer version, or the disk failed)."""
 
 
+class StoreFull(StoreError):
+    """A write failed because the disk (or the file system holding the store) is full.
+
+    Nothing of the failed transaction is stored; the same batches can be applied again once
+    there is space.
+    """
+
+
+# SQLite's primary result codes (sqlite3.h) that say what is wrong with the file or its place.
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
+_FAULTS = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT})
+_FAULTS |= {_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB}
+# Below this much free space the node does not start: its first commits would fail.
+MIN_FREE_BYTES = 128 * 1024
+_MOVE_ASIDE = "restore it from a backup, or move it aside to start with an empty store"
+
+
+def _store_error(path: Path, exc: sqlite3.Error | OSError) -> StoreError:
+    """One line for an operator: the file, what is wrong, what to do."""
+    if isinstance(exc, OSError):
+        return StoreError(
+            f"{path}: cannot create or open the store ({exc.strerror or exc}): fix the permissions "
+            f"of {path.parent} (the node writes the store and its -wal/-shm files there)"
+        )
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    what = str(exc)
+    if code == _SQLITE_FULL:
+        return StoreFull(f"{path}: the disk is full ({what}): free space on {path.parent}")
+    if code == _SQLITE_CORRUPT:
+        return StoreError(f"{path}: the store is damaged ({what}): {_MOVE_ASIDE}")
+    if code == _SQLITE_NOTADB:
+        return StoreError(f"{path}: not a relay store (not an SQLite database): {_MOVE_ASIDE}")
+    if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+        return StoreError(
+            f"{path}: cannot write the store ({what}): fix the permissions of the file and of "
+            f"{path.parent} (the node writes the store and its -wal/-shm files there)"
+        )
+    if code == _SQLITE_IOERR:
+        return StoreError(f"{path}: disk I/O error ({what}): check the disk, then {_MOVE_ASIDE}")
+    return StoreError(f"{path}: {what}")
+
+
+def _is_fault(exc: sqlite3.Error) -> bool:
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    return code in _FAULTS
+
+
+def _check_place(path: Path) -> bool:
+    """Refuse clearly before SQLite gives its vaguer "unable to open database file".
+
+    Returns whether the store file exists with 0 bytes.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _store_error(path, exc) from exc
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"{path}: the directory {path.parent} is read-only for this user: fix its "
+            "permissions (the node writes the store and its -wal/-shm files there)"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(
+            f"{path}: the store file is not readable and writable: fix its permissions"
+        )
+    free = shutil.disk_usage(path.parent).free
+    if free < MIN_FREE_BYTES:
+        raise StoreFull(
+            f"{path}: the disk is full ({free // 1024} KiB free on {path.parent}): free space, "
+            "then start the node again"
+        )
+    return path.is_file() and path.stat().st_size == 0
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path, max_audit_rows: int) -> None:
         self._db = db
         self.path = path
         self.max_audit_rows = max_audit_rows
         self.commits = 0
+        self.was_empty = False
 
     @classmethod
     async def open(cls, path: Path, *, max_audit_rows: int = 200_000) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        """Open (or create) the store; every fault of the file or its place is a ``StoreError``
+        whose message says what is wrong and what to do (``StoreFull`` for a full disk).
+
+        A store that exists with 0 bytes is taken as empty (SQLite's rule) and ``was_empty`` is
+        set, so the daemon can say so; the node's signing counter does not live here.
+        """
+        was_empty = _check_place(path)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _store_error(path, exc) from exc
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=5000")
             store = cls(db, path, max_audit_rows)
+            store.was_empty = was_empty
+            problem = await store.integrity_check(quick=True)
+            if problem != "ok":
+                first = problem.splitlines()[0][:120]
+                raise StoreError(f"{path}: the store is damaged ({first}): {_MOVE_ASIDE}")
             await store._migrate()
-        except Exception:
+        except sqlite3.Error as exc:
+            await db.close()
+            raise _store_error(path, exc) from exc
+        except BaseException:
             await db.close()
             raise
         return store
@@ -264,22 +360,41 @@ class Store:
         The ops become a few ``executemany`` calls (see ``plan``) rather than one call per op: each
         call is a round trip to aiosqlite's thread, which cost more than the SQL itself.
         """
-        await self._db.execute("BEGIN IMMEDIATE")
         try:
+            await self._db.execute("BEGIN IMMEDIATE")
             for sql, rows in plan(op for ops in batches for op in ops):
                 await self._db.executemany(sql, rows)
             await self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await self._rollback()
+            if _is_fault(exc):  # the file or the disk, not our SQL
+                raise _store_error(self.path, exc) from exc
+            raise
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            await self._rollback()
             raise
         self.commits += 1
 
+    async def _rollback(self) -> None:
+        # SQLite has already rolled back after some errors (SQLITE_FULL during COMMIT): a
+        # ROLLBACK then fails with "no transaction is active" and would hide the real error.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK")
+
     async def prune_audit(self) -> int:
         """Keep the audit log within its row bound (oldest rows go first)."""
-        cur = await self._db.execute(
-            "DELETE FROM audit WHERE n <= (SELECT MAX(n) FROM audit) - ?", (self.max_audit_rows,)
-        )
-        await self._db.commit()
+        try:
+            cur = await self._db.execute(
+                "DELETE FROM audit WHERE n <= (SELECT MAX(n) FROM audit) - ?",
+                (self.max_audit_rows,),
+            )
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            await self._rollback()
+            if _is_fault(exc):
+                raise _store_error(self.path, exc) from exc
+            raise
         return cur.rowcount
 
     # ------------------------------------------------------------------ reading
@@ -388,8 +503,10 @@ class Store:
         )
         return {r: c for r, c in rows}
 
-    async def integrity_check(self) -> str:
-        rows = await self._all("PRAGMA integrity_check")
+    async def integrity_check(self, *, quick: bool = False) -> str:
+        """ "ok", or SQLite's description of the first problem (``quick``: without checking that
+        indexes match their tables, linear in the file size)."""
+        rows = await self._all("PRAGMA quick_check(1)" if quick else "PRAGMA integrity_check")
         return str(rows[0][0]) if rows else "no answer"
 
     async def stats(self) -> dict[str, int]:
