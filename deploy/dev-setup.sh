@@ -40,3 +40,15 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium \
         >/dev/null || echo "dev-setup: chromium could not be installed; the browser test skips" >&2
 fi
+
+# The console's browser tests (tests/console/test_console_browser.py) drive that chromium with
+# selenium through Debian's chromedriver: nothing is downloaded at test time.
+if ! command -v chromedriver >/dev/null 2>&1; then
+    echo "dev-setup: installing chromium-driver from the system's packages" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        chromium-driver >/dev/null \
+        || echo "dev-setup: chromium-driver could not be installed; the console browser test skips" >&2
+fi

@@ -292,7 +292,7 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
 def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """``environ`` (default ``os.environ``) supplies ``$STATE_DIRECTORY``."""
     base = path.resolve().parent
-    _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill"})
+    _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill", "console"})
     node = _table(doc, "node")
     _unknown(node, "node", {"name", "key", "regions", "store", "max_messages", "max_inbound_bytes",
                             "clock_skew", "state_dir", "sequence"})  # fmt: skip
@@ -336,7 +336,7 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
         log_level=level,
         log_format=fmt,
         drill_window=_drill_window(doc),
-        extra={"drill": doc.get("drill", {})},
+        extra={"drill": doc.get("drill", {}), "console": _table(doc, "console", required=False)},
         state_dir=state,
         sequence=_path(state, node, "node", "sequence") if "sequence" in node else None,
     )

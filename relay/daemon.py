@@ -34,10 +34,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay import api
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
+from relay.api_console import CONSOLE_OPS, console_op
 from relay.config import Config
 from relay.engine.core import SEQ_COUNTER, Engine, EngineConfig, LinkInfo
 from relay.engine.ops import (
     Action,
+    AuditEvent,
     Deliver,
     DeliveredAt,
     Persist,
@@ -100,6 +102,7 @@ class Node:
         self._flash_senders: dict[str, asyncio.Queue[Transmit]] = {}
         self._tickets: dict[int, asyncio.Future[Submitted]] = {}
         self._next_ticket = 0
+        self._audit_tokens = -1  # below the store writer's -1 sentinel: never an engine token
         self._stop = asyncio.Event()
         self.links: dict[str, LinkDriver] = {}
         self.views: dict[str, LinkView] = {}
@@ -545,8 +548,16 @@ class Node:
         self._wake.set()
         return await fut
 
+    def record_audit(self, event: AuditEvent) -> None:
+        """Queue one audit row for the store writer (nothing waits for it)."""
+        self._audit_tokens -= 1
+        self._store_batches.append(Persist(self._audit_tokens, (event,)))
+        self._store_wake.set()
+
     async def _api(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
+        if op in CONSOLE_OPS:
+            return await console_op(self, req)
         try:
             match op:
                 case "submit":

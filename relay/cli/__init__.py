@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "sim",
     "drill",
+    "console",
 )
 
 Handler = Callable[[argparse.Namespace], int]

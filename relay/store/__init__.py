@@ -503,6 +503,31 @@ class Store:
         )
         return {r: c for r, c in rows}
 
+    # -- for the web console (relay.api_console) --------------------------------------------
+
+    async def sent_ids(self, kinds: Sequence[int], limit: int = 100) -> list[bytes]:
+        """Ids of the messages of ``kinds`` submitted at this node, newest first."""
+        marks = ",".join("?" * len(kinds))
+        rows = await self._all(
+            f"SELECT id FROM messages WHERE origin=1 AND kind IN ({marks}) "  # noqa: S608 - marks
+            "ORDER BY received_at DESC LIMIT ?",
+            (*kinds, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def recent_audit(self, event: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit rows of one event type, newest first."""
+        rows = await self._all(
+            "SELECT n, at, event, msg_id, link, node, detail FROM audit WHERE event=? "
+            "ORDER BY n DESC LIMIT ?",
+            (event, limit),
+        )
+        keys = ("n", "at", "event", "msg_id", "link", "node", "detail")
+        out = [dict(zip(keys, r, strict=True)) for r in rows]
+        for row in out:
+            row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
+        return out
+
     async def integrity_check(self, *, quick: bool = False) -> str:
         """ "ok", or SQLite's description of the first problem (``quick``: without checking that
         indexes match their tables, linear in the file size)."""
