@@ -153,7 +153,8 @@ class Console:
 
     async def audit(
         self, user: str, event: str, msg_id: str | None = None, detail: str = ""
-    ) -> None:
+    ) -> bool:
+        """Record a console event in the node's audit log; False when the node did not."""
         req: dict[str, Any] = {"op": "console-audit", "user": user, "event": event}
         if msg_id:
             req["id"] = msg_id
@@ -163,11 +164,13 @@ class Console:
             answer = await self.call(req)
         except NodeDown as exc:
             log.error("console_audit_failed", user=user, audit_event=event, error=str(exc))
-            return
+            return False
         if not answer.get("ok"):
             log.error(
                 "console_audit_refused", user=user, audit_event=event, error=answer.get("error")
             )
+            return False
+        return True
 
     def session(self, request: web.Request) -> Session | None:
         token = request.cookies.get(self.session_cookie, "")
@@ -317,11 +320,13 @@ class Console:
             return await self.login_form(request, t(lang, "login_failed"), status=401)
         for k in keys:
             self.throttle.succeeded(k)
+        # Every login is in the node's audit log: no record, no session.
+        if not await self.audit(user.name, "login", detail=f"from {request.remote}; {user.issuer}"):
+            raise NodeDown("the node did not record the login")
         token = secrets.token_urlsafe(32)
         self.sessions[token] = Session(user, secrets.token_urlsafe(32), now, now)
         log.info("console_login", user=user.name, issuer=user.issuer, remote=request.remote)
-        await self.audit(user.name, "login", detail=f"from {request.remote}; key {user.issuer}")
-        response = web.HTTPSeeOther("/inbox")
+        response = see_other("/inbox")
         response.set_cookie(
             self.session_cookie,
             token,
@@ -728,7 +733,8 @@ class Console:
         del key
         msg_id = message_id(raw).hex()
         what = f"{signed.precedence.name} {signed.kind.name.lower()} seq {signed.seq}"
-        await self.audit(s.user.name, "sign", msg_id, f"{what} to {signed.audience}")
+        if not await self.audit(s.user.name, "sign", msg_id, f"{what} to {signed.audience}"):
+            raise NodeDown("the node did not record the signature; nothing was sent")
         answer = await self.call({"op": "submit", "raw": base64.b64encode(raw).decode()})
         if not answer.get("ok"):
             await self.audit(s.user.name, "refused", msg_id, str(answer.get("error")))

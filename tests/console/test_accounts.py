@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay import api
 from relay.console.accounts import AccountError, Accounts
 from relay.console.app import LOGIN_FAILURES, Console, Throttle
 from relay.console.settings import ConsoleSettings, is_loopback, parse_listen
@@ -70,9 +72,47 @@ def test_a_session_ends_after_the_idle_time(tmp_path: Path) -> None:
     settings = ConsoleSettings(tmp_path / "users.json", None, None, session_idle_s=1800)
     Accounts(settings.users).add("anna", PASSWORD, Ed25519PrivateKey.generate(), "national",
                                  seq_floor=0)  # fmt: skip
-    # No node behind this console: pages would answer 503, so the test stays on the login
-    # and the redirect of an expired session.
-    console = Console("hq", tmp_path / "no-node.sock", settings, clock=lambda: now[0])
+    audited: list[dict[str, Any]] = []
+
+    async def node(req: dict[str, Any]) -> dict[str, Any]:
+        """A stand-in for the node on the real API socket: records audits, knows no roster."""
+        if req["op"] == "console-audit":
+            audited.append(req)
+            return {"ok": True}
+        return {"ok": True, "entries": []} if req["op"] == "roster" else {"ok": False}
+
+    sock = tmp_path / "api.sock"
+    console = Console("hq", sock, settings, clock=lambda: now[0])
+
+    async def scenario() -> None:
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            server = tg.create_task(api.serve(sock, node, ready))
+            await ready.wait()
+            async with TestClient(TestServer(console.app())) as client:
+                page = await (await client.get("/login")).text()
+                token = page.split('name="csrf" value="')[1].split('"')[0]
+                form = {"csrf": token, "user": "anna", "password": PASSWORD}
+                r = await client.post("/login", data=form, allow_redirects=False)
+                assert r.status == 303 and r.headers["Location"] == "/inbox"
+                assert [a["event"] for a in audited] == ["login"] and audited[0]["user"] == "anna"
+                now[0] += 1799
+                assert (await client.get("/compose", allow_redirects=False)).status == 200
+                now[0] += 1801
+                r = await client.get("/compose", allow_redirects=False)
+                assert r.status == 303 and r.headers["Location"] == "/login"
+                assert console.sessions == {}
+            server.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_no_login_without_the_node_recording_it(tmp_path: Path) -> None:
+    """Test that a right password gives no session when the node cannot audit the login."""
+    settings = ConsoleSettings(tmp_path / "users.json", None, None, session_idle_s=1800)
+    Accounts(settings.users).add("anna", PASSWORD, Ed25519PrivateKey.generate(), "national",
+                                 seq_floor=0)  # fmt: skip
+    console = Console("hq", tmp_path / "no-node.sock", settings)
 
     async def scenario() -> None:
         async with TestClient(TestServer(console.app())) as client:
@@ -80,14 +120,6 @@ def test_a_session_ends_after_the_idle_time(tmp_path: Path) -> None:
             token = page.split('name="csrf" value="')[1].split('"')[0]
             form = {"csrf": token, "user": "anna", "password": PASSWORD}
             r = await client.post("/login", data=form, allow_redirects=False)
-            assert r.status == 303 and r.headers["Location"] == "/inbox"
-            assert len(console.sessions) == 1
-            now[0] += 1799
-            r = await client.get("/compose", allow_redirects=False)
-            assert r.status == 503  # a session, but no node: refused for that reason only
-            now[0] += 1801
-            r = await client.get("/compose", allow_redirects=False)
-            assert r.status == 303 and r.headers["Location"] == "/login"
-            assert console.sessions == {}
+            assert r.status == 503 and console.sessions == {}
 
     asyncio.run(scenario())

@@ -133,7 +133,10 @@ def test_flash_exercise_composed_at_a_reaches_b_and_a_sees_it_received_live(
         compose(d, a, TEXT)
         estimate = d.find_element(By.ID, "estimate").text
         assert d.title.startswith(EXERCISE_MARKER)
+        d.set_window_size(1100, 1450)  # the whole form, estimate and preview in one picture
+        d.execute_script("window.scrollTo(0, 0)")
         screenshot(d, tmp_path, "compose")
+        d.set_window_size(1100, 900)
         sent_at = time.monotonic()
         d.find_element(By.CSS_SELECTOR, "button.send").click()
         WebDriverWait(d, 20).until(lambda d: "/delivery" in d.current_url)
