@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hmac
 import re
@@ -44,7 +45,8 @@ from relay.trust import Scope
 
 log = structlog.get_logger("relay.console")
 
-POLL_S = 0.5  # how often a live view re-renders (a local API call; cheap)
+POLL_S = 0.5  # how often the delivery view re-renders (two local API calls)
+POLL_LIST_S = 1.0  # the inbox and network views (more work for the node each time)
 KEEPALIVE_S = 15.0
 LOGIN_FAILURES = 5  # this many failures for one name within LOGIN_WINDOW_S ...
 ADDRESS_FAILURES = 20  # (or this many from one address, over any names: password spraying)
@@ -59,6 +61,7 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 PUBLIC = ("/login", "/static/", "/lang")
+SENT_SHOWN = 50  # newest sent decisions listed (and searched for cancel/supersede marks)
 SIGNING_KINDS = {
     "decision": Kind.DECISION,
     "notice": Kind.NOTICE,
@@ -116,6 +119,16 @@ class NodeDown(Exception):
     pass
 
 
+class Refusal(Exception):
+    """A compose form that cannot be signed: the reason, shown to the user and audited."""
+
+    def __init__(self, reason: str, original: dict[str, Any] | None, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.original = original
+        self.status = status
+
+
 class Console:
     def __init__(
         self,
@@ -171,6 +184,15 @@ class Console:
             )
             return False
         return True
+
+    def alive(self, token: str) -> bool:
+        """Whether a session is still valid, without counting this as activity (a live page
+        left open does not keep its session going)."""
+        s = self.sessions.get(token)
+        now = self.clock()
+        return s is not None and (
+            now - s.seen <= self.settings.session_idle_s and now - s.created <= SESSION_MAX_S
+        )
 
     def session(self, request: web.Request) -> Session | None:
         token = request.cookies.get(self.session_cookie, "")
@@ -362,7 +384,7 @@ class Console:
 
     async def messages(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         inbox = await self.call({"op": "inbox", "limit": 500})
-        sent = await self.call({"op": "sent", "limit": 200})
+        sent = await self.call({"op": "sent", "limit": SENT_SHOWN})
         return list(inbox.get("messages", [])), list(sent.get("messages", []))
 
     @staticmethod
@@ -466,7 +488,7 @@ class Console:
     async def network_fragment(self, lang: str) -> str:
         st = await self.call({"op": "status"})
         rej = await self.call({"op": "rejections", "limit": 20})
-        return views.network_fragment(lang, st, rej.get("events", []))
+        return views.network_fragment(lang, st, rej.get("events", []), self.counters)
 
     async def network(self, request: web.Request) -> web.Response:
         ctx = self.ctx(request)
@@ -480,6 +502,7 @@ class Console:
         lang = self.lang(request)
         view = request.query.get("view", "")
         render: Callable[[], Awaitable[str]]
+        period = POLL_LIST_S
         if view == "inbox":
             filters = self.inbox_filters(request)
 
@@ -487,6 +510,7 @@ class Console:
                 return (await self.inbox_fragment(lang, filters))[0]
         elif view == "delivery":
             ident = request.query.get("id", "")
+            period = POLL_S
 
             async def render() -> str:
                 m = await self.message(ident)
@@ -504,7 +528,7 @@ class Console:
         token = request.cookies.get(self.session_cookie, "")
         last, quiet = "", 0.0
         try:
-            while not self.closing.is_set() and token in self.sessions:
+            while not self.closing.is_set() and self.alive(token):
                 try:
                     html = await render()
                 except NodeDown:
@@ -516,10 +540,10 @@ class Console:
                 elif quiet >= KEEPALIVE_S:
                     await response.write(b": keepalive\n\n")
                     quiet = 0.0
-                try:
-                    await asyncio.wait_for(self.closing.wait(), POLL_S)
-                except TimeoutError:
-                    quiet += POLL_S
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period):
+                        await self.closing.wait()
+                quiet += period
         except (ConnectionResetError, ConnectionError):
             pass
         return response
@@ -573,45 +597,43 @@ class Console:
 
     async def check_form(
         self, user: User, f: views.ComposeForm
-    ) -> tuple[Decision | None, str, dict[str, Any] | None]:
-        """Check a compose form against the key's scope: (decision with seq 0, error, original)."""
+    ) -> tuple[Decision, dict[str, Any] | None]:
+        """Check a compose form against the key's scope: (decision with seq 0, the original of a
+        cancel or supersede); raises Refusal with the reason."""
         if f.precedence not in Precedence.__members__:
-            return None, "voorrang ontbreekt / choose a precedence", None
+            raise Refusal("voorrang ontbreekt / choose a precedence", None)
         precedence = Precedence[f.precedence]
         if f.kind not in SIGNING_KINDS:
-            return None, f"soort {f.kind!r} onbekend / unknown kind", None
+            raise Refusal(f"soort {f.kind!r} onbekend / unknown kind", None)
         kind = SIGNING_KINDS[f.kind]
         original = None
         refs: tuple[bytes, ...] = ()
         if kind in (Kind.CANCEL, Kind.SUPERSEDE):
             original = await self.message(f.ref)
             if original is None:
-                return None, "het bericht waarnaar verwezen wordt is onbekend / unknown ref", None
+                raise Refusal("het bericht waarnaar verwezen wordt is onbekend / unknown ref", None)
             if original["exercise"] != f.exercise:
-                return None, "oefening en echt mogen niet gemengd / exercise mismatch", original
+                raise Refusal("oefening en echt mogen niet gemengd / exercise mismatch", original)
             refs = (bytes.fromhex(f.ref),)
         if not f.to:
-            return None, "kies ontvangers / choose an audience", original
+            raise Refusal("kies ontvangers / choose an audience", original)
         roster = await self.roster()
         offered = {spec for spec, _ in self.audience_options(roster, user.issuer)}
         outside = [s for s in f.to if s not in offered]
         try:
             audience = Audience.parse(list(f.to))
         except ValueError as exc:
-            return None, str(exc), original
+            raise Refusal(str(exc), original) from None
         entries = roster.get("entries", [])
         me = next((x for x in entries if x["name"] == user.issuer), None)
         nodes = {x["name"]: frozenset(x["regions"]) for x in entries if x["role"] == "node"}
         if outside or me is None or not Scope.parse(me["scope"]).covers(audience, nodes):
-            return (
-                None,
-                f"buiten het bereik van sleutel {user.issuer}: {', '.join(outside) or audience}",
-                original,
-            )
+            where = ", ".join(outside) or str(audience)
+            raise Refusal(f"buiten het bereik van sleutel {user.issuer}: {where}", original, 403)
         if f.validity_min not in (0, *views.VALIDITY_CHOICES):
-            return None, "ongeldige geldigheidsduur / bad validity", original
+            raise Refusal("ongeldige geldigheidsduur / bad validity", original)
         if kind != Kind.CANCEL and not f.text.strip():
-            return None, "tekst ontbreekt / text is empty", original
+            raise Refusal("tekst ontbreekt / text is empty", original)
         lifetime = f.validity_min * 60 or DEFAULT_EXPIRY[precedence]
         issued = int(self.clock())
         try:
@@ -627,8 +649,8 @@ class Console:
                 refs=refs,
             )
         except ValueError as exc:
-            return None, str(exc), original
-        return decision, "", original
+            raise Refusal(str(exc), original) from None
+        return decision, original
 
     async def compose(self, request: web.Request) -> web.Response:
         s: Session = request[SESSION]
@@ -658,10 +680,11 @@ class Console:
         lang = self.lang(request)
         post = await request.post()
         form = self.parse_form(post, [v for v in post.getall("to", []) if isinstance(v, str)])
-        decision, error, _ = await self.check_form(s.user, form)
-        if decision is None:
+        try:
+            decision, _ = await self.check_form(s.user, form)
+        except Refusal as exc:
             return web.json_response(
-                {"ok": False, "estimate": error, "preview": "", "exercise": form.exercise}
+                {"ok": False, "estimate": exc.reason, "preview": "", "exercise": form.exercise}
             )
         seq = self.accounts.peek_seq(s.user)
         probe = dataclasses.replace(decision, seq=seq)
@@ -709,18 +732,21 @@ class Console:
         post = await request.post()
         form = self.parse_form(post, [v for v in post.getall("to", []) if isinstance(v, str)])
         password = post.get("password", "")
-        decision, error, original = await self.check_form(s.user, form)
         options = self.audience_options(await self.roster(), s.user.issuer, ctx.lang)
+        original: dict[str, Any] | None = None
 
         def again(msg: str, status: int) -> web.Response:
             page = views.compose_page(ctx, form, options, error=msg, original=original)
             return self.html(page, status)
 
-        if decision is None:
+        try:
+            decision, original = await self.check_form(s.user, form)
+        except Refusal as exc:
+            original = exc.original
             self.count("compose_refused")
-            log.warning("console_send_refused", user=s.user.name, reason=error)
-            await self.audit(s.user.name, "refused", detail=error)
-            return again(error, 403 if "bereik" in error else 400)
+            log.warning("console_send_refused", user=s.user.name, reason=exc.reason)
+            await self.audit(s.user.name, "refused", detail=exc.reason)
+            return again(exc.reason, exc.status)
         try:
             key = await asyncio.to_thread(self.accounts.unlock, s.user, str(password))
         except AccountError as exc:

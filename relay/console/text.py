@@ -112,6 +112,7 @@ _T: dict[str, tuple[str, str]] = {
         "WAARSCHUWING: de klok van deze node wijkt {off} s af van de berichttijden.",
         "WARNING: this node's clock differs from message times by {off} s.",
     ),
+    "console_counts": ("Console: geweigerde verzoeken", "Console: refused requests"),
     "rejections": ("Geweigerde berichten (recent)", "Rejected messages (recent)"),
     "none": ("geen", "none"),
     "reason": ("Reden", "Reason"),

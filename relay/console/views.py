@@ -424,7 +424,9 @@ def compose_page(
 # ----------------------------------------------------------------------------- network
 
 
-def network_fragment(lang: str, st: Item, rejections: Sequence[Item]) -> str:
+def network_fragment(
+    lang: str, st: Item, rejections: Sequence[Item], console_counts: Mapping[str, int] | None = None
+) -> str:
     links = "".join(
         f"<tr><td>{e(lk['name'])}</td><td>{e(lk['kind'])}</td>"
         f'<td><span class="state state-{e(lk["state"])}">{e(lk["state"])}</span> '
@@ -465,6 +467,10 @@ def network_fragment(lang: str, st: Item, rejections: Sequence[Item]) -> str:
         for r in rejections
     )
     none = f"<tr><td colspan=3>{t(lang, 'none')}</td></tr>"
+    counts = "".join(
+        f"<tr><td>{e(name)}</td><td>{n}</td></tr>"
+        for name, n in sorted((console_counts or {}).items())
+    )
     return (
         '<div data-title="" data-exercise="0">'
         f"{clock}<h2>{t(lang, 'links')}</h2><table class=list><tbody>{links}</tbody></table>"
@@ -473,7 +479,9 @@ def network_fragment(lang: str, st: Item, rejections: Sequence[Item]) -> str:
         f"<h2>{t(lang, 'peers')}</h2><table class=list><tbody>{peers or none}</tbody></table>"
         f"<h2>{t(lang, 'rejections')}</h2><table class=list><thead><tr><th>{t(lang, 'when')}</th>"
         f"<th>{t(lang, 'via')}</th><th>{t(lang, 'reason')}</th></tr></thead>"
-        f"<tbody>{rej or none}</tbody></table></div>"
+        f"<tbody>{rej or none}</tbody></table>"
+        f"<h2>{t(lang, 'console_counts')}</h2><table class=list><tbody>{counts or none}</tbody>"
+        "</table></div>"
     )
 
 

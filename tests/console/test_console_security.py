@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from relay.keys import load_private
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster
 from relay.sim.net import free_port
+from relay.sim.pki import generate_pki
 from tests.console.util import (
     PASSWORD,
     Client,
@@ -25,6 +28,7 @@ from tests.console.util import (
     nodes_with_consoles,
     start_console,
 )
+from tests.node.util import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.subprocess]
 
@@ -216,3 +220,50 @@ def test_a_cancel_from_the_decision_page_marks_it_cancelled_everywhere(
     client.get("/lang?to=en&back=/sent")
     assert "CANCELLED" in client.get("/sent").body and 'lang="en"' in client.get("/sent").body
     client.get("/lang?to=nl&back=/sent")
+
+
+def test_with_a_certificate_the_console_speaks_only_tls_with_secure_cookies(
+    setup: tuple[Cluster, ConsoleProcess], tmp_path: Path
+) -> None:
+    """Test that with console.tls_cert/tls_key the console serves HTTPS and Secure cookies."""
+    c, _ = setup
+    pki = generate_pki(tmp_path / "pki", clients=[])
+    config = tmp_path / "relay-tls.toml"
+    users = c.node_dir(NODE) / "console-users.json"
+    config.write_text(
+        c.config_path(NODE).read_text()
+        + f'\n[console]\nusers = "{users}"\ntls_cert = "{pki.server.cert}"\n'
+        f'tls_key = "{pki.server.key}"\n'
+    )
+    port = free_port()
+    log = (tmp_path / "console.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "console", "--config", str(config),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(pki.ca))
+
+    def get(path: str) -> http.client.HTTPResponse | None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            return resp
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    try:
+        resp = wait_until(lambda: get("/login"), 30, "the TLS console")
+        assert resp is not None and resp.status == 200
+        assert "Secure" in (resp.getheader("Set-Cookie") or "")
+        plain = Client(port)
+        with pytest.raises((OSError, http.client.HTTPException)):
+            plain.get("/login")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()

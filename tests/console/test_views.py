@@ -41,6 +41,8 @@ def test_the_network_page_shows_airtime_against_the_budget_and_the_clock_warning
     assert "-7300 s" in html and "bad-signature: no match" in html
     assert when("nl", 1_764_639_100.0) in html and "vr07-utrecht" in html
     assert "36.5 s of 360 s used" in views.network_fragment("en", status, rejections)
+    counted = views.network_fragment("nl", status, rejections, {"csrf_refused": 2})
+    assert "<td>csrf_refused</td><td>2</td>" in counted
 
 
 def test_times_are_amsterdam_time_with_the_date() -> None:
