@@ -60,7 +60,6 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-PUBLIC = ("/login", "/static/", "/lang")
 SENT_SHOWN = 50  # newest sent decisions listed (and searched for cancel/supersede marks)
 SIGNING_KINDS = {
     "decision": Kind.DECISION,
@@ -261,7 +260,7 @@ class Console:
     async def _guarded(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        public = request.path.startswith(PUBLIC)
+        public = request.path in ("/login", "/lang") or request.path.startswith("/static/")
         if not public:
             s = self.session(request)
             if s is None:
@@ -463,6 +462,9 @@ class Console:
         if m is None:
             raise web.HTTPNotFound(text=t(self.lang(request), "not_found"))
         inbox, sent = await self.messages()
+        # The key id the node verified the signature with: the issuer's on the node's roster.
+        entries = (await self.roster()).get("entries", [])
+        m["kid"] = next((x["kid"] for x in entries if x["name"] == m["issuer"]), "?")
         return m, self.statuses(inbox, sent).get(m["id"])
 
     async def decision(self, request: web.Request) -> web.Response:

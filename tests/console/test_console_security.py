@@ -133,6 +133,9 @@ def test_a_send_in_scope_is_signed_sent_and_audited_with_the_user_name(
             assert rows[-1]["msg_id"] == msg_id
     delivery = client.get(f"/m/{msg_id}/delivery")
     assert delivery.status == 200 and "Drinkwater: kook" in delivery.body
+    entries = c.call(NODE, {"op": "roster"})["entries"]
+    kid = next(e["kid"] for e in entries if e["name"] == "vr07-rbt")
+    assert f"geverifieerd (Ed25519, sleutel {kid}" in client.get(f"/m/{msg_id}").body
 
 
 def test_five_wrong_passwords_throttle_the_next_login(
