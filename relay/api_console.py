@@ -5,6 +5,7 @@ relay.daemon so that each stays small. Every field is validated here; a bad one 
     {"op": "roster"}                          -> {"ok": true, "serial": n, "entries": [...]}
     {"op": "sent", "limit": 50}                        -> {"ok": true, "messages": [...]}
     {"op": "rejections", "limit": 50}                  -> {"ok": true, "events": [...]}
+    {"op": "trail", "id": "<64 hex>"}                   -> {"ok": true, "events": [...]}
     {"op": "console-audit", "user": "NAME", "event": "login", "id": "<hex>", "detail": "…"}
                                                        -> {"ok": true}
 """
@@ -21,7 +22,7 @@ from relay.render import as_json
 if TYPE_CHECKING:
     from relay.daemon import Node
 
-CONSOLE_OPS = frozenset({"roster", "sent", "rejections", "console-audit"})
+CONSOLE_OPS = frozenset({"roster", "sent", "rejections", "trail", "console-audit"})
 # What the console records, with the user's name in the audit row's node column.
 CONSOLE_EVENTS = frozenset(
     {"login", "login-failed", "login-throttled", "logout", "sign", "send", "refused"}
@@ -53,6 +54,11 @@ async def console_op(node: Node, req: dict[str, Any]) -> dict[str, Any]:
             case "rejections":
                 events = await node.store.recent_audit("rejected", _limit(req, 50, 500))
                 return {"ok": True, "events": events}
+            case "trail":
+                ident = req.get("id")
+                if not isinstance(ident, str) or not _ID.match(ident):
+                    raise BadRequest("id must be 64 lowercase hex digits")
+                return {"ok": True, "events": await node.store.audit_of(bytes.fromhex(ident))}
             case "console-audit":
                 node.record_audit(_audit_event(req, node.clock()))
                 return {"ok": True}

@@ -465,6 +465,7 @@ class Console:
         # The key id the node verified the signature with: the issuer's on the node's roster.
         entries = (await self.roster()).get("entries", [])
         m["kid"] = next((x["kid"] for x in entries if x["name"] == m["issuer"]), "?")
+        m["trail"] = (await self.call({"op": "trail", "id": m["id"]})).get("events", [])
         return m, self.statuses(inbox, sent).get(m["id"])
 
     async def decision(self, request: web.Request) -> web.Response:

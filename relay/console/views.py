@@ -242,6 +242,23 @@ def detail_rows(lang: str, m: Item) -> str:
     return f'<table class="details">{cells}</table>'
 
 
+def trail(lang: str, m: Item) -> str:
+    """The message's path through this node, from the node's audit log."""
+    rows = "".join(
+        f"<tr><td>{e(when(lang, r['at']))}</td><td>{e(r['event'])}</td>"
+        f"<td>{e(r.get('link') or '')}</td><td>{e(r.get('node') or '')}</td>"
+        f"<td>{e(r.get('detail') or '')}</td></tr>"
+        for r in m.get("trail", [])
+    )
+    if not rows:
+        return ""
+    return (
+        f"<h2>{t(lang, 'trail')}</h2><table class=list><thead><tr><th>{t(lang, 'when')}</th>"
+        f"<th>{t(lang, 'event')}</th><th>{t(lang, 'via')}</th><th>{t(lang, 'node')}</th>"
+        f"<th>{t(lang, 'detail')}</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def decision_page(ctx: Ctx, m: Item, status: str | None, *, may_follow_up: bool) -> str:
     lang, ident = ctx.lang, e(m["id"])
     actions = [
@@ -256,7 +273,10 @@ def decision_page(ctx: Ctx, m: Item, status: str | None, *, may_follow_up: bool)
             f"{t(lang, 'supersede')}</a>",
         ]
     body = (
-        card(lang, m, status) + detail_rows(lang, m) + f'<p class="actions">{"".join(actions)}</p>'
+        card(lang, m, status)
+        + detail_rows(lang, m)
+        + f'<p class="actions">{"".join(actions)}</p>'
+        + trail(lang, m)
     )
     return layout(ctx, f"{m['precedence']} {m['issuer']}", body, exercise=bool(m["exercise"]))
 

@@ -515,6 +515,15 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    async def audit_of(self, msg_id: bytes, limit: int = 200) -> list[dict[str, Any]]:
+        """The audit rows of one message, oldest first: its path through this node."""
+        rows = await self._all(
+            "SELECT n, at, event, link, node, detail FROM audit WHERE msg_id=? ORDER BY n LIMIT ?",
+            (msg_id, limit),
+        )
+        keys = ("n", "at", "event", "link", "node", "detail")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
     async def recent_audit(self, event: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest ``limit`` audit rows of one event type, newest first."""
         rows = await self._all(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from relay import api
 from relay.console.app import CSP, PROTECTED_ROUTES
 from relay.keys import load_private
 from relay.sim.broker import Mosquitto
@@ -135,7 +136,11 @@ def test_a_send_in_scope_is_signed_sent_and_audited_with_the_user_name(
     assert delivery.status == 200 and "Drinkwater: kook" in delivery.body
     entries = c.call(NODE, {"op": "roster"})["entries"]
     kid = next(e["kid"] for e in entries if e["name"] == "vr07-rbt")
-    assert f"geverifieerd (Ed25519, sleutel {kid}" in client.get(f"/m/{msg_id}").body
+    page = client.get(f"/m/{msg_id}").body
+    assert f"geverifieerd (Ed25519, sleutel {kid}" in page
+    assert "Verloop op deze node" in page and "<td>accepted</td>" in page
+    answer = api.call(c.socket_path(NODE), {"op": "trail", "id": "xyz"})
+    assert answer == {"ok": False, "error": "bad request: id must be 64 lowercase hex digits"}
 
 
 def test_five_wrong_passwords_throttle_the_next_login(
