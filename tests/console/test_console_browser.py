@@ -18,6 +18,7 @@ from tests.console.util import PASSWORD, add_user, nodes_with_consoles, start_co
 from tests.drill.test_report_browser import FLAGS, png_pixels
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -28,6 +29,13 @@ pytestmark = [pytest.mark.broker, pytest.mark.subprocess]
 MARKER_RGB = bytes.fromhex("ffd400")  # the marker's yellow in console.css
 SHOTS_ENV = "CONSOLE_SCREENSHOTS_DIR"  # set to keep the screenshots (docs/img is made this way)
 TEXT = "Evacueer de wijk Lombok via de Kanaalweg; opvang in sporthal De Vliert."
+
+
+def waiting(driver: WebDriver, timeout: float, poll_frequency: float = 0.1) -> WebDriverWait:  # type: ignore[type-arg]
+    """A wait that looks again when a live update replaced the element it was reading."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 @pytest.fixture
@@ -52,7 +60,7 @@ def login(driver: WebDriver, base: str, user: str) -> None:
     driver.find_element(By.NAME, "user").send_keys(user)
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/inbox"))
+    waiting(driver, 20).until(lambda d: d.current_url.endswith("/inbox"))
 
 
 def foreign_loads(driver: WebDriver, base: str) -> list[str]:
@@ -103,7 +111,7 @@ def compose(driver: WebDriver, base: str, text: str, precedence: str = "FLASH") 
     driver.find_element(By.ID, "text").send_keys(text)
     driver.find_element(By.ID, "exercise").click()
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    WebDriverWait(driver, 20).until(
+    waiting(driver, 20).until(
         lambda d: (
             "past in één LoRa-bericht" in d.find_element(By.ID, "estimate").text
             and EXERCISE_MARKER in d.find_element(By.ID, "preview").text
@@ -139,21 +147,25 @@ def test_flash_exercise_composed_at_a_reaches_b_and_a_sees_it_received_live(
         d.set_window_size(1100, 900)
         sent_at = time.monotonic()
         d.find_element(By.CSS_SELECTOR, "button.send").click()
-        WebDriverWait(d, 20).until(lambda d: "/delivery" in d.current_url)
-        WebDriverWait(d, 30, poll_frequency=0.05).until(
+        waiting(d, 20).until(lambda d: "/delivery" in d.current_url)
+        waiting(d, 30, poll_frequency=0.05).until(
             lambda d: state_of(d, "vr07-utrecht") == "ontvangen"
         )
         received_s = time.monotonic() - sent_at
-        assert visible_marker(d) and d.title.startswith(EXERCISE_MARKER)
+        waiting(d, 10).until(lambda d: visible_marker(d) and d.title.startswith(EXERCISE_MARKER))
         assert not foreign_loads(d, a)
 
         d.switch_to.window(tab_b)
-        WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.flash"))
-        row = d.find_element(By.CSS_SELECTOR, "tr.flash")
-        assert EXERCISE_MARKER in row.text and TEXT[:40] in row.text
-        WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "flash-alert").is_displayed())
-        WebDriverWait(d, 10).until(lambda d: d.title.startswith(EXERCISE_MARKER))
-        assert visible_marker(d)
+        waiting(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.flash"))
+        waiting(d, 10).until(
+            lambda d: (
+                EXERCISE_MARKER in (row := d.find_element(By.CSS_SELECTOR, "tr.flash").text)
+                and TEXT[:40] in row
+            )
+        )
+        waiting(d, 10).until(lambda d: d.find_element(By.ID, "flash-alert").is_displayed())
+        waiting(d, 10).until(lambda d: d.title.startswith(EXERCISE_MARKER))
+        waiting(d, 10).until(visible_marker)
         assert not foreign_loads(d, b)
         weight = page_weight(d)
         screenshot(d, tmp_path, "inbox")
@@ -164,11 +176,11 @@ def test_flash_exercise_composed_at_a_reaches_b_and_a_sees_it_received_live(
         c.stop("vr07-utrecht")
         compose(d, a, "Tweede besluit: sporthal vol, uitwijken naar De Wiekslag.", "IMMEDIATE")
         d.find_element(By.CSS_SELECTOR, "button.send").click()
-        WebDriverWait(d, 20).until(lambda d: "/delivery" in d.current_url)
-        WebDriverWait(d, 10).until(lambda d: state_of(d, "vr07-utrecht") == "wacht")
+        waiting(d, 20).until(lambda d: "/delivery" in d.current_url)
+        waiting(d, 10).until(lambda d: state_of(d, "vr07-utrecht") == "wacht")
         d.execute_script("window.__notReloaded = true")
         c.start("vr07-utrecht")
-        WebDriverWait(d, 60, poll_frequency=0.1).until(
+        waiting(d, 60, poll_frequency=0.1).until(
             lambda d: state_of(d, "vr07-utrecht") == "ontvangen"
         )
         assert d.execute_script("return window.__notReloaded === true"), "the page was reloaded"
