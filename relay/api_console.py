@@ -60,7 +60,10 @@ async def console_op(node: Node, req: dict[str, Any]) -> dict[str, Any]:
                     raise BadRequest("id must be 64 lowercase hex digits")
                 return {"ok": True, "events": await node.store.audit_of(bytes.fromhex(ident))}
             case "console-audit":
-                node.record_audit(_audit_event(req, node.clock()))
+                event = _audit_event(req, node.clock())
+                if (fault := node.store_fault) is not None:  # the row could not be written now
+                    return {"ok": False, "error": f"refused: {fault['reason']}: store not writable"}
+                node.record_audit(event)
                 return {"ok": True}
     except BadRequest as exc:
         node.log.warning("console_bad_request", op=req.get("op"), reason=str(exc))
