@@ -53,7 +53,7 @@ from relay.engine.ops import (
 from relay.envelope import Precedence, Reason, Rejection, open_envelope
 from relay.errors import CannotStart
 from relay.keys import KeyError_, SequenceCounter, load_private, load_public
-from relay.links import LinkDriver, LinkUnavailable
+from relay.links import LinkDriver, LinkRefused, LinkUnavailable
 from relay.render import as_json
 from relay.rosterfile import load_trust
 from relay.store import Store, StoreError, StoreFull
@@ -74,6 +74,8 @@ MAX_INBOX_LIMIT = 100_000  # `inbox` answers at most this many messages
 MAX_SQLITE_INT = 2**63 - 1
 STORE_RETRY_S = 1.0  # while the disk is full: how often the store writer tries again
 STORE_FAULT_LOG_S = 60.0  # and how often it says so again in the log
+STATUS_REFUSED_MIN_S = 60.0  # after a broker refused our status: pause it, doubling up to 15 min
+STATUS_REFUSED_MAX_S = 900.0
 
 
 @dataclass
@@ -109,6 +111,8 @@ class Node:
         self.overload_drops = 0
         self.link_crashes: dict[str, int] = {}
         self.peers: dict[str, dict[str, Any]] = {}
+        # Per link: (refusals in a row, time before which we do not publish our status again).
+        self._status_refused: dict[str, tuple[int, float]] = {}
         self.ready = asyncio.Event()
         self.engine: Engine
         self.store: Store
@@ -374,6 +378,8 @@ class Node:
                 return []
             case ("link_rejected", link, reason, detail):
                 return engine.rejected_by_link(link, reason, detail, now)
+            case ("refused", link, msg_id, target, reason):
+                return engine.refused(link, msg_id, target, reason, now)
         raise AssertionError(f"unknown engine input {event[0]!r}")
 
     def _dispatch(self, actions: list[Action]) -> None:
@@ -503,12 +509,53 @@ class Node:
             t = await queue.get()
             try:
                 await driver.send(t)
-                ok = True
             except LinkUnavailable as exc:
-                ok = False
                 self.log.debug("transmit_failed", link=name, msg_id=t.id.hex(), error=str(exc))
-            self._internal.append(("transmitted", name, t.id, ok))
+                self._internal.append(("transmitted", name, t.id, False))
+            except LinkRefused as exc:
+                self.log.warning(
+                    "transmit_refused",
+                    link=name,
+                    msg_id=t.id.hex() or None,
+                    channel=t.channel,
+                    target=exc.target,
+                    reason=exc.reason,
+                    error=str(exc),
+                )
+                self._internal.append(("refused", name, t.id, exc.target, exc.reason))
+            else:
+                self._internal.append(("transmitted", name, t.id, True))
             self._wake.set()
+
+    async def _publish_status(self, name: str, driver: LinkDriver, status: dict[str, Any]) -> None:
+        """Publish our status on one link. Broken: the next heartbeat tries again. Refused (an
+        ACL that does not let us write our status topic): audit, count, warn, and pause the
+        status on that link with a doubling backoff; the link carries everything else."""
+        now = self.clock()
+        refused, until = self._status_refused.get(name, (0, 0.0))
+        if now < until:
+            return
+        try:
+            await driver.publish_status(status)
+        except LinkUnavailable as exc:
+            self.log.debug("status_publish_failed", link=name, error=str(exc))
+            return
+        except LinkRefused as exc:
+            refused += 1
+            pause = min(STATUS_REFUSED_MIN_S * 2 ** min(refused - 1, 16), STATUS_REFUSED_MAX_S)
+            self._status_refused[name] = (refused, self.clock() + pause)
+            self.log.warning(
+                "status_refused",
+                link=name,
+                target=exc.target,
+                reason=exc.reason,
+                retry_in_s=pause,
+                error=str(exc),
+            )
+            self._internal.append(("refused", name, b"", exc.target, exc.reason))
+            self._wake.set()
+            return
+        self._status_refused.pop(name, None)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -527,8 +574,8 @@ class Node:
                 and any(v.kind == "mesh" and v.state != "down" for v in self.views.values()),
                 "clock_warning": bool(self.engine.statistics()["clock_warning"]),
             }
-            for driver in self.links.values():
-                await driver.publish_status(status)
+            for name, driver in self.links.items():
+                await self._publish_status(name, driver, status)
             if self.clock() - last_prune > PRUNE_INTERVAL_S:
                 last_prune = self.clock()
                 try:
@@ -667,6 +714,7 @@ class Node:
             "links": links,
             "engine": stats,
             "rejections": stats["rejections"],
+            "refusals": stats["refusals"],
             "clock_warning": stats["clock_warning"],
             "store": await self.store.stats(),
             "store_fault": self.store_fault,

@@ -211,6 +211,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  counters: {counters or 'none'}")
     if st["rejections"]:
         print("  rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(st["rejections"].items())))
+    for what, count in sorted(st.get("refusals", {}).items()):
+        print(f"  refused by broker/peer: {what} ({count}x)")
     for peer, info in sorted(st["peers"].items()):
         print(f"  peer {peer:<24} {info.get('state', '?'):<8} heard {timestamp(info['heard_at'])}")
     return 0

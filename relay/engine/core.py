@@ -77,6 +77,7 @@ LOCAL_LINK = "local"
 SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = 300
+MAX_REFUSAL_KEYS = 64  # distinct (link, what, reason) refusal counters kept; the rest: "other"
 ANY_LINK = "*"  # outbox entry for "the best usable link at the time of sending"
 KIND_RANK = {"mqtt": 0, "mesh": 1}
 
@@ -92,6 +93,10 @@ class EngineConfig:
     flash_retry_base_s: float = 10.0
     fail_retry_base_s: float = 2.0  # after a failed transmission (link error)
     fail_retry_max_s: float = 60.0
+    # After the broker or peer refused a transmission (an ACL, PUBACK 135): an operator has to
+    # change something first, so retry rarely -- but do retry, it may have been fixed.
+    refused_retry_base_s: float = 60.0
+    refused_retry_max_s: float = 900.0
     gc_interval_s: float = 60.0
     max_inbound_bytes: int = 4096
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
@@ -217,6 +222,7 @@ class Engine:
         self._clock_offsets: deque[float] = deque(maxlen=32)
         self.counters: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
         self.peers: dict[str, float] = {}
         self._own_kid = key_id(node_key.public_key().public_bytes_raw())
         self._sync_rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
@@ -342,11 +348,37 @@ class Engine:
         """An audit row on its own (nothing waits for it)."""
         return Persist(next(self._tokens), (AuditEvent(now, event, msg_id, link, None, detail),))
 
+    def refused(
+        self, link: str, msg_id: bytes, target: str, reason: str, now: float
+    ) -> list[Action]:
+        """The broker or peer refused a transmission (``relay.links.LinkRefused``): audit it with
+        what was refused (``target``: a topic, a radio) and the reason, count it, and retry the
+        message after a long backoff (``refused_retry_*``). ``msg_id`` empty: not an outbox
+        message (a summary, our status), so only the audit and the count."""
+        detail = f"{target}: {reason}" if target else reason
+        key = f"{link} {detail}"
+        if key not in self.refusals and len(self.refusals) >= MAX_REFUSAL_KEYS:
+            key = f"{link} other"
+        self.refusals[key] += 1
+        self.counters["transmit_refused"] += 1
+        audit = self._audit(now, "refused", msg_id or None, link, detail)
+        if not msg_id:
+            return [audit]
+        return [audit, *self.transmitted(link, msg_id, False, now, refused=True)]
+
     def transmitted(
-        self, link: str, msg_id: bytes, ok: bool, now: float, *, airtime_s: float | None = None
+        self,
+        link: str,
+        msg_id: bytes,
+        ok: bool,
+        now: float,
+        *,
+        airtime_s: float | None = None,
+        refused: bool = False,
     ) -> list[Action]:
         """A link reports the outcome of a ``Transmit`` (for MQTT: PUBACK received or not;
-        for mesh the airtime it cost, when known, goes into the audit row)."""
+        for mesh the airtime it cost, when known, goes into the audit row). ``refused``: the
+        failure was a refusal (use ``refused()``, which audits and counts it)."""
         key = (msg_id, link)
         out = self._outbox.get(key)
         if out is None or not out.inflight:
@@ -368,7 +400,11 @@ class Engine:
             actions.append(self._audit(now, "sent", msg_id, link, airtime))
             if self._kind(link) == "mesh":
                 m.meshed.add(link)
-        if not ok:
+        if not ok and refused:
+            cfg = self.config
+            delay = cfg.refused_retry_base_s * 2 ** min(out.attempts - 1, 16)
+            self._reschedule(msg_id, key[1], out, now + min(delay, cfg.refused_retry_max_s))
+        elif not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
             if key[1] == ANY_LINK and self._best_link(now) not in (None, link):
@@ -1028,6 +1064,7 @@ class Engine:
             "inflight": sum(self._inflight.values()),
             "counters": dict(self.counters),
             "rejections": dict(self.rejections),
+            "refusals": dict(self.refusals),
             "clock_offset_s": offset,
             "clock_warning": offset is not None and abs(offset) > CLOCK_WARN_S,
             "roster_serial": self.trust.roster.serial if self.trust.roster else None,

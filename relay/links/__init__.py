@@ -1,5 +1,16 @@
 """Links carry signed bytes between nodes. Each outside library has exactly one module here:
 ``mqtt`` (aiomqtt) and ``mesh`` (meshtastic). The ``*_driver`` modules adapt them to the daemon.
+
+Errors from links form one flat tree, in aiomqtt's shape (DESIGN.md "Errors from links"), and
+every link and the daemon's senders use it the same way::
+
+    LinkError
+    ├── LinkUnavailable   broken: the link cannot carry anything now; retry soon
+    └── LinkRefused       refused: the broker or peer refused this one message; audit the
+                          reason, count it, back off long (an operator may fix an ACL); the
+                          link itself is fine and all other traffic keeps flowing
+
+Neither ever ends the daemon; only our own bugs do.
 """
 
 from __future__ import annotations
@@ -10,8 +21,30 @@ from relay.engine.ops import Transmit
 from relay.envelope import Reason
 
 
-class LinkUnavailable(Exception):
-    """A link could not carry a transmission now (down, timed out, refused)."""
+class LinkError(Exception):
+    """Base of every link's errors."""
+
+
+class LinkUnavailable(LinkError):
+    """Broken: the link is down, went down or timed out; what was sent may or may not have
+    arrived (the durable outbox retries and receivers dedupe by message id)."""
+
+
+class LinkRefused(LinkError):
+    """Refused: the broker or peer answered that it will not take this message.
+
+    ``reason`` is short and stable enough to count by (e.g. "135 Not authorized", "TOO_LARGE");
+    ``target`` names what was refused (an MQTT topic, a radio); ``code`` is the protocol's own
+    reason code when it has one (MQTT v5 PUBACK, Meshtastic routing error).
+    """
+
+    def __init__(
+        self, message: str, *, reason: str, target: str = "", code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.target = target
+        self.code = code
 
 
 class LinkHost(Protocol):

@@ -44,6 +44,8 @@ import structlog
 from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
+from relay.links import LinkUnavailable
+
 PRIVATE_APP: Final = 256
 ROUTING_APP: Final = int(portnums_pb2.PortNum.ROUTING_APP)
 BROADCAST: Final = 0xFFFFFFFF
@@ -68,7 +70,7 @@ log = structlog.get_logger("relay.links.mesh")
 T = TypeVar("T")
 
 
-class RadioError(Exception):
+class RadioError(LinkUnavailable):
     """The radio could not take a packet now (not connected, send failed or timed out)."""
 
 

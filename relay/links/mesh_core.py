@@ -89,6 +89,9 @@ ROUTING_NAMES: Final = {
     33: "NOT_AUTHORIZED",
     38: "RATE_LIMIT_EXCEEDED",
 }
+# NAKs that refuse this packet as it is (a retry soon gets the same answer): the transmission
+# ends as refused, not broken. Timeouts, duty cycle and rate limits are broken: retry soon.
+_REFUSING_NAKS: Final = frozenset({6, 7, 32, 33})  # NO_CHANNEL TOO_LARGE BAD_REQUEST NOT_AUTH.
 
 # Data protobuf around our payload: portnum field (tag + 2-byte varint for 256..511), payload
 # tag, payload length varint, and the 2-byte bitfield the firmware sets. 231 B -> 255 B on air.
@@ -142,11 +145,14 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """Transmission ``ticket`` finished: ``ok`` when every frame of it was ACKed."""
+    """Transmission ``ticket`` finished: ``ok`` when every frame of it was ACKed. ``refused``
+    names why the radio or mesh will never carry this transmission as it is (TOO_LARGE, a
+    missing channel, a size past what frames hold); empty for a failure worth retrying soon."""
 
     ticket: int
     ok: bool
     detail: str = ""
+    refused: str = ""
 
 
 CoreEvent = Received | Rejected | Done
@@ -292,7 +298,11 @@ class MeshCore:
         prec = Precedence(min(max(t.precedence, Precedence.FLASH), Precedence.ROUTINE))
         if t.channel == "rcpt":
             if len(t.raw) > MAX_BUNDLE_ITEM:
-                self._finish_now(ticket, f"receipt of {len(t.raw)} B exceeds {MAX_BUNDLE_ITEM}")
+                self._finish_now(
+                    ticket,
+                    f"receipt of {len(t.raw)} B exceeds {MAX_BUNDLE_ITEM}",
+                    refused="too-large",
+                )
                 return ticket
             if len(self._held) >= self.settings.max_held_receipts:
                 self._flush_receipts(now, everything=True)
@@ -302,7 +312,11 @@ class MeshCore:
             return ticket
         if t.channel == "sync":
             if len(t.raw) > MAX_SUMMARY:
-                self._finish_now(ticket, f"summary of {len(t.raw)} B exceeds {MAX_SUMMARY}")
+                self._finish_now(
+                    ticket,
+                    f"summary of {len(t.raw)} B exceeds {MAX_SUMMARY}",
+                    refused="too-large",
+                )
                 return ticket
             self._tickets[ticket] = _Ticket()
             self.counters["summaries_sent"] += 1
@@ -310,7 +324,9 @@ class MeshCore:
             return ticket
         if not 1 <= len(t.raw) <= MAX_MESSAGE:
             self._finish_now(
-                ticket, f"message of {len(t.raw)} B; the mesh carries 1..{MAX_MESSAGE}"
+                ticket,
+                f"message of {len(t.raw)} B; the mesh carries 1..{MAX_MESSAGE}",
+                refused="too-large",
             )
             return ticket
         self._tickets[ticket] = _Ticket()
@@ -372,7 +388,8 @@ class MeshCore:
                 self.ledger.record(excess, now)
         elif error == MAX_RETRANSMIT:
             self.ledger.record(2 * frame.airtime_s, now)  # it went out three times
-        self._frame_failed(ref, f"radio NAK {name}", now)
+        refused = name if error in _REFUSING_NAKS else ""
+        self._frame_failed(ref, f"radio NAK {name}", now, refused=refused)
 
     def link_lost(self, now: float) -> None:
         """The radio went away: every transmission in progress fails (the engine retries)."""
@@ -539,19 +556,19 @@ class MeshCore:
                 self.counters["done_ok"] += 1
                 self._events.append(Done(ticket, True))
 
-    def _frame_failed(self, ref: int, detail: str, now: float) -> None:
+    def _frame_failed(self, ref: int, detail: str, now: float, *, refused: str = "") -> None:
         frame = self._frames.pop(ref, None)
         if frame is None:
             return
         for ticket in frame.tickets:
-            self._fail_ticket(ticket, detail, now)
+            self._fail_ticket(ticket, detail, now, refused=refused)
 
-    def _fail_ticket(self, ticket: int, detail: str, now: float) -> None:
+    def _fail_ticket(self, ticket: int, detail: str, now: float, *, refused: str = "") -> None:
         state = self._tickets.pop(ticket, None)
         if state is None:
             return
         self.counters["done_failed"] += 1
-        self._events.append(Done(ticket, False, detail))
+        self._events.append(Done(ticket, False, detail, refused))
         if state.held:
             self._held = [h for h in self._held if h.ticket != ticket]
         # Withdraw what is still queued for it: nothing goes on air for a failed transmission
@@ -575,10 +592,10 @@ class MeshCore:
             if frame is not None:
                 frame.tickets = tuple(t for t in frame.tickets if t != ticket)
 
-    def _finish_now(self, ticket: int, detail: str) -> None:
+    def _finish_now(self, ticket: int, detail: str, *, refused: str = "") -> None:
         self.counters["done_failed"] += 1
         self.counters["refused"] += 1
-        self._events.append(Done(ticket, False, detail))
+        self._events.append(Done(ticket, False, detail, refused))
 
 
 def _pack(held: list[_HeldReceipt]) -> list[list[_HeldReceipt]]:

@@ -5,8 +5,10 @@ the clock in, hand frames out to the bridge, turn core events into ``LinkHost`` 
 timer. One pump task and the bridge's supervisor run under the driver's TaskGroup.
 
 ``send(t)`` returns when the core reports the Transmit done (every frame on the air and ACKed,
-implicitly for broadcasts: a neighbour rebroadcast it), and raises ``LinkUnavailable`` when the
-radio is not connected, a frame is NAKed or never ACKed, or the transmission waits too long.
+implicitly for broadcasts: a neighbour rebroadcast it). It raises ``LinkUnavailable`` (broken) when
+the radio is not connected, a frame is NAKed or never ACKed, or the transmission waits too long;
+``LinkRefused`` when the radio or the core refuses it as it is (NAK TOO_LARGE or NO_CHANNEL, too
+big for the mesh's frames).
 
 ``publish_status`` is deliberately a no-op: the daemon calls it every 5 s, and even a 40-byte
 beacon costs about 0.6 s of LONG_FAST airtime, i.e. 430 s per hour -- more than the whole EU868
@@ -26,7 +28,7 @@ import structlog
 
 from relay.config import RadioEntry
 from relay.engine.ops import Transmit
-from relay.links import LinkHost, LinkUnavailable
+from relay.links import LinkHost, LinkRefused, LinkUnavailable
 from relay.links.mesh import (
     PRIORITY_HIGH,
     PRIORITY_RELIABLE,
@@ -116,6 +118,10 @@ class MeshDriver:
             raise LinkUnavailable(f"{self.name}: transmission not done in time") from exc
         finally:
             self._futures.pop(ticket, None)
+        if done.refused:
+            raise LinkRefused(
+                f"{self.name}: {done.detail}", reason=done.refused, target=f"radio {self.name}"
+            )
         if not done.ok:
             raise LinkUnavailable(f"{self.name}: {done.detail}")
 

@@ -49,6 +49,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from relay.links import LinkError, LinkRefused, LinkUnavailable
+
 __all__ = [
     "BrokerConfig",
     "Channel",
@@ -212,19 +214,16 @@ class ConnectFailed:
 LinkEvent = LinkStateChanged | Inbound | InboundRejected | ConnectFailed
 
 
-class MqttLinkError(Exception):
-    """Base of the link's errors."""
+# The link's errors are the shared tree of relay.links (broken vs refused); the names below are
+# kept so callers of this module need not know where they live.
+MqttLinkError = LinkError
 
 
-class LinkUnavailable(MqttLinkError):
-    """The link is down, went down, or timed out: the outcome of the publish is unknown."""
-
-
-class PublishRejected(MqttLinkError):
+class PublishRejected(LinkRefused):
     """The broker answered with a failure reason code (MQTT v5 PUBACK, e.g. 135)."""
 
-    def __init__(self, message: str, *, reason_code: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, reason_code: int, reason: str, topic: str) -> None:
+        super().__init__(message, reason=reason, target=topic, code=reason_code)
         self.reason_code = reason_code
 
 
@@ -844,7 +843,10 @@ class MqttLink:
         if code.is_failure:
             self._stats["publish_rejected"] += 1
             raise PublishRejected(
-                f"broker refused publish to {topic}: {code}", reason_code=code.value
+                f"broker refused publish to {topic}: {code}",
+                reason_code=code.value,
+                reason=f"{code.value} {code}",
+                topic=topic,
             )
         self._stats["published"] += 1
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
 from relay.config import Config
 from relay.engine.ops import Transmit
 from relay.envelope import Reason
-from relay.links import LinkHost, LinkUnavailable
+from relay.links import LinkHost
 from relay.links import mqtt as mqtt_link
 
 
@@ -80,15 +79,14 @@ class MqttDriver:
         await self.link.run()
 
     async def send(self, t: Transmit) -> None:
-        try:
-            await self.link.publish(t.channel, t.raw)  # type: ignore[arg-type]
-        except mqtt_link.LinkUnavailable as exc:
-            raise LinkUnavailable(str(exc)) from exc
+        """Publish and wait for the PUBACK; raises ``LinkUnavailable`` (broken) or
+        ``LinkRefused`` (``PublishRejected``: the broker refused it, e.g. an ACL)."""
+        await self.link.publish(t.channel, t.raw)  # type: ignore[arg-type]
 
     async def publish_status(self, status: dict[str, Any]) -> None:
-        # When it fails the next heartbeat tries again; the Last Will covers a dead node.
-        with contextlib.suppress(mqtt_link.LinkUnavailable):
-            await self.link.set_status(status)
+        """Set our retained status; raises like ``send``. When it fails the daemon tries again
+        later; the Last Will covers a dead node."""
+        await self.link.set_status(status)
 
     def describe(self) -> dict[str, Any]:
         return {"mqtt": self.link.statistics()}

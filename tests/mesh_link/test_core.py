@@ -124,3 +124,19 @@ def test_missing_ack_times_out_the_transmission() -> None:
     core.handle_timer(100.0)
     (done,) = core.events()
     assert isinstance(done, Done) and not done.ok and "no ACK" in done.detail
+
+
+def test_transmissions_the_mesh_will_never_carry_end_as_refused_not_broken() -> None:
+    """Test that a message too big for the mesh and a NAK TOO_LARGE end as refused (Done with a
+    reason), while a NAK for a duty-cycle limit ends as a plain failure worth retrying soon."""
+    core = MeshCore()
+    big = core.submit(tx(b"m" * 70_000), now=0.0)
+    nak = core.submit(tx(b"x" * 100), now=0.0)
+    busy = core.submit(tx(b"y" * 100), now=0.0)
+    frames = drain(core, 0.0)
+    core.frame_routed(frames[0].ref, 7, implicit=False, now=1.0)  # TOO_LARGE
+    core.frame_routed(frames[1].ref, DUTY_CYCLE_LIMIT, implicit=False, now=1.0)
+    done = {e.ticket: e for e in core.events() if isinstance(e, Done)}
+    assert (done[big].ok, done[big].refused) == (False, "too-large")
+    assert (done[nak].ok, done[nak].refused) == (False, "TOO_LARGE")
+    assert (done[busy].ok, done[busy].refused) == (False, "")
