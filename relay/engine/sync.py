@@ -182,8 +182,14 @@ def describe(kid: bytes, window: ReplayWindow, *, max_runs: int = MAX_RUNS) -> S
 
 
 def contiguous(kid: bytes, high: int) -> SignerSeqs | None:
-    """A signer whose sequence numbers 1..high were all seen (our own receipts)."""
-    return SignerSeqs(kid, high, (high,)) if high > 0 else None
+    """A signer whose sequence numbers 1..high were all seen (our own receipts).
+
+    Like every signer's entry it speaks only for the replay window below ``high``: one run of
+    at most ``REPLAY_WINDOW``, so the entry stays a few bytes and valid however long the history
+    (a run of ``high`` was refused by every peer once a node had signed more than 1,024). Below
+    it nothing is claimed, and nobody sends anything there (docs/failover.md).
+    """
+    return SignerSeqs(kid, high, (min(high, REPLAY_WINDOW),)) if high > 0 else None
 
 
 def encode(
