@@ -36,7 +36,7 @@ from relay import api
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.api_console import CONSOLE_OPS, console_op
 from relay.config import Config
-from relay.engine.core import SEQ_COUNTER, Engine, EngineConfig, LinkInfo
+from relay.engine.core import CLOCK_WARN_S, SEQ_COUNTER, Engine, EngineConfig, LinkInfo
 from relay.engine.ops import (
     Action,
     AuditEvent,
@@ -113,6 +113,7 @@ class Node:
         self.peers: dict[str, dict[str, Any]] = {}
         # Per link: (refusals in a row, time before which we do not publish our status again).
         self._status_refused: dict[str, tuple[int, float]] = {}
+        self._clock_warned = False
         self.ready = asyncio.Event()
         self.engine: Engine
         self.store: Store
@@ -326,6 +327,10 @@ class Node:
 
     def peer_status(self, peer: str, status: dict[str, Any], *, link: str = "mqtt") -> None:
         self.peers[peer] = {**status, "heard_at": self.clock()}
+        their_time = status.get("time")
+        if isinstance(their_time, int | float) and not isinstance(their_time, bool):
+            # Evidence about our own clock (relay.engine.clock); the engine keeps it bounded.
+            self._internal.append(("peer_time", peer, float(their_time)))
         if status.get("state") != "offline":
             gateway = status.get("gateway")
             self._internal.append(
@@ -358,7 +363,26 @@ class Node:
                 budget -= 1
                 event = self._internal.popleft() if self._internal else self._inputs.get_nowait()
                 self._dispatch(self._feed(event, self.clock()))
+            self._note_clock()
             await asyncio.sleep(0)
+
+    def _note_clock(self) -> None:
+        """Log as soon as the evidence of other clocks says ours is wrong (or right again)."""
+        now = self.clock()
+        offset = self.engine.clock_offset(now)
+        wrong = offset is not None and abs(offset) > CLOCK_WARN_S
+        if wrong == self._clock_warned:
+            return
+        self._clock_warned = wrong
+        if wrong:
+            self.log.warning(
+                "clock_wrong",
+                offset_s=offset,
+                corrected_s=self.engine.clock.correction(now),
+                hint="set the clock (NTP, RTC); time checks use the corrected time meanwhile",
+            )
+        else:
+            self.log.info("clock_agrees", offset_s=offset)
 
     def _feed(self, event: tuple[Any, ...], now: float) -> list[Action]:
         engine = self.engine
@@ -375,6 +399,9 @@ class Node:
                 return engine.link_state(link, state, now)
             case ("peer", link, node, gateway):
                 engine.peer_heard(link, node, now, gateway=gateway)
+                return []
+            case ("peer_time", node, their_time):
+                engine.observe_clock(node, their_time, now)
                 return []
             case ("link_rejected", link, reason, detail):
                 return engine.rejected_by_link(link, reason, detail, now)
@@ -563,6 +590,7 @@ class Node:
         """Publish our status (peers use it to tell who is reachable) and prune the audit log."""
         last_prune = self.clock()
         while True:
+            stats = self.engine.statistics()
             status = {
                 "state": "online",
                 "time": self.clock(),
@@ -572,7 +600,7 @@ class Node:
                 # bridging into the mesh (EngineConfig.bridge_slot_s).
                 "gateway": "mqtt" in {v.kind for v in self.views.values()}
                 and any(v.kind == "mesh" and v.state != "down" for v in self.views.values()),
-                "clock_warning": bool(self.engine.statistics()["clock_warning"]),
+                "clock_warning": bool(stats["clock_warning"]),
             }
             for name, driver in self.links.items():
                 await self._publish_status(name, driver, status)

@@ -14,7 +14,7 @@ is durably stored, so a crash in between cannot turn a legitimate retransmission
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -367,9 +367,17 @@ class TrustState:
         return None
 
     def check(
-        self, env: Envelope, now: float, replay: ReplayGuard | None = None
+        self,
+        env: Envelope,
+        now: float,
+        replay: ReplayGuard | None = None,
+        *,
+        observe: Callable[[str, int], None] | None = None,
     ) -> Accepted | Rejection:
-        """Apply every trust rule to a parsed envelope. Never raises on peer input."""
+        """Apply every trust rule to a parsed envelope. Never raises on peer input.
+
+        ``observe(signer, issued_at)`` is called once the signature is verified, before the time
+        checks: the signer's clock is evidence about ours even when the time checks reject."""
         d = env.decision
         if env.kid == self.root_kid:
             key, signer, role, kinds = self.root_public, ROOT_NAME, None, ROOT_KINDS
@@ -390,6 +398,8 @@ class TrustState:
             cose.verify_parsed(env.sign1, self._verifier(key))
         except cose.CoseError as exc:
             return Rejection(Reason(exc.reason), f"{exc.detail} (claimed signer {signer!r})")
+        if observe is not None:
+            observe(signer, d.issued_at)
         if entry is not None:
             if now + self.skew_s < entry.not_before or (
                 entry.not_after is not None and now - self.skew_s > entry.not_after

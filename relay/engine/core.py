@@ -26,8 +26,7 @@ import hashlib
 import heapq
 import itertools
 import random
-import statistics
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.engine import sync
+from relay.engine.clock import WARN_S, ClockEvidence
 from relay.engine.health import LinkHealth
 from relay.engine.ops import (
     Action,
@@ -71,12 +71,13 @@ from relay.envelope import (
     open_envelope,
     seal,
 )
-from relay.trust import Accepted, ReplayGuard, ReplayWindow, TrustState, revoked_kids
+from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
 
 LOCAL_LINK = "local"
 SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
 SEQ_COUNTER = "own_seq"
-CLOCK_WARN_S = 300
+CLOCK_WARN_S = WARN_S
+TIME_REASONS = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
 MAX_REFUSAL_KEYS = 64  # distinct (link, what, reason) refusal counters kept; the rest: "other"
 ANY_LINK = "*"  # outbox entry for "the best usable link at the time of sending"
 KIND_RANK = {"mqtt": 0, "mesh": 1}
@@ -97,6 +98,10 @@ class EngineConfig:
     # change something first, so retry rarely -- but do retry, it may have been fixed.
     refused_retry_base_s: float = 60.0
     refused_retry_max_s: float = 900.0
+    # Expired messages are collected only once other clocks confirm ours (relay.engine.clock),
+    # or after this long without such evidence: a clock that jumped 30 days ahead at boot must
+    # not purge the store before anyone could say so (docs/config.md, "Clock").
+    clock_grace_s: float = 3600.0
     gc_interval_s: float = 60.0
     max_inbound_bytes: int = 4096
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
@@ -219,7 +224,9 @@ class Engine:
         self._tokens = itertools.count(1)
         self._seq = 0
         self._next_gc = 0.0
-        self._clock_offsets: deque[float] = deque(maxlen=32)
+        self.clock = ClockEvidence()
+        self._first_now: float | None = None  # the first time we were called (clock_grace_s)
+        self._last_now = 0.0  # the latest time we were given (for statistics)
         self.counters: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
@@ -332,6 +339,7 @@ class Engine:
 
     def link_state(self, link: str, state: str | bool, now: float) -> list[Action]:
         """The link's own measurement: "up", "degraded" or "down" (True/False accepted)."""
+        self._saw_time(now)
         if isinstance(state, bool):
             state = "up" if state else "down"
         health = self.health[link]
@@ -426,6 +434,7 @@ class Engine:
         return actions + self._pump(now)
 
     def timer(self, now: float) -> list[Action]:
+        self._saw_time(now)
         actions: list[Action] = []
         if any([h.tick(now) for h in self.health.values()]):
             self._revive(now)
@@ -462,7 +471,7 @@ class Engine:
                 m.received_at < since
                 or m.kind == Kind.ACK
                 or not (m.origin or m.via_kind == "mqtt")
-                or m.expires_at + self.trust.skew_s < now
+                or m.expires_at + self.trust.skew_s < self.trusted_now(now)
             ):
                 continue
             env = open_envelope(m.raw, max_bytes=1 << 20)
@@ -530,7 +539,7 @@ class Engine:
         if channel is not None and (channel == "rcpt") != (d.kind == Kind.ACK):
             why = Rejection(Reason.WRONG_TOPIC, f"{d.kind.name} message on the {channel} topic")
             return self._reject(link, why, ticket, now, env.id)
-        verdict = self.trust.check(env, now, self.replay)
+        verdict = self._check(env, now)
         if isinstance(verdict, Rejection):
             return self._reject(link, verdict, ticket, now, env.id)
         window = self.config.drill_window
@@ -576,7 +585,6 @@ class Engine:
         origin = link == LOCAL_LINK
         window = self.replay.commit(env.kid, d.seq)
         self._pending_ids.add(env.id)
-        self._clock_offsets.append(d.issued_at - now)
         self.counters["accepted"] += 1
         self.sync.accepted(link, now)
         ops: list[StoreOp] = [
@@ -665,7 +673,7 @@ class Engine:
     ) -> _Activate:
         """Sign for a delivered decision with the node key (persisted with the delivery)."""
         self._seq += 1
-        issued = int(now)
+        issued = int(self.trusted_now(now))  # peers check our receipts against their clocks
         expires = max(d.expires_at, issued + 60)
         expires += -(expires - issued) % 60
         receipt = Decision(
@@ -846,7 +854,7 @@ class Engine:
             if via is None or not self._usable(via, now):
                 continue  # parked; a link state change (_revive) makes it due again
             m = self._msgs.get(msg_id)
-            if m is None or m.expires_at + self.trust.skew_s < now:
+            if m is None or m.expires_at + self.trust.skew_s < self.trusted_now(now):
                 self._outbox.pop((msg_id, link), None)
                 continue
             if inflight[via] >= self.config.max_inflight_per_link:
@@ -932,7 +940,7 @@ class Engine:
         if not self.sync.may_answer(link, summary.sender, now):
             self.counters["sync_rate_limited"] += 1
             return []
-        horizon = now - self.trust.skew_s
+        horizon = self.trusted_now(now) - self.trust.skew_s
         held = (
             sync.Held(i, m.kid, m.seq, m.kind, int(m.precedence), m.received_at)
             for i, m in self._msgs.items()
@@ -1032,6 +1040,11 @@ class Engine:
         return True
 
     def _collect(self, now: float) -> list[Action]:
+        first = now if self._first_now is None else self._first_now
+        if not self.clock.confirmed(now) and now - first < self.config.clock_grace_s:
+            self.counters["collect_deferred"] += 1
+            return []  # nobody has confirmed our clock yet: do not purge on its word alone
+        now = self.trusted_now(now)  # expiry and tombstones are in the messages' time
         horizon = now - self.trust.skew_s
         expired = tuple(i for i, m in self._msgs.items() if m.expires_at < horizon)
         ops: list[StoreOp] = []
@@ -1052,9 +1065,46 @@ class Engine:
 
     # ------------------------------------------------------------------ introspection
 
-    def clock_offset(self) -> float | None:
-        """Median (message issued-at minus our clock) over recent messages, in seconds."""
-        return statistics.median(self._clock_offsets) if len(self._clock_offsets) >= 3 else None
+    def clock_offset(self, now: float | None = None) -> float | None:
+        """Our clock's offset by the evidence of other clocks (relay.engine.clock), in seconds:
+        None until enough independent sources agree."""
+        return self.clock.offset(self._last_now if now is None else now)
+
+    def _saw_time(self, now: float) -> None:
+        self._last_now = now
+        if self._first_now is None:
+            self._first_now = now
+
+    def trusted_now(self, now: float) -> float:
+        """Our clock, corrected when the evidence agrees that it is wrong (time checks, expiry,
+        our receipts' issued-at); retries and timers stay on our own clock."""
+        return now + self.clock.correction(now)
+
+    def observe_clock(self, source: str, their_time: float, now: float) -> None:
+        """A peer's status said its clock read ``their_time`` (unsigned: peers' names only)."""
+        self._saw_time(now)
+        if source != self.config.node and (roster := self.trust.roster) is not None:
+            entry = roster.by_name(source)
+            if entry is not None and entry.role == Role.NODE:
+                self.clock.observe_point(source, their_time, now)
+
+    def _check(self, env: Envelope, now: float) -> Accepted | Rejection:
+        """The trust rules on the trusted time; the signer's clock is noted as evidence first
+        (when that evidence changes the trusted time, a time rejection is checked again)."""
+        self._saw_time(now)
+        before = self.trusted_now(now)
+        own = self._own_kid == env.kid
+
+        def observe(signer: str, issued_at: int) -> None:
+            if not own:
+                self.clock.observe_bound(signer, issued_at, now)
+
+        verdict = self.trust.check(env, before, self.replay, observe=observe)
+        if isinstance(verdict, Rejection) and verdict.reason in TIME_REASONS:
+            after = self.trusted_now(now)
+            if after != before:
+                verdict = self.trust.check(env, after, self.replay)
+        return verdict
 
     def statistics(self) -> dict[str, object]:
         offset = self.clock_offset()
@@ -1067,6 +1117,8 @@ class Engine:
             "refusals": dict(self.refusals),
             "clock_offset_s": offset,
             "clock_warning": offset is not None and abs(offset) > CLOCK_WARN_S,
+            "clock_corrected_s": self.clock.correction(self._last_now),
+            "clock_sources": len(self.clock.sources(self._last_now)),
             "roster_serial": self.trust.roster.serial if self.trust.roster else None,
         }
 
