@@ -1,4 +1,4 @@
-"""Nodes whose clocks are 30 days off (a Pi without RTC or NTP), as real processes over mosquitto."""
+"""Nodes whose clocks are 30 days off (a Pi without RTC or NTP): real processes, real mosquitto."""
 
 from __future__ import annotations
 
