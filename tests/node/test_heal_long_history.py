@@ -12,7 +12,7 @@ import pytest
 from relay.sim.broker import Mosquitto
 from tests.node.util import cluster_of, inbox_ids, three_nodes, wait_until
 
-# About 50 s, most of it building the history: slow. The default run keeps the engine-level
+# 50-120 s, most of it building the history: slow. The default run keeps the engine-level
 # variant on virtual time (tests/engine/test_sync_long_history.py).
 pytestmark = [pytest.mark.broker, pytest.mark.subprocess, pytest.mark.slow]
 
