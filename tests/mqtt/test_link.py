@@ -247,25 +247,27 @@ def test_tls_with_client_certificates(mosquitto_factory: Factory, tmp_path: Path
 def test_acl_denies_publishing_to_another_nodes_topic(
     mosquitto_factory: Factory, tmp_path: Path
 ) -> None:
-    """Test that a node holding a's certificate cannot publish under b's topics (PUBACK 135)."""
-    broker, ca = _tls_broker(mosquitto_factory, tmp_path, "a")
-    rec_a, rec_imp = Recorder(), Recorder()
-    a = MqttLink(settings("a", _tls_config(broker.url, ca, "a")), on_event=rec_a)
+    """Test that a client holding a's certificate cannot publish under b's topics (PUBACK 135)
+    nor take over b's session by claiming b's client id."""
+    broker, ca = _tls_broker(mosquitto_factory, tmp_path, "a", "b")
+    rec_b, rec_imp = Recorder(), Recorder()
+    b = MqttLink(settings("b", _tls_config(broker.url, ca, "b")), on_event=rec_b)
     impostor = MqttLink(settings("b", _tls_config(broker.url, ca, "a")), on_event=rec_imp)
 
     async def scenario() -> None:
-        async with running(a):
-            await rec_a.state("up")
+        async with running(b):
+            await rec_b.state("up")
             async with running(impostor):
                 await rec_imp.state("up")
                 with pytest.raises(PublishRejected) as refused:
                     await impostor.publish("msg", b"forged")
                 assert refused.value.reason_code == 135
-            await a.publish("msg", b"genuine")
-            await rec_a.inbound("msg", b"genuine")
-            assert not [e for e in rec_a.of_type(Inbound) if e.payload == b"forged"]
-        # mosquitto logs the client id (b), not the certificate identity (a).
-        log = await broker.await_log("Denied PUBLISH from b")
+            await b.publish("msg", b"genuine")
+            await rec_b.inbound("msg", b"genuine")
+            assert not [e for e in rec_b.of_type(Inbound) if e.payload == b"forged"]
+            # use_username_as_clientid: the impostor's client id became "a"; b was never cut.
+            assert not [e for e in rec_b.events if getattr(e, "state", "") == "down"]
+        log = await broker.await_log("Denied PUBLISH from a")
         assert "crisis/b/msg" in log and "rc135" in log
 
     run(scenario)
