@@ -22,7 +22,7 @@ from relay.kit import pki
 from relay.kit.mosquitto import CHANNELS, Bridge, BrokerConf, Limits, TlsFiles, render_acl
 from relay.kit.mosquitto import render_conf as render_conf
 
-__all__ = ["Kit", "KitError", "parse_hostport", "revoke", "write_kit"]
+__all__ = ["DEFAULT_PORT", "Kit", "KitError", "parse_hostport", "revoke", "write_kit"]
 
 MOSQUITTO_USER = "mosquitto"
 DEFAULT_PORT = 8883
@@ -281,16 +281,17 @@ def _unreachable_parents(out: Path, ids: tuple[int, int] | None) -> list[str]:
     return [f"the mosquitto user cannot enter {', '.join(blocked)}: move the kit or chmod o+x"]
 
 
-def revoke(out: Path, node: str, *, now: dt.datetime | None = None) -> int:
+def revoke(out: Path, node: str, *, ca: Path | None = None, now: dt.datetime | None = None) -> int:
     """Add ``node``'s certificate in kit ``out`` to the CRL; return its serial number.
 
-    The CA key must be in the kit directory (or give the kit's ``ca.key`` beside ``ca.crt``).
-    mosquitto reads the CRL when it starts: restart it to apply.
+    The CA key is the kit's ``ca.key``, or the one beside ``ca`` (a ``ca.crt`` or its
+    directory). mosquitto reads the CRL when it starts: restart it to apply.
     """
     now = now if now is not None else dt.datetime.now(dt.UTC)
     out = out.resolve()
+    cert_path = out / "ca.crt" if ca is None else (ca / "ca.crt" if ca.is_dir() else ca)
     try:
-        authority = pki.load_authority(out / "ca.crt", out / "ca.key")
+        authority = pki.load_authority(cert_path, cert_path.with_name("ca.key"))
         cert = pki.load_cert(out / f"{node}.crt")
         crl = out / "crl.pem"
         serials = pki.read_crl_serials(crl) | {cert.serial_number}

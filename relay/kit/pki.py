@@ -96,7 +96,7 @@ def new_authority(
 ) -> Authority:
     """A self-signed CA that may sign end-entity certificates and CRLs (path length 0)."""
     key = new_key(key_type)
-    subject = _name(name, "crisis-relay")
+    subject = _name(name, "crisis-relay CA")  # never equal to an end entity's name
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -40,6 +40,7 @@ class NodeSpec:
     clock_skew_s: float = 0.0  # play a node whose wall clock is this far off (RELAY_CLOCK_SKEW_S)
     mqtt_options: dict[str, Any] = field(default_factory=dict)  # [mqtt] keys over the defaults
     radio_options: dict[str, Any] = field(default_factory=dict)  # more keys of each [[mesh.radio]]
+    mqtt_tls: tuple[Path, Path, Path] | None = None  # ca, cert, key for every mqtts:// broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,11 @@ class Cluster:
             mqtt = {"probe_interval": 0.5, "probe_timeout": 2.0, **spec.mqtt_options}
             lines += ["[mqtt]", *(f"{k} = {_toml_value(v)}" for k, v in mqtt.items()), ""]
             for url in spec.mqtt:
-                lines += ["[[mqtt.broker]]", f"url = {_toml_value(url)}", ""]
+                lines += ["[[mqtt.broker]]", f"url = {_toml_value(url)}"]
+                if spec.mqtt_tls is not None and url.startswith("mqtts:"):
+                    for k, path in zip(("ca", "cert", "key"), spec.mqtt_tls, strict=True):
+                        lines.append(f"{k} = {_toml_value(str(path))}")
+                lines.append("")
         for radio in spec.radios:
             extra = [f"{k} = {_toml_value(v)}" for k, v in spec.radio_options.items()]
             lines += ["[[mesh.radio]]", f"tcp = {_toml_value(radio)}", *extra, ""]
