@@ -56,6 +56,37 @@ def test_roundtrip_between_two_links(mosquitto: Mosquitto) -> None:
     run(scenario)
 
 
+def test_signed_status_will_and_goodbye_come_from_the_signer(mosquitto: Mosquitto) -> None:
+    """Test that with a signing callback no status goes out before set_status, the status is
+    the given bytes, and the goodbye (and Will) is what the callback signs."""
+    rec_a, rec_b = Recorder(), Recorder()
+    signed = iter(range(1000))
+    a = MqttLink(
+        settings("a", mosquitto.url),
+        on_event=rec_a,
+        sign_offline=lambda: b"signed offline %d" % next(signed),
+    )
+    b = MqttLink(settings("b", mosquitto.url), on_event=rec_b)
+
+    async def scenario() -> None:
+        async with running(b):
+            await rec_b.state("up")
+            async with running(a):
+                await rec_a.state("up")
+                await a.publish("msg", b"after connect")
+                await rec_b.inbound("msg", b"after connect")
+                statuses = [e for e in rec_b.of_type(Inbound) if e.channel == "status"]
+                assert not [e for e in statuses if e.sender_node == "a"]
+                await a.set_status(b"signed online")
+                await rec_b.inbound("status", b"signed online")
+            goodbye = await rec_b.wait_for(
+                lambda e: isinstance(e, Inbound) and e.payload.startswith(b"signed offline")
+            )
+            assert isinstance(goodbye, Inbound) and goodbye.sender_node == "a"
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("protocol", ["v5", "v311"])
 def test_offline_node_receives_messages_sent_while_away(
     mosquitto: Mosquitto, protocol: str
