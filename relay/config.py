@@ -164,12 +164,41 @@ def _broker(base: Path, i: int, b: Any) -> BrokerEntry:
     )
 
 
+def _check_identity(node: str, mqtt: MqttOptions, client_id: object) -> None:
+    """The MQTT client id is the node name, and so are a broker's username and the CN of the
+    node's client certificate: with the broker kit's ``use_username_as_clientid`` the client id
+    *is* the certificate's CN, and a node under another id would publish where the ACL refuses
+    it, or take over another node's persistent session (docs/broker.md)."""
+    if client_id is not None and client_id != node:
+        raise ConfigError(
+            f"mqtt.client_id: {client_id!r} is not the node name {node!r}: the client id must be"
+            " the node name"
+        )
+    from relay.kit.pki import PkiError, common_name, load_cert
+
+    for i, b in enumerate(mqtt.brokers):
+        if b.username is not None and b.username != node:
+            raise ConfigError(
+                f"mqtt.broker[{i}].username: {b.username!r} is not the node name {node!r}"
+            )
+        if b.cert is not None and b.cert.exists():
+            try:
+                cn = common_name(load_cert(b.cert))
+            except PkiError as exc:
+                raise ConfigError(f"mqtt.broker[{i}].cert: {exc}") from exc
+            if cn != node:
+                raise ConfigError(
+                    f"mqtt.broker[{i}].cert: certificate is for {cn!r}, not the node {node!r}:"
+                    " the broker would make that the client id"
+                )
+
+
 def _mqtt(base: Path, doc: dict[str, Any]) -> MqttOptions | None:
     t = _table(doc, "mqtt", required=False)
     if not t:
         return None
     known = {"broker", "protocol", "topic_prefix", "session_expiry", "keepalive",
-             "probe_interval", "probe_timeout"}  # fmt: skip
+             "probe_interval", "probe_timeout", "client_id"}  # fmt: skip
     _unknown(t, "mqtt", known)
     brokers = t.get("broker")
     if not isinstance(brokers, list) or not brokers:
@@ -316,6 +345,8 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
     if fmt not in ("json", "console"):
         raise ConfigError(f"log.format: must be 'json' or 'console', got {fmt!r}")
     mqtt = _mqtt(base, doc)
+    if mqtt is not None:
+        _check_identity(name, mqtt, _table(doc, "mqtt").get("client_id"))
     radios = _radios(doc)
     if mqtt is None and not radios:
         raise ConfigError("no links: configure [[mqtt.broker]] and/or [[mesh.radio]]")

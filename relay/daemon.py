@@ -50,6 +50,7 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
+from relay.engine.status import seal_status
 from relay.envelope import Precedence, Reason, Rejection, open_envelope
 from relay.errors import CannotStart
 from relay.keys import KeyError_, SequenceCounter, load_private, load_public
@@ -110,12 +111,12 @@ class Node:
         self.views: dict[str, LinkView] = {}
         self.overload_drops = 0
         self.link_crashes: dict[str, int] = {}
-        self.peers: dict[str, dict[str, Any]] = {}
         # Per link: (refusals in a row, time before which we do not publish our status again).
         self._status_refused: dict[str, tuple[int, float]] = {}
         self._clock_warned = False
         self.ready = asyncio.Event()
         self.engine: Engine
+        self._key: Ed25519PrivateKey
         self.store: Store
         self.sequence = SequenceCounter.at(config.sequence_file)
         self._seq_lease = 0  # the node's counter file says at least this
@@ -139,6 +140,7 @@ class Node:
     async def run(self) -> None:
         cfg = self.config
         key: Ed25519PrivateKey = load_private(cfg.key)
+        self._key = key
         trust = load_trust(cfg.roster, load_public(cfg.root))
         trust.skew_s = cfg.skew_s
         if trust.roster is not None and trust.roster.by_name(cfg.node) is None:
@@ -325,18 +327,24 @@ class Node:
         self._internal.append(("link", link, state))
         self._wake.set()
 
-    def peer_status(self, peer: str, status: dict[str, Any], *, link: str = "mqtt") -> None:
-        self.peers[peer] = {**status, "heard_at": self.clock()}
-        their_time = status.get("time")
-        if isinstance(their_time, int | float) and not isinstance(their_time, bool):
-            # Evidence about our own clock (relay.engine.clock); the engine keeps it bounded.
-            self._internal.append(("peer_time", peer, float(their_time)))
-        if status.get("state") != "offline":
-            gateway = status.get("gateway")
-            self._internal.append(
-                ("peer", link, peer, gateway if isinstance(gateway, bool) else None)
-            )
-            self._wake.set()
+    def peer_status(self, peer: str, raw: bytes, *, link: str = "mqtt") -> None:
+        """A status from ``peer``'s status topic: the engine verifies it (signed by that roster
+        node) before the peer counts as heard. Bounded like any other input."""
+        try:
+            self._inputs.put_nowait(("status", link, peer, raw))
+        except asyncio.QueueFull:
+            self.overload_drops += 1
+            self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
+        self._wake.set()
+
+    def sign_status(self, status: dict[str, Any]) -> bytes:
+        """Our status signed with the node key (relay.engine.status), with our clock's time."""
+        return seal_status({"time": self.clock(), **status}, self._key, self.clock())
+
+    @property
+    def peers(self) -> dict[str, dict[str, Any]]:
+        """Accepted statuses by node (bounded by the engine's peer table)."""
+        return self.engine.peer_statuses
 
     # ------------------------------------------------------------------ the engine task
 
@@ -397,12 +405,8 @@ class Node:
                 return engine.transmitted(link, msg_id, ok, now)
             case ("link", link, state):
                 return engine.link_state(link, state, now)
-            case ("peer", link, node, gateway):
-                engine.peer_heard(link, node, now, gateway=gateway)
-                return []
-            case ("peer_time", node, their_time):
-                engine.observe_clock(node, their_time, now)
-                return []
+            case ("status", link, node, raw):
+                return engine.status_received(link, node, raw, now)
             case ("link_rejected", link, reason, detail):
                 return engine.rejected_by_link(link, reason, detail, now)
             case ("refused", link, msg_id, target, reason):

@@ -87,6 +87,8 @@ class Reason(StrEnum):
     DRILL_WINDOW = "outside-drill-window"
     STORE_FULL = "store-full"
     DISK_FULL = "disk-full"  # the daemon's store cannot be written (not a message's fault)
+    UNSIGNED = "unsigned"  # e.g. a plain JSON status where a signed one is required
+    WRONG_SIGNER = "wrong-signer"  # signed by a node other than the one whose topic carried it
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sim",
     "drill",
     "console",
+    "broker",
 )
 
 Handler = Callable[[argparse.Namespace], int]

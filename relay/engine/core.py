@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -57,6 +58,7 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
+from relay.engine.status import check_status
 from relay.envelope import (
     Audience,
     Decision,
@@ -106,6 +108,8 @@ class EngineConfig:
     max_inbound_bytes: int = 4096
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
+    # Only roster nodes become peers; beyond this many the least recently heard is forgotten.
+    max_peers: int = 1024
     trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
     # Gateways take turns, in an order that every gateway computes alike (by a hash of node name
     # and decision, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
@@ -231,6 +235,8 @@ class Engine:
         self.rejections: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
         self.peers: dict[str, float] = {}
+        self.peer_statuses: dict[str, dict[str, Any]] = {}  # accepted signed statuses, by node
+        self._status_issued: dict[str, dict[str, int]] = {}  # node -> state -> last issued-at
         self._own_kid = key_id(node_key.public_key().public_bytes_raw())
         self._sync_rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.sync = sync.SyncState(
@@ -303,7 +309,12 @@ class Engine:
 
     def peer_heard(self, link: str, node: str, now: float, *, gateway: bool | None = None) -> None:
         """A node was heard on a link (any message or status it published). ``gateway``: its
-        status says whether it has a usable mesh link besides MQTT (None: not stated)."""
+        status says whether it has a usable mesh link besides MQTT (None: not stated).
+
+        Only nodes on the roster become peers (a topic name is no proof of anything), and the
+        table holds at most ``max_peers``: a new one evicts the least recently heard."""
+        if not self._admit_peer(node):
+            return
         self.peers[node] = now
         if self._kind(link) == "mqtt":
             before = self.mqtt_peers.get(node, float("-inf"))
@@ -315,6 +326,75 @@ class Engine:
             back = before < now - self.config.peer_timeout_s  # new, or back from a partition
             if back and link in self.links and node != self.config.node:
                 self.sync.peer_returned(link, node, now)
+
+    def _admit_peer(self, node: str) -> bool:
+        roster = self.trust.roster
+        entry = roster.by_name(node) if roster is not None else None
+        if entry is None or entry.role != Role.NODE:
+            self.counters["peers_not_on_roster"] += 1
+            return False
+        if node not in self.peers and len(self.peers) >= self.config.max_peers:
+            oldest = min(self.peers, key=self.peers.__getitem__)
+            self._forget_peer(oldest)
+            self.counters["peers_evicted"] += 1
+        return True
+
+    def _forget_peer(self, node: str) -> None:
+        for table in (self.peers, self.mqtt_peers, self.gateway_peers, self.peer_statuses):
+            table.pop(node, None)
+        self._status_issued.pop(node, None)
+        self._quiet.discard(node)
+
+    def status_received(self, link: str, peer: str, raw: bytes, now: float) -> list[Action]:
+        """A status published on ``peer``'s status topic (relay.engine.status): verified, then
+        the peer is heard (gateway or not); a forged, unsigned or stale one is rejected."""
+        self.counters["statuses"] += 1
+        self._saw_time(now)
+
+        def observe(signer: str, issued_at: int) -> None:
+            # A verified status is a reading of its signer's clock when it was sent, a point of
+            # evidence about ours (relay.engine.clock); noted before the time checks, which
+            # would otherwise reject every status while our own clock is far off.
+            if signer == peer:
+                self.observe_clock(signer, float(issued_at), now)
+
+        before = self.trusted_now(now)
+        heard = check_status(
+            self.trust,
+            peer,
+            raw,
+            before,
+            last_issued=self._status_issued.get(peer, {}),
+            max_bytes=self.config.max_inbound_bytes,
+            observe=observe,
+        )
+        if isinstance(heard, Rejection) and heard.reason in TIME_REASONS:
+            after = self.trusted_now(now)
+            if after != before:
+                heard = check_status(
+                    self.trust,
+                    peer,
+                    raw,
+                    after,
+                    last_issued=self._status_issued.get(peer, {}),
+                    max_bytes=self.config.max_inbound_bytes,
+                )
+        if isinstance(heard, Rejection):
+            # Counted and logged, not audited: a broker can hold thousands of retained statuses
+            # and hands them all over on every connect.
+            self.counters["statuses_rejected"] += 1
+            self.rejections[str(heard.reason)] += 1
+            return [Rejected(link, heard.reason, f"status: {heard.detail}", None)]
+        if not self._admit_peer(peer):  # checked by the trust rules already; kept for the bound
+            return []
+        self._status_issued.setdefault(peer, {})[str(heard.fields["state"])] = heard.issued_at
+        self.peer_statuses[peer] = {**heard.fields, "heard_at": now}
+        if heard.online:
+            gateway = heard.fields.get("gateway")
+            self.peer_heard(link, peer, now, gateway=gateway if isinstance(gateway, bool) else None)
+        else:
+            self.peers.setdefault(peer, now)  # keeps the status table inside the same bound
+        return []
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -542,6 +622,11 @@ class Engine:
         verdict = self._check(env, now)
         if isinstance(verdict, Rejection):
             return self._reject(link, verdict, ticket, now, env.id)
+        if verdict.role == Role.NODE and d.kind == Kind.STATUS:
+            # A node's heartbeat belongs on its status topic; replayed as a message it would
+            # be stored and forwarded (relay.engine.status).
+            why = Rejection(Reason.WRONG_TOPIC, "a node's status is not a message")
+            return self._reject(link, why, ticket, now, env.id)
         window = self.config.drill_window
         if d.exercise and window is not None and not window[0] <= now <= window[1]:
             span = "..".join(datetime.fromtimestamp(t, UTC).isoformat() for t in window)
@@ -1081,7 +1166,7 @@ class Engine:
         return now + self.clock.correction(now)
 
     def observe_clock(self, source: str, their_time: float, now: float) -> None:
-        """A peer's status said its clock read ``their_time`` (unsigned: peers' names only)."""
+        """A peer's verified status said its clock read ``their_time`` (roster nodes only)."""
         self._saw_time(now)
         if source != self.config.node and (roster := self.trust.roster) is not None:
             entry = roster.by_name(source)

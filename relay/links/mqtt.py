@@ -408,8 +408,17 @@ class _Session:
 class MqttLink:
     """An MQTT link with persistent sessions, measured liveness and broker failover."""
 
-    def __init__(self, settings: MqttSettings, *, on_event: Callable[[LinkEvent], None]) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        on_event: Callable[[LinkEvent], None],
+        sign_offline: Callable[[], bytes] | None = None,
+    ) -> None:
         self._settings = settings
+        # With ``sign_offline`` the status is signed by the node (relay.engine.status): the Will
+        # and the goodbye come from it, and no status is published before ``set_status``.
+        self._sign_offline = sign_offline
         self._on_event = on_event
         self._log = structlog.get_logger("relay.links.mqtt").bind(link="mqtt", node=settings.node)
         self._state: LinkState = "down"
@@ -418,7 +427,7 @@ class MqttLink:
         self._running = False
         self._rng = secrets.SystemRandom()
         self._tls: dict[int, ssl.SSLContext] = {}
-        self._status: bytes = b'{"state":"online"}'
+        self._status: bytes | None = None if sign_offline else b'{"state":"online"}'
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "connects",
@@ -470,16 +479,20 @@ class MqttLink:
             raise ValueError(f"unknown channel {channel!r}")
         await self._publish_acked(self.topic(channel), payload, retain=False)
 
-    async def set_status(self, status: Mapping[str, object]) -> None:
-        """Set our retained status (JSON; ``state`` defaults to "online").
+    async def set_status(self, status: Mapping[str, object] | bytes) -> None:
+        """Set our retained status: exact bytes (a signed status), or a mapping sent as JSON
+        (``state`` defaults to "online").
 
         The status is kept and republished on every connect (the Will may have replaced it).
         While the link is down this only stores it; while up it waits for the PUBACK and raises
         like ``publish()``.
         """
-        self._status = json.dumps(
-            {"state": "online", **status}, separators=(",", ":"), sort_keys=True
-        ).encode()
+        if isinstance(status, bytes):
+            self._status = status
+        else:
+            self._status = json.dumps(
+                {"state": "online", **status}, separators=(",", ":"), sort_keys=True
+            ).encode()
         if self._usable_session() is not None:
             await self._publish_acked(self.topic("status"), self._status, retain=True)
 
@@ -573,7 +586,7 @@ class MqttLink:
             # clean_start but its default for v3.1.1, where clean_session=False does the job.
             clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
-            will=aiomqtt.Will(self.topic("status"), _OFFLINE, qos=1, retain=True),
+            will=aiomqtt.Will(self.topic("status"), self._offline(), qos=1, retain=True),
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
             username=broker.username,
@@ -588,11 +601,12 @@ class MqttLink:
                 await client.__aenter__()
                 entered = True
                 await self._subscribe(client)
-                ack = client.publish_acked(self.topic("status"), self._status, retain=True)
-                code = await ack
-                if code.is_failure:
-                    # Not fatal: the link still works for reading; say so loudly.
-                    self._log.warning("mqtt status rejected", broker=broker.url, code=str(code))
+                if self._status is not None:
+                    ack = client.publish_acked(self.topic("status"), self._status, retain=True)
+                    code = await ack
+                    if code.is_failure:
+                        # Not fatal: the link still works for reading; say so loudly.
+                        self._log.warning("mqtt status rejected", broker=broker.url, code=str(code))
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             self._stats["connect_failures"] += 1
             if entered:
@@ -609,7 +623,10 @@ class MqttLink:
 
     async def _subscribe(self, client: _Client) -> None:
         p = self._settings.topic_prefix
-        wanted = [(f"{p}/+/{c}", 1) for c in ("msg", "rcpt", "sync", "status")]
+        # Status with QoS 0: the broker then queues no heartbeats for us while we are away (they
+        # would crowd decisions out of max_queued_messages); the retained one comes on subscribe.
+        wanted = [(f"{p}/+/{c}", 1) for c in ("msg", "rcpt", "sync")]
+        wanted.append((f"{p}/+/status", 0))
         wanted.append((self.topic("probe"), 0))
         granted = await client.subscribe(wanted, timeout=self._settings.connect_timeout_s)
         codes = [c.value if isinstance(c, ReasonCode) else int(c) for c in granted]
@@ -679,7 +696,9 @@ class MqttLink:
             async with asyncio.timeout(_LEAVE_TIMEOUT_S):
                 if session.pending:
                     await asyncio.wait(session.pending)
-                ack = session.client.publish_acked(self.topic("status"), _OFFLINE, retain=True)
+                ack = session.client.publish_acked(
+                    self.topic("status"), self._offline(), retain=True
+                )
                 await ack
         session.end("left")
         self._session = None
@@ -849,6 +868,9 @@ class MqttLink:
                 topic=topic,
             )
         self._stats["published"] += 1
+
+    def _offline(self) -> bytes:
+        return self._sign_offline() if self._sign_offline is not None else _OFFLINE
 
     # -- state -----------------------------------------------------------------------------------
 

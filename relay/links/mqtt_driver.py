@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from relay.config import Config
@@ -50,20 +49,20 @@ class MqttDriver:
             connect_timeout_s=max(opts.probe_timeout_s, 1.0),
             reconnect_max_s=2.0,
         )
-        self.link = mqtt_link.MqttLink(settings, on_event=self._on_event)
+        # Our status, its Last Will and the goodbye are signed with the node key.
+        self.link = mqtt_link.MqttLink(
+            settings,
+            on_event=self._on_event,
+            sign_offline=lambda: host.sign_status({"state": "offline"}),
+        )
 
     def _on_event(self, event: mqtt_link.LinkEvent) -> None:
         match event:
             case mqtt_link.LinkStateChanged():
                 self._host.link_state(self.name, event.state, f"{event.broker_url} {event.reason}")
             case mqtt_link.Inbound(channel="status"):
-                try:
-                    status = json.loads(event.payload)
-                except ValueError:
-                    status = {"state": "unparseable"}
-                self._host.peer_status(
-                    event.sender_node, status if isinstance(status, dict) else {}
-                )
+                # Verified by the engine (relay.engine.status): signed by that node, or rejected.
+                self._host.peer_status(event.sender_node, event.payload, link=self.name)
             case mqtt_link.Inbound():
                 if event.sender_node == self._node:
                     return  # our own publication echoed by the broker
@@ -84,9 +83,9 @@ class MqttDriver:
         await self.link.publish(t.channel, t.raw)  # type: ignore[arg-type]
 
     async def publish_status(self, status: dict[str, Any]) -> None:
-        """Set our retained status; raises like ``send``. When it fails the daemon tries again
-        later; the Last Will covers a dead node."""
-        await self.link.set_status(status)
+        """Set our retained status, signed with the node key; raises like ``send``. When it
+        fails the daemon tries again later; the Last Will covers a dead node."""
+        await self.link.set_status(self._host.sign_status(status))
 
     def describe(self) -> dict[str, Any]:
         return {"mqtt": self.link.statistics()}

@@ -41,6 +41,7 @@ class NodeSpec:
     mqtt_options: dict[str, Any] = field(default_factory=dict)  # [mqtt] keys over the defaults
     radio_options: dict[str, Any] = field(default_factory=dict)  # more keys of each [[mesh.radio]]
     broker_options: dict[str, Any] = field(default_factory=dict)  # keys of each [[mqtt.broker]]
+    mqtt_tls: tuple[Path, Path, Path] | None = None  # ca, cert, key for every mqtts:// broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,9 @@ class Cluster:
             for url in spec.mqtt:
                 lines += ["[[mqtt.broker]]", f"url = {_toml_value(url)}"]
                 lines += [f"{k} = {_toml_value(v)}" for k, v in spec.broker_options.items()]
+                if spec.mqtt_tls is not None and url.startswith("mqtts:"):
+                    for k, path in zip(("ca", "cert", "key"), spec.mqtt_tls, strict=True):
+                        lines.append(f"{k} = {_toml_value(str(path))}")
                 lines.append("")
         for radio in spec.radios:
             extra = [f"{k} = {_toml_value(v)}" for k, v in spec.radio_options.items()]

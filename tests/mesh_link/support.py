@@ -32,8 +32,11 @@ class RecordingHost:
         self.states.append((link, state, detail))
         self.changed.set()
 
-    def peer_status(self, peer: str, status: dict[str, Any], *, link: str = "mesh") -> None:
+    def peer_status(self, peer: str, raw: bytes, *, link: str = "mesh") -> None:
         self.changed.set()
+
+    def sign_status(self, status: dict[str, Any]) -> bytes:
+        raise AssertionError("a mesh link publishes no status")
 
     @property
     def state(self) -> str:

@@ -56,6 +56,37 @@ def test_roundtrip_between_two_links(mosquitto: Mosquitto) -> None:
     run(scenario)
 
 
+def test_signed_status_will_and_goodbye_come_from_the_signer(mosquitto: Mosquitto) -> None:
+    """Test that with a signing callback no status goes out before set_status, the status is
+    the given bytes, and the goodbye (and Will) is what the callback signs."""
+    rec_a, rec_b = Recorder(), Recorder()
+    signed = iter(range(1000))
+    a = MqttLink(
+        settings("a", mosquitto.url),
+        on_event=rec_a,
+        sign_offline=lambda: b"signed offline %d" % next(signed),
+    )
+    b = MqttLink(settings("b", mosquitto.url), on_event=rec_b)
+
+    async def scenario() -> None:
+        async with running(b):
+            await rec_b.state("up")
+            async with running(a):
+                await rec_a.state("up")
+                await a.publish("msg", b"after connect")
+                await rec_b.inbound("msg", b"after connect")
+                statuses = [e for e in rec_b.of_type(Inbound) if e.channel == "status"]
+                assert not [e for e in statuses if e.sender_node == "a"]
+                await a.set_status(b"signed online")
+                await rec_b.inbound("status", b"signed online")
+            goodbye = await rec_b.wait_for(
+                lambda e: isinstance(e, Inbound) and e.payload.startswith(b"signed offline")
+            )
+            assert isinstance(goodbye, Inbound) and goodbye.sender_node == "a"
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("protocol", ["v5", "v311"])
 def test_offline_node_receives_messages_sent_while_away(
     mosquitto: Mosquitto, protocol: str
@@ -247,25 +278,27 @@ def test_tls_with_client_certificates(mosquitto_factory: Factory, tmp_path: Path
 def test_acl_denies_publishing_to_another_nodes_topic(
     mosquitto_factory: Factory, tmp_path: Path
 ) -> None:
-    """Test that a node holding a's certificate cannot publish under b's topics (PUBACK 135)."""
-    broker, ca = _tls_broker(mosquitto_factory, tmp_path, "a")
-    rec_a, rec_imp = Recorder(), Recorder()
-    a = MqttLink(settings("a", _tls_config(broker.url, ca, "a")), on_event=rec_a)
+    """Test that a client holding a's certificate cannot publish under b's topics (PUBACK 135)
+    nor take over b's session by claiming b's client id."""
+    broker, ca = _tls_broker(mosquitto_factory, tmp_path, "a", "b")
+    rec_b, rec_imp = Recorder(), Recorder()
+    b = MqttLink(settings("b", _tls_config(broker.url, ca, "b")), on_event=rec_b)
     impostor = MqttLink(settings("b", _tls_config(broker.url, ca, "a")), on_event=rec_imp)
 
     async def scenario() -> None:
-        async with running(a):
-            await rec_a.state("up")
+        async with running(b):
+            await rec_b.state("up")
             async with running(impostor):
                 await rec_imp.state("up")
                 with pytest.raises(PublishRejected) as refused:
                     await impostor.publish("msg", b"forged")
                 assert refused.value.reason_code == 135
-            await a.publish("msg", b"genuine")
-            await rec_a.inbound("msg", b"genuine")
-            assert not [e for e in rec_a.of_type(Inbound) if e.payload == b"forged"]
-        # mosquitto logs the client id (b), not the certificate identity (a).
-        log = await broker.await_log("Denied PUBLISH from b")
+            await b.publish("msg", b"genuine")
+            await rec_b.inbound("msg", b"genuine")
+            assert not [e for e in rec_b.of_type(Inbound) if e.payload == b"forged"]
+            # use_username_as_clientid: the impostor's client id became "a"; b was never cut.
+            assert not [e for e in rec_b.events if getattr(e, "state", "") == "down"]
+        log = await broker.await_log("Denied PUBLISH from a")
         assert "crisis/b/msg" in log and "rc135" in log
 
     run(scenario)

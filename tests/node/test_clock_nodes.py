@@ -61,8 +61,12 @@ def test_nodes_30_days_fast_and_slow_keep_their_store_accept_fresh_decisions_and
         fast, slow = c.status(FAST), c.status(SLOW)
         assert fast["engine"]["clock_offset_s"] == pytest.approx(-30 * DAY, abs=120)
         assert slow["engine"]["clock_offset_s"] == pytest.approx(30 * DAY, abs=120)
-        for st in (fast, slow):
-            assert "expired" not in st["rejections"] and "not-yet-valid" not in st["rejections"]
+        for name in (FAST, SLOW):
+            # No message was refused for its time (statuses are not audited: while the evidence
+            # is still gathering, the other nodes' signed statuses can fail the time checks).
+            timed_out = [e for e in c.audit(name) if e["event"] == "rejected"
+                         and str(e["detail"]).startswith(("expired", "not-yet-valid"))]  # fmt: skip
+            assert timed_out == [], name
         assert fast["engine"]["messages"] >= held + 2  # the fresh one and its receipt too
         for name in RIGHT:
             assert c.status(name)["clock_warning"] is False, name

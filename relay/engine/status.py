@@ -1,0 +1,143 @@
+"""Signed status heartbeats: a node's retained MQTT status is a COSE_Sign1 of kind STATUS, signed
+with the node key. Pure code (time is passed in).
+
+A status is accepted only when it verifies against the roster, its signer is a *node* and is the
+node whose topic carried it, and it is not older than the last status accepted from that node
+(an old retained status replayed later cannot bring a node back, nor an old Will mark it offline;
+each state is ordered on its own, see ``check_status``). Everything
+else is a ``Rejection`` with a reason; the engine counts it (docs/broker.md, "Status").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from relay.envelope import (
+    Audience,
+    Decision,
+    Kind,
+    Precedence,
+    Reason,
+    Rejection,
+    open_envelope,
+    seal,
+)
+from relay.trust import Accepted, Role, TrustState
+
+__all__ = ["STATES", "PeerStatus", "check_status", "seal_status"]
+
+STATES = frozenset({"online", "offline"})
+# A retained status outlives its node (the broker keeps it): after a day it no longer counts.
+STATUS_LIFETIME_S = 86400
+_MAX_FIELDS = 16
+_MAX_LIST = 32
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """An accepted status: the node's own fields, and when it signed them (Unix seconds)."""
+
+    node: str
+    fields: dict[str, Any]
+    issued_at: int
+
+    @property
+    def online(self) -> bool:
+        return self.fields.get("state") != "offline"
+
+
+def seal_status(
+    fields: Mapping[str, Any], key: Ed25519PrivateKey, now: float, *, kid: bytes | None = None
+) -> bytes:
+    """Sign a status (``state`` "online" unless given) as a STATUS envelope."""
+    data = {"state": "online", **fields}
+    issued = int(now)
+    decision = Decision(
+        issued_at=issued,
+        expires_at=issued + STATUS_LIFETIME_S,
+        precedence=Precedence.ROUTINE,
+        audience=Audience.all(),
+        seq=0,  # statuses are ordered by issued-at, not by the node's message sequence
+        kind=Kind.STATUS,
+        data=data,
+    )
+    return seal(decision, key, kid=kid)
+
+
+def _fields(data: object) -> dict[str, Any] | str:
+    """The status fields, or why they are not acceptable."""
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        return "status data is not a map of names"
+    if len(data) > _MAX_FIELDS:
+        return f"status has {len(data)} fields (at most {_MAX_FIELDS})"
+    if data.get("state") not in STATES:
+        return f"status state {data.get('state')!r} is not one of {sorted(STATES)}"
+    checks: dict[str, type | tuple[type, ...]] = {
+        "time": (int, float),
+        "gateway": bool,
+        "clock_warning": bool,
+        "regions": list,
+        "links": dict,
+    }
+    for name, kind in checks.items():
+        if name in data and not isinstance(data[name], kind):
+            return f"status field {name!r} has the wrong type"
+    if isinstance(data.get("time"), bool):
+        return "status field 'time' has the wrong type"
+    regions = data.get("regions", [])
+    if len(regions) > _MAX_LIST or not all(isinstance(r, str) for r in regions):
+        return f"status regions must be up to {_MAX_LIST} names"
+    links = data.get("links", {})
+    if len(links) > _MAX_LIST or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in links.items()
+    ):
+        return f"status links must be up to {_MAX_LIST} name: state pairs"
+    return dict(data)
+
+
+def check_status(
+    trust: TrustState,
+    node: str,
+    raw: bytes,
+    now: float,
+    *,
+    last_issued: Mapping[str, int],
+    max_bytes: int,
+    observe: Callable[[str, int], None] | None = None,
+) -> PeerStatus | Rejection:
+    """Verify a status published on ``node``'s status topic. Never raises on peer input.
+
+    ``observe(signer, issued_at)`` is handed on to ``TrustState.check``: it sees the signer's clock
+    once the signature is verified, before the time checks (evidence about our own clock)."""
+    if raw[:1] == b"{":
+        return Rejection(Reason.UNSIGNED, f"unsigned (JSON) status on {node!r}'s topic")
+    env = open_envelope(raw, max_bytes=max_bytes)
+    if isinstance(env, Rejection):
+        return env
+    d = env.decision
+    if d.kind != Kind.STATUS:
+        return Rejection(Reason.WRONG_TOPIC, f"{d.kind.name} message on {node!r}'s status topic")
+    verdict = trust.check(env, now, observe=observe)
+    if not isinstance(verdict, Accepted):
+        return verdict
+    if verdict.role != Role.NODE or verdict.signer != node:
+        return Rejection(
+            Reason.WRONG_SIGNER, f"status on {node!r}'s topic signed by {verdict.signer!r}"
+        )
+    fields = _fields(d.data)
+    if isinstance(fields, str):
+        return Rejection(Reason.MALFORMED, fields)
+    # Ordered per state: the Last Will ("offline") is signed when the node connects, so it is
+    # older than the heartbeats that follow it and is compared only with earlier Wills.
+    last = last_issued.get(fields["state"])
+    if last is not None and d.issued_at < last:
+        return Rejection(
+            Reason.REPLAY,
+            f"{fields['state']} status of {node!r} issued {last - d.issued_at} s before"
+            " the last one heard",
+        )
+    return PeerStatus(node=node, fields=fields, issued_at=d.issued_at)
