@@ -54,6 +54,7 @@ from relay.envelope import Precedence, Reason, Rejection, open_envelope
 from relay.errors import CannotStart
 from relay.keys import KeyError_, SequenceCounter, load_private, load_public
 from relay.links import LinkDriver, LinkRefused, LinkUnavailable
+from relay.notify import Notifier
 from relay.render import as_json
 from relay.rosterfile import load_trust
 from relay.store import Store, StoreError, StoreFull
@@ -115,6 +116,8 @@ class Node:
         self._status_refused: dict[str, tuple[int, float]] = {}
         self._clock_warned = False
         self.ready = asyncio.Event()
+        self.notifier = Notifier()
+        self._watchdog_at = 0.0  # monotonic time of the last WATCHDOG=1
         self.engine: Engine
         self.store: Store
         self.sequence = SequenceCounter.at(config.sequence_file)
@@ -267,8 +270,11 @@ class Node:
                 )
             await api_ready.wait()
             self.ready.set()
+            # systemd (Type=notify): the links' tasks are started and the API answers.
+            self.notifier.ready(f"links {', '.join(self.links)}")
             await self._stop.wait()
             self.log.info("stopping")
+            self.notifier.stopping()
             for task in workers:
                 task.cancel()
             self._store_batches.append(Persist(-1, ()))  # sentinel: flush and finish
@@ -345,6 +351,7 @@ class Node:
         for name in self.links:
             self._dispatch(engine.link_state(name, "down", self.clock()))
         while True:
+            self._pet_watchdog()
             now = self.clock()
             self._dispatch(engine.timer(now))
             timeout = max(0.0, min(engine.next_deadline() - now, 1.0))
@@ -383,6 +390,17 @@ class Node:
             )
         else:
             self.log.info("clock_agrees", offset_s=offset)
+
+    def _pet_watchdog(self) -> None:
+        """WATCHDOG=1 from the engine loop (it wakes at least once a second), at half the
+        interval systemd gave: a hung engine stops the pings and systemd restarts the node."""
+        interval = self.notifier.watchdog_s
+        if interval is None:
+            return
+        mono = time.monotonic()
+        if mono - self._watchdog_at >= interval / 2:
+            self._watchdog_at = mono
+            self.notifier.watchdog()
 
     def _feed(self, event: tuple[Any, ...], now: float) -> list[Action]:
         engine = self.engine
