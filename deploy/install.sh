@@ -108,12 +108,19 @@ install() {
     if [ ! -x "$PREFIX/bin/python" ]; then
         "$PYTHON" -m venv "$PREFIX"
     fi
-    # Dependencies from the package index (wheels only: no compiler on a node), then the
-    # wheel itself again so a rebuilt wheel of the same version replaces the old files.
-    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: \
-        "$WHEEL"
-    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-        --force-reinstall "$WHEEL"
+    stamp="$PREFIX/.installed-wheel"
+    sum=$(sha256sum "$WHEEL" | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ] && [ -x "$PREFIX/bin/relay" ]; then
+        say "this wheel is already installed in $PREFIX"
+    else
+        # Dependencies from the package index (wheels only: no compiler on a node), then the
+        # wheel itself again so a rebuilt wheel of the same version replaces the old files.
+        "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --only-binary=:all: "$WHEEL"
+        "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+            --force-reinstall "$WHEEL"
+        echo "$sum" > "$stamp"
+    fi
     mkdir -p "$ETC" "$STATE" "$(dirname "$UNIT")"
     chmod 0750 "$ETC"
     chmod 0700 "$STATE"

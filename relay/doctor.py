@@ -33,7 +33,9 @@ DISK_WARN_BYTES = 500 * 1024 * 1024
 ROSTER_WARN_S = 14 * 86400
 CLOCK_WARN_S = 60.0
 CONNECT_TIMEOUT_S = 5.0
-PUBLIC_PSKS = {b"", b"\x01"}  # no key, and "AQ==": the default key everyone knows
+# Channel keys of 0 or 1 byte are "no key" or the public default key ("AQ==") or a variant of
+# it that everyone can derive; only a 16 or 32 byte key is private.
+PRIVATE_PSK_LENGTHS = {16, 32}
 
 RadioProbe = Callable[[RadioEntry, float], dict[str, Any]]
 LOCAL = ZoneInfo("Europe/Amsterdam")
@@ -235,7 +237,7 @@ def radio_checks(
             "apply the radio profile, or set [[mesh.radio]] preset to match",
         )
         psk = info.get("psk")
-        if isinstance(psk, bytes) and psk not in PUBLIC_PSKS:
+        if isinstance(psk, bytes) and len(psk) in PRIVATE_PSK_LENGTHS:
             yield Check(f"{key} channel key", "ok", f"{radio.name}: private channel key")
         else:
             yield Check(
