@@ -13,6 +13,7 @@ directories are writable. It reads files only; it creates nothing.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -168,7 +169,26 @@ def run_checks(cfg: Config, *, now: float | None = None) -> list[Check]:
     checks.append(check_writable_dir("node.store", cfg.store, "store"))
     checks.append(check_writable_dir("api.socket", cfg.api_socket, "API socket"))
     checks.extend(_tls_files(cfg))
+    if cfg.metrics_listen is not None:
+        checks.append(_metrics_port(*cfg.metrics_listen))
     return checks
+
+
+def _metrics_port(host: str, port: int) -> Check:
+    """The metrics address can be bound (nothing else listens there)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        return Check(
+            "metrics.listen",
+            "fail",
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "choose a free port or stop what listens there",
+        )
+    return Check("metrics.listen", "ok", f"{host}:{port} is free for the metrics endpoint")
 
 
 def _tls_files(cfg: Config) -> Iterator[Check]:

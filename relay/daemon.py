@@ -111,6 +111,7 @@ class Node:
         self.views: dict[str, LinkView] = {}
         self.overload_drops = 0
         self.link_crashes: dict[str, int] = {}
+        self.link_changes: dict[str, int] = {}
         self.peers: dict[str, dict[str, Any]] = {}
         # Per link: (refusals in a row, time before which we do not publish our status again).
         self._status_refused: dict[str, tuple[int, float]] = {}
@@ -257,6 +258,13 @@ class Node:
                 tg.create_task(serving, name="api"),
                 tg.create_task(self._housekeeping(), name="housekeeping"),
             ]
+            if self.config.metrics_listen is not None:
+                from relay import metrics
+
+                host, port = self.config.metrics_listen
+                workers.append(
+                    tg.create_task(metrics.serve(host, port, self.status), name="metrics")
+                )
             for name, driver in self.links.items():
                 workers.append(
                     tg.create_task(self._supervise_link(name, driver), name=f"link-{name}")
@@ -327,6 +335,7 @@ class Node:
         view = self.views[link]
         if view.state != state:
             self.log.info("link_state", link=link, state=state, was=view.state, detail=detail)
+            self.link_changes[link] = self.link_changes.get(link, 0) + 1
             view.state, view.since, view.detail = state, self.clock(), detail
         self._internal.append(("link", link, state))
         self._wake.set()
@@ -769,6 +778,15 @@ class Node:
             "input_queue": self._inputs.qsize(),
             "overload_drops": self.overload_drops,
             "link_crashes": self.link_crashes,
+            "link_changes": self.link_changes,
+            "store_bytes": sum(
+                p.stat().st_size
+                for p in (
+                    self.config.store,
+                    self.config.store.with_name(self.config.store.name + "-wal"),
+                )
+                if p.exists()
+            ),
             "peers": self.peers,
             "engine_peers": dict(self.engine.peers),
             "gateway_peers": dict(self.engine.gateway_peers),
