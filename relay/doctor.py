@@ -196,22 +196,34 @@ def broker_check(i: int, b: BrokerEntry, now: float) -> Iterator[Check]:
 def radio_checks(
     cfg: Config, status: dict[str, Any] | None, probe: RadioProbe | None
 ) -> Iterator[Check]:
+    """Firmware, region, preset and channel key of each radio: read by the running node at its
+    connect (``links[].mesh.radio_config``), or read here with meshtastic when it is not running
+    (a radio serves one client at a time)."""
     for i, radio in enumerate(cfg.radios):
         key = f"mesh.radio[{i}]"
+        want = radio.preset
         if status is not None:
             link = next((lk for lk in status.get("links", []) if lk["name"] == radio.name), None)
             state = link["state"] if link else "?"
+            seen = ((link or {}).get("mesh") or {}).get("radio_config") or {}
             yield Check(
                 key,
-                "ok" if state == "up" else "fail",
+                "ok" if state != "down" else "fail",
                 f"{radio.name}: held by the running node, link {state}",
                 "check the radio's cable and power; `relay status` shows the detail",
             )
+            if seen:
+                yield from _radio_findings(
+                    key,
+                    radio.name,
+                    want,
+                    seen.get("region"),
+                    seen.get("preset"),
+                    seen.get("channel_key"),
+                )
             continue
-        if probe is None:
-            probe = _probe
         try:
-            info = probe(radio, CONNECT_TIMEOUT_S * 4)
+            info = (probe or _probe)(radio, CONNECT_TIMEOUT_S * 4)
         except Exception as exc:  # noqa: BLE001 - any failure to talk to the radio is the finding
             yield Check(
                 key,
@@ -221,32 +233,44 @@ def radio_checks(
             )
             continue
         yield Check(key, "ok", f"{radio.name}: firmware {info.get('firmware', '?')}")
-        region = info.get("region")
-        yield Check(
-            f"{key} region",
-            "ok" if region == "EU_868" else "fail",
-            f"{radio.name}: region {region}",
-            "apply the relay radio profile (firmware_configs/): region EU_868",
-        )
-        preset = info.get("preset")
-        want = getattr(radio, "preset", None) or "LONG_FAST"
-        yield Check(
-            f"{key} preset",
-            "ok" if preset == want else "fail",
-            f"{radio.name}: preset {preset} (configured {want})",
-            "apply the radio profile, or set [[mesh.radio]] preset to match",
-        )
         psk = info.get("psk")
-        if isinstance(psk, bytes) and len(psk) in PRIVATE_PSK_LENGTHS:
-            yield Check(f"{key} channel key", "ok", f"{radio.name}: private channel key")
-        else:
-            yield Check(
-                f"{key} channel key",
-                "fail",
-                f"{radio.name}: the channel key is the public default (AQ==)",
-                "meshtastic --ch-set psk random --ch-index 0, then share the channel URL "
-                "with the other radios",
-            )
+        channel_key = (
+            "private"
+            if isinstance(psk, bytes) and len(psk) in PRIVATE_PSK_LENGTHS
+            else "none"
+            if not psk
+            else "default"
+        )
+        yield from _radio_findings(
+            key, radio.name, want, info.get("region"), info.get("preset"), channel_key
+        )
+
+
+def _radio_findings(
+    key: str, name: str, want: str, region: Any, preset: Any, channel_key: Any
+) -> Iterator[Check]:
+    yield Check(
+        f"{key} region",
+        "ok" if region == "EU_868" else "fail",
+        f"{name}: region {region}",
+        "apply the radio profile for its role (firmware_configs/): region EU_868",
+    )
+    yield Check(
+        f"{key} preset",
+        "ok" if preset == want else "fail",
+        f"{name}: preset {preset} (configured {want})",
+        "apply the radio profile, or set [[mesh.radio]] preset to match",
+    )
+    if channel_key == "private":
+        yield Check(f"{key} channel key", "ok", f"{name}: private channel key")
+    else:
+        yield Check(
+            f"{key} channel key",
+            "fail",
+            f"{name}: the channel key is the public default (AQ==) or none",
+            "meshtastic --ch-set psk random --ch-index 0, then share the channel URL "
+            "with the other radios",
+        )
 
 
 def _probe(radio: RadioEntry, timeout_s: float) -> dict[str, Any]:

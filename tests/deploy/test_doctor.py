@@ -215,3 +215,20 @@ def test_store_path_key_is_reported_for_an_unwritable_store(
     blocker.write_text("")
     set_key(node_files.config_path("n1"), "store", str(blocker / "relay.db"))
     assert by_key(doctor.diagnose(config_of(node_files)))["node.store"].status == "fail"
+
+
+@pytest.mark.radio
+@pytest.mark.subprocess
+def test_doctor_reads_the_radio_settings_from_the_running_node(tmp_path: Path) -> None:
+    """Test that with the node running, doctor takes the radio's settings from the node."""
+    with MeshProcess(tmp_path / "mesh", {"m": ["r1"]}) as mesh:
+        c = radio_node(tmp_path, mesh.radio("r1"))
+        c.start("n1")
+        try:
+            c.wait_ready("n1")
+            checks = by_key(doctor.diagnose(config_of(c)))
+        finally:
+            c.stop("n1")
+    assert "held by the running node, link up" in checks["mesh.radio[0]"].message
+    assert checks["mesh.radio[0] region"].status == "ok"
+    assert checks["mesh.radio[0] channel key"].status == "fail"
