@@ -73,6 +73,10 @@ def roster_checks(cfg: Config, status: dict[str, Any] | None, now: float) -> Ite
             "fail",
             f"roster serial {serial} expired at {when}",
             "issue a new roster with `relay roster add/revoke` and distribute it",
+            nl=(
+                f"roster serienummer {serial} is verlopen op {when}",
+                "maak een nieuwe roster met `relay roster add/revoke` en verspreid die",
+            ),
         )
     elif left < ROSTER_WARN_S:
         yield Check(
@@ -80,15 +84,28 @@ def roster_checks(cfg: Config, status: dict[str, Any] | None, now: float) -> Ite
             "warn",
             f"roster serial {serial} expires at {when}",
             "issue a new roster before then",
+            nl=(
+                f"roster serienummer {serial} verloopt op {when}",
+                "maak vóór die tijd een nieuwe roster",
+            ),
         )
     else:
-        yield Check("trust.roster expiry", "ok", f"roster serial {serial} valid until {when}")
+        yield Check(
+            "trust.roster expiry",
+            "ok",
+            f"roster serial {serial} valid until {when}",
+            nl=(f"roster serienummer {serial} geldig tot {when}", ""),
+        )
     if status is None:
         yield Check(
             "trust.roster newest",
             "warn",
             "the node is not running: cannot compare with the newest roster it knows",
             "start the node (systemctl start relay) and run doctor again",
+            nl=(
+                "de node draait niet: kan niet vergelijken met de nieuwste roster die hij kent",
+                "start de node (systemctl start relay) en draai doctor opnieuw",
+            ),
         )
         return
     known = status.get("engine", {}).get("roster_serial")
@@ -98,9 +115,18 @@ def roster_checks(cfg: Config, status: dict[str, Any] | None, now: float) -> Ite
             "fail",
             f"the file has serial {serial}, the running node knows serial {known}",
             f"replace {cfg.roster} with the newest roster",
+            nl=(
+                f"het bestand heeft serienummer {serial}, de draaiende node kent {known}",
+                f"vervang {cfg.roster} door de nieuwste roster",
+            ),
         )
     else:
-        yield Check("trust.roster newest", "ok", f"serial {serial} is the newest the node knows")
+        yield Check(
+            "trust.roster newest",
+            "ok",
+            f"serial {serial} is the newest the node knows",
+            nl=(f"serienummer {serial} is het nieuwste dat de node kent", ""),
+        )
 
 
 def store_checks(cfg: Config) -> Iterator[Check]:
@@ -112,13 +138,23 @@ def store_checks(cfg: Config) -> Iterator[Check]:
         except StoreError as exc:
             verdict = str(exc)
         if verdict == "ok":
-            yield Check("node.store integrity", "ok", f"{cfg.store}: PRAGMA integrity_check ok")
+            yield Check(
+                "node.store integrity",
+                "ok",
+                f"{cfg.store}: PRAGMA integrity_check ok",
+                nl=(f"{cfg.store}: PRAGMA integrity_check ok", ""),
+            )
         else:
             yield Check(
                 "node.store integrity",
                 "fail",
                 f"{cfg.store}: {verdict}",
                 "stop the node and restore the store from the last backup (docs/operations.md)",
+                nl=(
+                    f"{cfg.store}: {verdict}",
+                    "stop de node en zet de store terug uit de laatste back-up "
+                    "(docs/operations.md)",
+                ),
             )
     else:
         yield Check(
@@ -126,18 +162,35 @@ def store_checks(cfg: Config) -> Iterator[Check]:
             "warn",
             f"{cfg.store}: no store yet",
             "it is created when the node first starts",
+            nl=(
+                f"{cfg.store}: nog geen store",
+                "die wordt gemaakt als de node voor het eerst start",
+            ),
         )
     d = cfg.store.parent
     while not d.exists() and d != d.parent:
         d = d.parent
     free = shutil.disk_usage(d).free
     text = f"{free / 2**20:.0f} MiB free on the store's file system ({d})"
+    text_nl = f"{free / 2**20:.0f} MiB vrij op het bestandssysteem van de store ({d})"
     if free < DISK_FAIL_BYTES:
-        yield Check("node.store disk", "fail", text, "free disk space (old logs, backups)")
+        yield Check(
+            "node.store disk",
+            "fail",
+            text,
+            "free disk space (old logs, backups)",
+            nl=(text_nl, "maak schijfruimte vrij (oude logs, back-ups)"),
+        )
     elif free < DISK_WARN_BYTES:
-        yield Check("node.store disk", "warn", text, "free disk space soon")
+        yield Check(
+            "node.store disk",
+            "warn",
+            text,
+            "free disk space soon",
+            nl=(text_nl, "maak binnenkort schijfruimte vrij"),
+        )
     else:
-        yield Check("node.store disk", "ok", text)
+        yield Check("node.store disk", "ok", text, nl=(text_nl, ""))
 
 
 def _tls_context(b: BrokerEntry) -> ssl.SSLContext:
@@ -157,6 +210,10 @@ def broker_check(i: int, b: BrokerEntry, now: float) -> Iterator[Check]:
             "fail",
             f"{b.url}: cannot connect: {exc}",
             f"check the network, the broker and the firewall (port {b.port})",
+            nl=(
+                f"{b.url}: geen verbinding: {exc}",
+                f"controleer het netwerk, de broker en de firewall (poort {b.port})",
+            ),
         )
         return
     with sock:
@@ -166,6 +223,10 @@ def broker_check(i: int, b: BrokerEntry, now: float) -> Iterator[Check]:
                 "warn",
                 f"{b.url}: reachable, but without TLS",
                 "use an mqtts:// broker with the broker kit's certificates",
+                nl=(
+                    f"{b.url}: bereikbaar, maar zonder TLS",
+                    "gebruik een mqtts://-broker met de certificaten uit de broker-kit",
+                ),
             )
             return
         try:
@@ -177,6 +238,10 @@ def broker_check(i: int, b: BrokerEntry, now: float) -> Iterator[Check]:
                 "fail",
                 f"{b.url}: TLS failed: {exc}",
                 f"check {key}.ca/cert/key against the broker kit",
+                nl=(
+                    f"{b.url}: TLS mislukt: {exc}",
+                    f"controleer {key}.ca/cert/key met de broker-kit",
+                ),
             )
             return
     not_after = ssl.cert_time_to_seconds(str((cert or {}).get("notAfter")))
@@ -188,9 +253,19 @@ def broker_check(i: int, b: BrokerEntry, now: float) -> Iterator[Check]:
             "fail",
             f"{b.url}: TLS ok, but the broker's certificate expires {when} ({days:.0f} days)",
             "renew the broker certificate (relay broker kit)",
+            nl=(
+                f"{b.url}: TLS ok, maar het certificaat van de broker verloopt {when} "
+                f"({days:.0f} dagen)",
+                "vernieuw het brokercertificaat (relay broker kit)",
+            ),
         )
     else:
-        yield Check(key, "ok", f"{b.url}: TLS ok, certificate valid until {when}")
+        yield Check(
+            key,
+            "ok",
+            f"{b.url}: TLS ok, certificate valid until {when}",
+            nl=(f"{b.url}: TLS ok, certificaat geldig tot {when}", ""),
+        )
 
 
 def radio_checks(
@@ -211,6 +286,10 @@ def radio_checks(
                 "ok" if state != "down" else "fail",
                 f"{radio.name}: held by the running node, link {state}",
                 "check the radio's cable and power; `relay status` shows the detail",
+                nl=(
+                    f"{radio.name}: in gebruik door de draaiende node, link {state}",
+                    "controleer kabel en voeding van de radio; `relay status` toont details",
+                ),
             )
             if seen:
                 yield from _radio_findings(
@@ -230,6 +309,10 @@ def radio_checks(
                 "fail",
                 f"{radio.name}: no radio answers: {exc}",
                 "check the cable, the device path (dialout group) or meshtasticd",
+                nl=(
+                    f"{radio.name}: geen radio antwoordt: {exc}",
+                    "controleer de kabel, het apparaatpad (groep dialout) of meshtasticd",
+                ),
             )
             continue
         yield Check(key, "ok", f"{radio.name}: firmware {info.get('firmware', '?')}")
@@ -254,15 +337,28 @@ def _radio_findings(
         "ok" if region == "EU_868" else "fail",
         f"{name}: region {region}",
         "apply the radio profile for its role (firmware_configs/): region EU_868",
+        nl=(
+            f"{name}: regio {region}",
+            "pas het radioprofiel voor de rol toe (firmware_configs/): regio EU_868",
+        ),
     )
     yield Check(
         f"{key} preset",
         "ok" if preset == want else "fail",
         f"{name}: preset {preset} (configured {want})",
         "apply the radio profile, or set [[mesh.radio]] preset to match",
+        nl=(
+            f"{name}: preset {preset} (ingesteld {want})",
+            "pas het radioprofiel toe, of zet [[mesh.radio]] preset gelijk",
+        ),
     )
     if channel_key == "private":
-        yield Check(f"{key} channel key", "ok", f"{name}: private channel key")
+        yield Check(
+            f"{key} channel key",
+            "ok",
+            f"{name}: private channel key",
+            nl=(f"{name}: eigen kanaalsleutel", ""),
+        )
     else:
         yield Check(
             f"{key} channel key",
@@ -270,6 +366,11 @@ def _radio_findings(
             f"{name}: the channel key is the public default (AQ==) or none",
             "meshtastic --ch-set psk random --ch-index 0, then share the channel URL "
             "with the other radios",
+            nl=(
+                f"{name}: de kanaalsleutel is de openbare standaard (AQ==) of ontbreekt",
+                "meshtastic --ch-set psk random --ch-index 0, en deel de kanaal-URL "
+                "met de andere radio's",
+            ),
         )
 
 
@@ -295,13 +396,22 @@ def clock_checks(status: dict[str, Any] | None) -> Iterator[Check]:
         except (OSError, subprocess.TimeoutExpired):
             synced = None
     if synced == "yes":
-        yield Check("clock ntp", "ok", "the clock is synchronised (timedatectl)")
+        yield Check(
+            "clock ntp",
+            "ok",
+            "the clock is synchronised (timedatectl)",
+            nl=("de klok is gesynchroniseerd (timedatectl)", ""),
+        )
     elif synced == "no":
         yield Check(
             "clock ntp",
             "warn",
             "the clock is not synchronised (timedatectl)",
             "timedatectl set-ntp true; check the NTP server is reachable",
+            nl=(
+                "de klok is niet gesynchroniseerd (timedatectl)",
+                "timedatectl set-ntp true; controleer of de NTP-server bereikbaar is",
+            ),
         )
     else:
         yield Check(
@@ -309,26 +419,49 @@ def clock_checks(status: dict[str, Any] | None) -> Iterator[Check]:
             "warn",
             "synchronisation state unknown (no timedatectl answer)",
             "check the clock by hand; a Pi has no real-time clock",
+            nl=(
+                "synchronisatie onbekend (timedatectl antwoordt niet)",
+                "controleer de klok met de hand; een Pi heeft geen klokchip",
+            ),
         )
     if status is None:
         return
     offset = status.get("engine", {}).get("clock_offset_s")
     if not isinstance(offset, int | float):
-        yield Check("clock peers", "ok", "not enough messages yet to compare with peers")
+        yield Check(
+            "clock peers",
+            "ok",
+            "not enough messages yet to compare with peers",
+            nl=("nog te weinig berichten om met anderen te vergelijken", ""),
+        )
     elif abs(offset) > CLOCK_WARN_S or status.get("clock_warning"):
         yield Check(
             "clock peers",
             "warn",
             f"this node's clock differs from message times by {offset:+.0f} s",
             "set the clock (NTP, or by hand from a trusted source)",
+            nl=(
+                f"de klok van deze node wijkt {offset:+.0f} s af van de berichttijden",
+                "zet de klok gelijk (NTP, of met de hand van een betrouwbare bron)",
+            ),
         )
     else:
-        yield Check("clock peers", "ok", f"offset from peers' messages {offset:+.0f} s")
+        yield Check(
+            "clock peers",
+            "ok",
+            f"offset from peers' messages {offset:+.0f} s",
+            nl=(f"afwijking van de berichten van anderen {offset:+.0f} s", ""),
+        )
 
 
 def drill_check(cfg: Config, now: float) -> Check:
     if cfg.drill_window is None:
-        return Check("drill.window", "ok", "no drill window: exercise traffic is not limited")
+        return Check(
+            "drill.window",
+            "ok",
+            "no drill window: exercise traffic is not limited",
+            nl=("geen oefenvenster: oefenverkeer is niet begrensd", ""),
+        )
     start, end = cfg.drill_window
     span = f"{_local(start)} – {_local(end)}"
     if now > end:
@@ -337,16 +470,33 @@ def drill_check(cfg: Config, now: float) -> Check:
             "warn",
             f"the drill window {span} is over",
             "remove [drill] window or set the next drill's",
+            nl=(
+                f"het oefenvenster {span} is voorbij",
+                "verwijder [drill] window of zet dat van de volgende oefening",
+            ),
         )
     state = "open now" if now >= start else "not yet open"
-    return Check("drill.window", "ok", f"drill window {span}, {state}")
+    state_nl = "nu open" if now >= start else "nog niet open"
+    return Check(
+        "drill.window",
+        "ok",
+        f"drill window {span}, {state}",
+        nl=(f"oefenvenster {span}, {state_nl}", ""),
+    )
 
 
 def diagnose(
     cfg: Config, *, now: float | None = None, radio_probe: RadioProbe | None = None
 ) -> list[Check]:
     now = time.time() if now is None else now
-    checks = [Check("config", "ok", f"{cfg.path}: valid (node {cfg.node})")]
+    checks = [
+        Check(
+            "config",
+            "ok",
+            f"{cfg.path}: valid (node {cfg.node})",
+            nl=(f"{cfg.path}: geldig (node {cfg.node})", ""),
+        )
+    ]
     checks += run_checks(cfg, now=now)
     checks += key_mode_checks(cfg)
     status = node_status(cfg)

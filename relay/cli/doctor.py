@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -36,15 +35,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _line(c: Check, lang: str) -> str:
     words = LABELS[lang]
-    fix = f"  — {words['fix']}: {c.fix}" if c.fix and c.status != "ok" else ""
-    return f"{words[c.status]:<7} {c.key}: {c.message}{fix}"
+    message, fix = c.text(lang)
+    tail = f"  — {words['fix']}: {fix}" if fix and c.status != "ok" else ""
+    return f"{words[c.status]:<7} {c.key}: {message}{tail}"
+
+
+def _as_json(c: Check, lang: str) -> dict[str, str]:
+    message, fix = c.text(lang)
+    return {"key": c.key, "status": c.status, "message": message, "fix": fix}
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         cfg = load(args.config)
     except ConfigError as exc:
-        checks = [Check("config", "fail", str(exc), "fix the key named, see docs/config.md")]
+        checks = [
+            Check(
+                "config",
+                "fail",
+                str(exc),
+                "fix the key named, see docs/config.md",
+                nl=(str(exc), "verbeter de genoemde sleutel, zie docs/config.md"),
+            )
+        ]
     else:
         from relay.doctor import diagnose
 
@@ -56,7 +69,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"ok": not bad, "checks": [dataclasses.asdict(c) for c in checks]},
+                {"ok": not bad, "checks": [_as_json(c, args.lang) for c in checks]},
                 indent=2,
                 ensure_ascii=False,
             )

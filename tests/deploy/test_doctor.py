@@ -232,3 +232,12 @@ def test_doctor_reads_the_radio_settings_from_the_running_node(tmp_path: Path) -
     assert "held by the running node, link up" in checks["mesh.radio[0]"].message
     assert checks["mesh.radio[0] region"].status == "ok"
     assert checks["mesh.radio[0] channel key"].status == "fail"
+
+
+def test_doctor_warns_when_the_clock_is_off_from_peers() -> None:
+    """Test that a running node's clock offset of an hour from message times is a warning."""
+    status = {"engine": {"clock_offset_s": 3600.0}, "clock_warning": True}
+    check = by_key(list(doctor.clock_checks(status)))["clock peers"]
+    assert check.status == "warn"
+    assert check.text("nl")[0] == "de klok van deze node wijkt +3600 s af van de berichttijden"
+    assert check.text("en")[0] == "this node's clock differs from message times by +3600 s"

@@ -73,7 +73,7 @@ def test_check_fails_when_the_nodes_key_is_not_the_rosters(node_files: Cluster) 
     write_roster(node_files.roster_path, Roster(serial=5, entries=(entry,)), load_private(root))
     proc = relay("run", "--check", "--config", str(node_files.config_path("n1")))
     assert proc.returncode == 1
-    assert "fail node.name: the roster's key for n1 is not the key in" in proc.stdout
+    assert "fail node.name: de roster heeft voor n1 een andere sleutel dan" in proc.stdout
 
 
 def test_check_fails_when_the_node_is_not_on_the_roster(node_files: Cluster) -> None:
@@ -82,7 +82,7 @@ def test_check_fails_when_the_node_is_not_on_the_roster(node_files: Cluster) -> 
     write_roster(node_files.roster_path, Roster(serial=6), root)
     proc = relay("run", "--check", "--config", str(node_files.config_path("n1")))
     assert proc.returncode == 1
-    assert "fail node.name: node n1 is not on the roster" in proc.stdout
+    assert "fail node.name: node n1 staat niet op de roster" in proc.stdout
     assert "relay roster add" in proc.stdout
 
 
@@ -96,7 +96,7 @@ def test_check_fails_when_the_store_directory_cannot_be_made(
     set_key(config, "store", str(blocker / "var" / "relay.db"))
     proc = relay("run", "--check", "--config", str(config))
     assert proc.returncode == 1
-    assert f"fail node.store: {blocker} is not a directory" in proc.stdout
+    assert f"fail node.store: {blocker} is geen map" in proc.stdout
 
 
 def test_check_fails_on_a_roster_that_is_not_signed_by_the_root(node_files: Cluster) -> None:
@@ -104,7 +104,8 @@ def test_check_fails_on_a_roster_that_is_not_signed_by_the_root(node_files: Clus
     write_roster(node_files.roster_path, Roster(serial=7), Ed25519PrivateKey.generate())
     proc = relay("run", "--check", "--config", str(node_files.config_path("n1")))
     assert proc.returncode == 1
-    assert f"fail trust.roster: {node_files.roster_path}" in proc.stdout
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("fail trust.roster: ")]
+    assert str(node_files.roster_path) in line
 
 
 @pytest.mark.parametrize("key", ["key", "roster"])
