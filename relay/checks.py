@@ -244,6 +244,7 @@ def run_checks(cfg: Config, *, now: float | None = None) -> list[Check]:
     roster_check, trust = _load_roster(cfg, root, now)
     checks = [key_check, root_check, roster_check, _on_roster(cfg, pub, trust)]
     checks.append(check_writable_dir("node.store", cfg.store, "store"))
+    checks.append(check_writable_dir("node.sequence", cfg.sequence_file, "sequence file"))
     checks.append(check_writable_dir("api.socket", cfg.api_socket, "API socket"))
     checks.extend(_tls_files(cfg))
     if cfg.metrics_listen is not None:

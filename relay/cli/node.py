@@ -64,8 +64,9 @@ def _call(cfg: Config, req: dict[str, Any]) -> dict[str, Any]:
 
 
 # A node that is not on the roster still runs (its receipts are refused, and the daemon warns);
-# every other failing check would end ``relay run`` with a traceback, so it refuses to start.
-NOT_FATAL_AT_START = frozenset({"node.name"})
+# the store's own faults are reported by the store in one line ("the node cannot start: …").
+# Every other failing check would end ``relay run`` with a traceback, so it refuses to start.
+NOT_FATAL_AT_START = frozenset({"node.name", "node.store", "node.sequence"})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
