@@ -141,3 +141,26 @@ def test_sdist_carries_the_licence_unit_and_profiles(tmp_path: Path) -> None:
         "relay/data/dictionary-v1.txt",
     ):
         assert name in names, name
+
+
+def test_install_refuses_32_bit_arm_with_what_to_do(tmp_path: Path) -> None:
+    """Test that install.sh on armv7l stops before installing and says to use the 64-bit OS."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "uname").write_text(
+        '#!/bin/sh\n[ "$1" = "-m" ] && echo armv7l || exec /bin/uname "$@"\n'
+    )
+    (shim / "uname").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+    env.pop("RELAY_ALLOW_SOURCE_BUILD", None)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "install.sh"), "--root", str(tmp_path / "root")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "no wheels of cffi and pyyaml" in proc.stderr
+    assert "64-bit (aarch64)" in proc.stderr
+    assert not (tmp_path / "root" / "opt").exists()
