@@ -79,6 +79,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "json"
     drill_window: tuple[float, float] | None = None  # unix seconds; exercise traffic only inside
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen: Prometheus endpoint
     extra: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None  # what relative state paths were resolved against
     sequence: Path | None = None  # the node's own signing counter; None: beside the store
@@ -292,6 +293,18 @@ def _drill_window(doc: dict[str, Any]) -> tuple[float, float] | None:
     return bounds[0], bounds[1]
 
 
+def _metrics(doc: dict[str, Any]) -> tuple[str, int] | None:
+    """``[metrics] listen = "127.0.0.1:9108"``: where the Prometheus endpoint listens."""
+    t = _table(doc, "metrics", required=False)
+    _unknown(t, "metrics", {"listen"})
+    if "listen" not in t:
+        return None
+    host, _, port = _str(t, "metrics", "listen").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f'metrics.listen: expected "HOST:PORT", got {t["listen"]!r}')
+    return host.strip("[]"), int(port)
+
+
 def _state_dir(base: Path, node: dict[str, Any], environ: Mapping[str, str] | None) -> Path:
     """Where relative state paths (store, API socket) go: ``node.state_dir``, else the first
     directory of ``$STATE_DIRECTORY`` (systemd may list several, separated by colons), else the
@@ -321,7 +334,8 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
 def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """``environ`` (default ``os.environ``) supplies ``$STATE_DIRECTORY``."""
     base = path.resolve().parent
-    _unknown(doc, "top level", {"node", "trust", "mqtt", "mesh", "api", "log", "drill", "console"})
+    known = {"node", "trust", "mqtt", "mesh", "api", "log", "drill", "console", "metrics"}
+    _unknown(doc, "top level", known)
     node = _table(doc, "node")
     _unknown(node, "node", {"name", "key", "regions", "store", "max_messages", "max_inbound_bytes",
                             "clock_skew", "state_dir", "sequence"})  # fmt: skip
@@ -367,6 +381,7 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
         log_level=level,
         log_format=fmt,
         drill_window=_drill_window(doc),
+        metrics_listen=_metrics(doc),
         extra={"drill": doc.get("drill", {}), "console": _table(doc, "console", required=False)},
         state_dir=state,
         sequence=_path(state, node, "node", "sequence") if "sequence" in node else None,

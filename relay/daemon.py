@@ -55,6 +55,7 @@ from relay.envelope import Precedence, Reason, Rejection, open_envelope
 from relay.errors import CannotStart
 from relay.keys import KeyError_, SequenceCounter, load_private, load_public
 from relay.links import LinkDriver, LinkRefused, LinkUnavailable
+from relay.notify import Notifier
 from relay.render import as_json
 from relay.rosterfile import load_trust
 from relay.store import Store, StoreError, StoreFull
@@ -111,10 +112,13 @@ class Node:
         self.views: dict[str, LinkView] = {}
         self.overload_drops = 0
         self.link_crashes: dict[str, int] = {}
+        self.link_changes: dict[str, int] = {}
         # Per link: (refusals in a row, time before which we do not publish our status again).
         self._status_refused: dict[str, tuple[int, float]] = {}
         self._clock_warned = False
         self.ready = asyncio.Event()
+        self.notifier = Notifier()
+        self._watchdog_at = 0.0  # monotonic time of the last WATCHDOG=1
         self.engine: Engine
         self._key: Ed25519PrivateKey
         self.store: Store
@@ -256,6 +260,13 @@ class Node:
                 tg.create_task(serving, name="api"),
                 tg.create_task(self._housekeeping(), name="housekeeping"),
             ]
+            if self.config.metrics_listen is not None:
+                from relay import metrics
+
+                host, port = self.config.metrics_listen
+                workers.append(
+                    tg.create_task(metrics.serve(host, port, self.status), name="metrics")
+                )
             for name, driver in self.links.items():
                 workers.append(
                     tg.create_task(self._supervise_link(name, driver), name=f"link-{name}")
@@ -269,8 +280,11 @@ class Node:
                 )
             await api_ready.wait()
             self.ready.set()
+            # systemd (Type=notify): the links' tasks are started and the API answers.
+            self.notifier.ready(f"links {', '.join(self.links)}")
             await self._stop.wait()
             self.log.info("stopping")
+            self.notifier.stopping()
             for task in workers:
                 task.cancel()
             self._store_batches.append(Persist(-1, ()))  # sentinel: flush and finish
@@ -323,6 +337,7 @@ class Node:
         view = self.views[link]
         if view.state != state:
             self.log.info("link_state", link=link, state=state, was=view.state, detail=detail)
+            self.link_changes[link] = self.link_changes.get(link, 0) + 1
             view.state, view.since, view.detail = state, self.clock(), detail
         self._internal.append(("link", link, state))
         self._wake.set()
@@ -353,6 +368,7 @@ class Node:
         for name in self.links:
             self._dispatch(engine.link_state(name, "down", self.clock()))
         while True:
+            self._pet_watchdog()
             now = self.clock()
             self._dispatch(engine.timer(now))
             timeout = max(0.0, min(engine.next_deadline() - now, 1.0))
@@ -391,6 +407,17 @@ class Node:
             )
         else:
             self.log.info("clock_agrees", offset_s=offset)
+
+    def _pet_watchdog(self) -> None:
+        """WATCHDOG=1 from the engine loop (it wakes at least once a second), at half the
+        interval systemd gave: a hung engine stops the pings and systemd restarts the node."""
+        interval = self.notifier.watchdog_s
+        if interval is None:
+            return
+        mono = time.monotonic()
+        if mono - self._watchdog_at >= interval / 2:
+            self._watchdog_at = mono
+            self.notifier.watchdog()
 
     def _feed(self, event: tuple[Any, ...], now: float) -> list[Action]:
         engine = self.engine
@@ -755,6 +782,15 @@ class Node:
             "input_queue": self._inputs.qsize(),
             "overload_drops": self.overload_drops,
             "link_crashes": self.link_crashes,
+            "link_changes": self.link_changes,
+            "store_bytes": sum(
+                p.stat().st_size
+                for p in (
+                    self.config.store,
+                    self.config.store.with_name(self.config.store.name + "-wal"),
+                )
+                if p.exists()
+            ),
             "peers": self.peers,
             "engine_peers": dict(self.engine.peers),
             "gateway_peers": dict(self.engine.gateway_peers),

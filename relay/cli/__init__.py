@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from relay import __version__
+
 # Modules under relay.cli that register commands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "keys",
@@ -22,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "drill",
     "console",
     "broker",
+    "files",
+    "doctor",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -40,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="relay",
         description="Relay for signed crisis decisions over MQTT and LoRa mesh.",
     )
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"relay.cli.{name}")

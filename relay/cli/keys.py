@@ -11,6 +11,7 @@ from relay.cli import CliError
 from relay.keys import (
     PASSPHRASE_ENV,
     KeyError_,
+    SequenceCounter,
     fingerprint,
     kid_of,
     load_public,
@@ -35,6 +36,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show = ks.add_parser("show", help="print a key's id and fingerprint (never the key itself)")
     show.add_argument("file", type=Path)
     show.set_defaults(handler=cmd_show)
+    adv = ks.add_parser(
+        "advance",
+        help="move a key's sequence counter forward, e.g. after restoring it from a backup",
+        description="A sequence file restored from a backup is behind the numbers this key "
+        "already signed: new decisions would be refused as replays. Advance it past them "
+        "(skipped numbers are harmless) before the key signs again.",
+    )
+    adv.add_argument("key", type=Path, help="the private key file (NAME.key; NAME.seq beside it)")
+    how = adv.add_mutually_exclusive_group()
+    how.add_argument("--by", type=int, default=ADVANCE_BY, help=f"default {ADVANCE_BY}")
+    how.add_argument("--to", type=int, help="at least this number (the highest seen, plus one)")
+    adv.set_defaults(handler=cmd_advance)
+
+
+ADVANCE_BY = 100_000  # far more than one issuer signs between two backups
 
 
 def _passphrase() -> bytes:
@@ -73,4 +89,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     print(f"key id       {kid_of(pub).hex()}")
     print(f"fingerprint  {fingerprint(raw_public(pub))}")
+    return 0
+
+
+def cmd_advance(args: argparse.Namespace) -> int:
+    if not args.key.is_file():
+        raise CliError(f"no key file {args.key}")
+    counter = SequenceCounter(args.key)
+    try:
+        before = counter.last()
+    except KeyError_ as exc:
+        raise CliError(str(exc)) from exc
+    if (args.to is not None and args.to < 1) or (args.to is None and args.by < 1):
+        raise CliError("--by and --to take a positive number")
+    floor = args.to - 1 if args.to is not None else before + args.by - 1
+    after = counter.reserve(floor=floor)
+    print(f"{counter.path}: sequence {before} -> {after}; the next message is numbered above it")
     return 0

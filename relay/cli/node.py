@@ -6,10 +6,12 @@ import argparse
 import base64
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from relay import api
+from relay.checks import failed, run_checks
 from relay.cli import CliError
 from relay.cli.common import add_message_arguments, sign_from_args
 from relay.config import Config, ConfigError, load
@@ -19,7 +21,11 @@ from relay.render import EXERCISE_MARKER, timestamp
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run a relay node (the daemon)")
     run.add_argument("--config", type=Path, required=True)
-    run.add_argument("--check", action="store_true", help="validate the config and exit")
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config and the files it names (keys, roster, store directory), then exit",
+    )
     run.set_defaults(handler=cmd_run)
 
     send = sub.add_parser("send", help="sign a decision and submit it to the running node")
@@ -57,11 +63,28 @@ def _call(cfg: Config, req: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+# A node that is not on the roster still runs (its receipts are refused, and the daemon warns);
+# the store's own faults are reported by the store in one line ("the node cannot start: …").
+# Every other failing check would end ``relay run`` with a traceback, so it refuses to start.
+NOT_FATAL_AT_START = frozenset({"node.name", "node.store", "node.sequence"})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
+    checks = run_checks(cfg)
     if args.check:
+        for check in checks:
+            print(check.line())
+        if failed(checks):
+            print(f"{args.config}: NOT ready to run (node {cfg.node})")
+            return 1
         print(f"{args.config}: ok (node {cfg.node})")
         return 0
+    fatal = [c for c in checks if c.status == "fail" and c.key not in NOT_FATAL_AT_START]
+    if fatal:
+        for check in fatal:
+            print(f"relay: {check.key}: {check.message}", file=sys.stderr)
+        return 2
     from relay import log
     from relay.daemon import run_node, skewed_clock
 

@@ -304,7 +304,7 @@ class RadioBridge:
                 except Exception as exc:  # noqa: BLE001 - any failure (timeouts too): retry
                     self._opening = None  # a late success must not feed us packets
                     self.counters["connect_failures"] += 1
-                    self.log.info("radio_connect_failed", error=repr(exc), retry_in=delay)
+                    self.log.warning("radio_connect_failed", error=repr(exc), retry_in=delay)
                     worker.stop()
                     self._emit(Disconnected(f"connect failed: {exc!r}", gen))
                 else:
@@ -539,3 +539,36 @@ class RadioBridge:
             self.log.warning("radio_event_dropped", kind=type(event).__name__)
             return
         self._notify()
+
+
+def probe_radio(
+    tcp: tuple[str, int] | None, serial: str | None, timeout_s: float
+) -> dict[str, Any]:
+    """Connect once, read what ``relay doctor`` checks, and close (blocking; not for the daemon).
+
+    Returns ``firmware``, ``region`` and ``preset`` (enum names, e.g. ``EU_868``, ``LONG_FAST``)
+    and ``psk`` (channel 0's key bytes; ``b"\\x01"`` is the public default ``AQ==``).
+    """
+    from meshtastic.protobuf import config_pb2
+
+    wait_s = max(int(timeout_s), 1)
+    if tcp is not None:
+        from meshtastic.tcp_interface import TCPInterface
+
+        iface = TCPInterface(tcp[0], portNumber=tcp[1], timeout=wait_s)
+    else:
+        from meshtastic.serial_interface import SerialInterface
+
+        iface = SerialInterface(serial, timeout=wait_s)
+    try:
+        lora = iface.localNode.localConfig.lora
+        channels = iface.localNode.channels or []
+        primary = next((c for c in channels if c.index == 0), None)
+        return {
+            "firmware": iface.metadata.firmware_version if iface.metadata else None,
+            "region": config_pb2.Config.LoRaConfig.RegionCode.Name(lora.region),
+            "preset": config_pb2.Config.LoRaConfig.ModemPreset.Name(lora.modem_preset),
+            "psk": bytes(primary.settings.psk) if primary is not None else None,
+        }
+    finally:
+        iface.close()

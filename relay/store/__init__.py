@@ -611,3 +611,19 @@ def _read_only_uri(path: Path) -> str:
     if not path.is_file():
         raise StoreError(f"{path}: no such store file")
     return f"{path.resolve().as_uri()}?mode=ro"
+
+
+async def integrity_of(path: Path) -> str:
+    """``PRAGMA integrity_check`` of a store file, opened read-only (``"ok"`` when healthy)."""
+    try:
+        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
+    try:
+        async with db.execute("PRAGMA integrity_check") as cur:
+            rows = await cur.fetchall()
+        return "; ".join(str(r[0]) for r in rows) or "no answer"
+    except sqlite3.DatabaseError as exc:
+        return f"unreadable: {exc}"
+    finally:
+        await db.close()
