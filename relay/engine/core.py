@@ -106,6 +106,7 @@ class EngineConfig:
     max_inbound_bytes: int = 4096
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
+    peer_grace_s: float = 6.0  # after MQTT comes up: time for every peer's status to arrive
     trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
     # Gateways take turns, in an order that every gateway computes alike (by a hash of node name
     # and decision, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
@@ -208,6 +209,7 @@ class Engine:
         }
         self.mqtt_peers: dict[str, float] = {}
         self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
+        self.mesh_peers: dict[str, float] = {}  # roster nodes last heard signing on a mesh link
         self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
         self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
@@ -418,7 +420,11 @@ class Engine:
             if key[1] == ANY_LINK and self._best_link(now) not in (None, link):
                 delay = 0.0  # another link is usable: fail over now, do not wait
             self._reschedule(msg_id, key[1], out, now + min(delay, self.config.fail_retry_max_s))
-        elif out.awaiting_receipts and m.recipients - m.signed:
+        elif out.awaiting_receipts and (
+            self._mesh_pending(m, now)
+            if self._serves_mesh_only(key[1], out, m)
+            else m.recipients - m.signed
+        ):
             self.counters["transmitted"] += 1
             base = (
                 self.config.flash_retry_base_s
@@ -587,6 +593,8 @@ class Engine:
         self._pending_ids.add(env.id)
         self.counters["accepted"] += 1
         self.sync.accepted(link, now)
+        if verdict.role == Role.NODE and self._kind(link) == "mesh":
+            self.mesh_peers[verdict.signer] = now  # bounded: roster nodes only
         ops: list[StoreOp] = [
             PutMessage(
                 id=env.id,
@@ -734,11 +742,11 @@ class Engine:
     def _usable(self, link: str, now: float) -> bool:
         return self.health[link].usable(now)
 
-    def _best_link(self, now: float) -> str | None:
+    def _best_link(self, now: float, skip: set[str] | frozenset[str] = frozenset()) -> str | None:
         usable = [
             (KIND_RANK.get(info.kind, 9), self.health[name].effective(now) != "up", i, name)
             for i, (name, info) in enumerate(self.links.items())
-            if self._usable(name, now)
+            if self._usable(name, now) and name not in skip
         ]
         return min(usable)[3] if usable else None
 
@@ -758,7 +766,7 @@ class Engine:
         if origin:
             if precedence == Precedence.FLASH:
                 return [(name, 0.0) for name in self.links]
-            return [(ANY_LINK, 0.0)]
+            return [(ANY_LINK, 0.0), *self._mesh_targets(kind, d, now)]
         arrived_kind = self._kind(arrived) if arrived else None
         if arrived_kind == "mesh":
             # Bridge fresh mesh traffic to MQTT; what MQTT missed meanwhile, healing catches up.
@@ -791,6 +799,53 @@ class Engine:
         order = sorted(others | {self.config.node},
                        key=lambda n: hashlib.sha256(salt + n.encode()).digest())  # fmt: skip
         return order.index(self.config.node)
+
+    def _mesh_only(self, node: str, now: float) -> bool:
+        """Can we reach ``node`` only by mesh? Yes when it has not been heard on MQTT within
+        ``peer_timeout_s`` (or never: a radio-only post), or when it was heard signing on the
+        mesh since it was last heard on MQTT."""
+        mqtt = self.mqtt_peers.get(node, float("-inf"))
+        return mqtt < now - self.config.peer_timeout_s or self.mesh_peers.get(node, mqtt) > mqtt
+
+    def _mesh_pending(self, m: _Msg, now: float) -> set[str]:
+        """Recipients of our own message that have not signed and that only the mesh reaches."""
+        return {n for n in m.recipients - m.signed if self._mesh_only(n, now)}
+
+    def _mesh_targets(self, kind: Kind, d: Decision | None, now: float) -> list[tuple[str, float]]:
+        """Own non-FLASH decision: besides "the best link", one entry per mesh link when a
+        recipient is reachable only by mesh (docs/failover.md). Without this a gateway sends its
+        own decision by MQTT alone, and nobody bridges it to its region's radio-only posts.
+        Right after MQTT came up the peers' statuses may not all be in: the entry then waits
+        until ``peer_grace_s`` after that, and is dropped if every such node has been heard on
+        MQTT meanwhile (``_pump``)."""
+        roster = self.trust.roster
+        meshes = [n for n, info in self.links.items() if info.kind == "mesh"]
+        has_mqtt = any(info.kind == "mqtt" for info in self.links.values())
+        if d is None or kind not in SHOWN_KINDS or roster is None or not meshes or not has_mqtt:
+            return []  # without MQTT "the best link" is a mesh link already
+        members = set(roster.recipients(d.audience)) - {self.config.node}
+        if not any(self._mesh_only(n, now) for n in members):
+            return []
+        heard_from = [
+            h.usable_since
+            for n, h in self.health.items()
+            if self.links[n].kind == "mqtt" and h.usable(now) and h.usable_since is not None
+        ]
+        grace_end = min(heard_from) + self.config.peer_grace_s if heard_from else now
+        return [(n, max(0.0, grace_end - now)) for n in meshes]
+
+    def _serves_mesh_only(self, link: str, out: _Out, m: _Msg) -> bool:
+        """Is this the mesh entry of an own decision (``_mesh_targets``, or FLASH's copy for
+        every link)? It is retried (and, below FLASH, first sent) only while a recipient that
+        only the mesh reaches has not signed: nodes healthy on MQTT cost no airtime."""
+        return (
+            link != ANY_LINK
+            and m.origin
+            and out.awaiting_receipts
+            and not out.answer
+            and m.kind in SHOWN_KINDS
+            and self._kind(link) == "mesh"
+        )
 
     def _mesh_needed(self, d: Decision, now: float) -> bool:
         """Does a node that should get this message depend on the mesh right now?"""
@@ -850,12 +905,22 @@ class Engine:
             out = self._outbox.get((msg_id, link))
             if out is None or out.inflight or out.next_at != at:
                 continue
-            via = self._best_link(now) if link == ANY_LINK else link
+            # A mesh link with its own entry for this message (_mesh_targets) carries it there.
+            skip = {n for n in self.links if (msg_id, n) in self._outbox}
+            via = self._best_link(now, skip) if link == ANY_LINK else link
             if via is None or not self._usable(via, now):
                 continue  # parked; a link state change (_revive) makes it due again
             m = self._msgs.get(msg_id)
             if m is None or m.expires_at + self.trust.skew_s < self.trusted_now(now):
                 self._outbox.pop((msg_id, link), None)
+                continue
+            if (
+                (out.attempts or m.precedence != Precedence.FLASH)  # FLASH: every link at once
+                and self._serves_mesh_only(link, out, m)
+                and not self._mesh_pending(m, now)
+            ):
+                del self._outbox[(msg_id, link)]  # all heard on MQTT meanwhile (or have signed)
+                actions.append(Persist(next(self._tokens), (DeleteOutbox(msg_id, link),)))
                 continue
             if inflight[via] >= self.config.max_inflight_per_link:
                 deferred.append((at, msg_id, link))
