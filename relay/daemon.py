@@ -124,6 +124,7 @@ class Node:
         self.store_refused = 0  # submissions refused because of it
         self._last_fault_log = 0.0
         self.api_stats = api.ApiStats()
+        self._roster_raw = b""
 
     # ------------------------------------------------------------------ wiring
 
@@ -141,6 +142,7 @@ class Node:
         key: Ed25519PrivateKey = load_private(cfg.key)
         trust = load_trust(cfg.roster, load_public(cfg.root))
         trust.skew_s = cfg.skew_s
+        self._roster_raw = cfg.roster.read_bytes()  # verified just now; sent on if newest
         if trust.roster is not None and trust.roster.by_name(cfg.node) is None:
             self.log.warning("node_not_on_roster", hint="receipts from this node will be rejected")
         try:
@@ -344,6 +346,7 @@ class Node:
         engine = self.engine
         for name in self.links:
             self._dispatch(engine.link_state(name, "down", self.clock()))
+        self._dispatch(engine.roster_file(self._roster_raw, self.clock()))
         while True:
             now = self.clock()
             self._dispatch(engine.timer(now))

@@ -294,6 +294,33 @@ class Engine:
         released only once the message is durable."""
         return self._ingest(LOCAL_LINK, raw, now, channel=None, ticket=ticket)
 
+    def roster_file(self, raw: bytes, now: float) -> list[Action]:
+        """The roster file this node loaded at start. When it is the current roster (newer than
+        every stored one) and not yet stored, it is taken as if submitted here: stored and sent
+        on like a FLASH message, so the network converges on the highest serial without anyone
+        touching the other nodes. An older or already stored file changes nothing."""
+        env = open_envelope(raw, max_bytes=1 << 20)
+        roster = self.trust.roster
+        if isinstance(env, Rejection) or env.decision.kind != Kind.ROSTER or roster is None:
+            return []
+        if env.decision.seq != roster.serial or self._known(env.id):
+            return []
+        # Checked afresh, against the root alone (our trust state holds this roster already).
+        fresh = TrustState(root_public=self.trust.root_public, skew_s=self.trust.skew_s)
+        verdict = fresh.check(env, now)
+        if isinstance(verdict, Rejection):
+            return self._reject(LOCAL_LINK, verdict, None, now, env.id)
+        self.counters["roster_file_sent"] += 1
+        # Every node first started with the same file does this too: on MQTT those copies are
+        # cheap duplicates, on a mesh they would cost every node's airtime for nothing. There
+        # the healing summaries carry it (a peer lacking the root's sequence number asks for
+        # it, rosters first), and gateways bridge it from MQTT to nodes not heard there.
+        targets = tuple((n, 0.0) for n, info in self.links.items() if info.kind == "mqtt")
+        return self._accept(LOCAL_LINK, verdict, now, None, targets=targets)
+
+    def _known(self, msg_id: bytes) -> bool:
+        return msg_id in self._msgs or msg_id in self._pending_ids or msg_id in self._tombstones
+
     def received(
         self, link: str, raw: bytes, now: float, *, channel: str | None = None, peer: str = ""
     ) -> list[Action]:
@@ -586,7 +613,15 @@ class Engine:
             actions += self._pump(now)
         return actions
 
-    def _accept(self, link: str, verdict: Accepted, now: float, ticket: int | None) -> list[Action]:
+    def _accept(
+        self,
+        link: str,
+        verdict: Accepted,
+        now: float,
+        ticket: int | None,
+        *,
+        targets: tuple[tuple[str, float], ...] | None = None,
+    ) -> list[Action]:
         env, d = verdict.envelope, verdict.envelope.decision
         origin = link == LOCAL_LINK
         window = self.replay.commit(env.kid, d.seq)
@@ -636,9 +671,10 @@ class Engine:
             held.append(self._sign_receipt(env, d, now, ops, arrived=link))
             if origin:
                 m.signed.add(self.config.node)
-        targets = tuple(
-            self._targets(d.precedence, d.kind, d, origin=origin, now=now, arrived=link)
-        )
+        if targets is None:
+            targets = tuple(
+                self._targets(d.precedence, d.kind, d, origin=origin, now=now, arrived=link)
+            )
         awaiting = bool(origin and m.recipients - m.signed)
         ops += [PutOutbox(env.id, name, 0, now + delay, awaiting) for name, delay in targets]
         ops += self._evictions

@@ -66,7 +66,9 @@ def test_immediate_at_the_only_gateway_reaches_the_radio_only_post_once(
             )
             assert row["via"] == "mesh"
             delivered = [
-                e for e in c.audit("vr07-post") if e["event"] == "delivered" and e["msg_id"] == msg_id
+                e
+                for e in c.audit("vr07-post")
+                if e["event"] == "delivered" and e["msg_id"] == msg_id
             ]
             assert len(delivered) == 1 and inbox_ids(c, "vr07-post").count(msg_id) == 1
             print(f"decision at the post {took:.1f} s after submission")
