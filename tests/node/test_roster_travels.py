@@ -122,3 +122,36 @@ def test_submit_names_the_reason_of_a_rejection_and_exits_non_zero(
         replay = relay("submit", "--config", c.config_path("hq"), signed)
         assert replay.returncode == 1
         assert "rejected: replay" in replay.stderr and "another device" in replay.stderr
+
+
+def test_second_laptop_with_its_own_device_key_is_accepted_a_copied_key_is_not(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Test that, at a running node, an issuer's second device key (added with `relay roster
+    add --device`, roster submitted) is accepted from sequence 1 under the issuer's name, while
+    the same key copied to another laptop is refused as a replay with a hint."""
+    with cluster_of(tmp_path, three_nodes(mosquitto)[:1]) as c:
+        cfg = c.config_path("hq")
+        send = ("send", "--config", cfg, "--precedence", "PRIORITY", "--to", "all")
+        assert relay(*send, "--key", c.keys / "national.key", "--text", "laptop 1").returncode == 0
+        laptop2 = tmp_path / "laptop2"
+        assert relay("keys", "new", "national", "--dir", laptop2).returncode == 0
+        newer = tmp_path / "roster-devices.cbor"
+        shutil.copy(c.roster_path, newer)
+        added = relay("roster", "add", newer, "--root-key", c.keys / "root.key",
+                      "--name", "national", "--pub", laptop2 / "national.pub",
+                      "--device", "laptop2")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        assert relay("submit", "--config", cfg, newer).returncode == 0
+        own = relay(*send, "--key", laptop2 / "national.key", "--text", "laptop 2")
+        assert own.returncode == 0, own.stderr
+        assert (laptop2 / "national.seq").read_text().strip() == "1"  # its own sequence
+        issuers = {m["text"]: m["issuer"] for m in c.inbox("hq")}
+        assert issuers["laptop 1"] == issuers["laptop 2"] == "national"
+
+        laptop3 = tmp_path / "laptop3"  # the first laptop's key copied, without its .seq file
+        laptop3.mkdir()
+        shutil.copy(c.keys / "national.key", laptop3 / "national.key")
+        copied = relay(*send, "--key", laptop3 / "national.key", "--text", "laptop 3")
+        assert copied.returncode == 1
+        assert "rejected: replay" in copied.stderr and "another device" in copied.stderr
