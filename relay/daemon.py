@@ -758,6 +758,7 @@ class Node:
             "engine_peers": dict(self.engine.peers),
             "gateway_peers": dict(self.engine.gateway_peers),
             "bridge_slot_s": round(self.engine.config.bridge_slot_s, 3),  # from the mesh preset
+            "mesh_peers": dict(self.engine.mesh_peers),  # nodes heard signing on a mesh link
             "time": self.clock(),
         }
 

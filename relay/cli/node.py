@@ -106,8 +106,9 @@ def _submit(cfg: Config, raw: bytes) -> int:
 
 # Two devices signing with one copied key both count from sequence 1 (docs/wire-format.md).
 REPLAY_HINT = (
-    "is this issuer key also used on another device? Give each device its own key "
-    "(relay keys new; relay roster add --name ISSUER --device NAME)"
+    "wordt deze sleutel ook op een ander apparaat gebruikt? Geef elk apparaat een eigen sleutel"
+    " / is this issuer key also used on another device? Give each device its own key"
+    " (relay keys new; relay roster add --name ISSUER --pub DEVICE.pub --device LABEL)"
 )
 
 

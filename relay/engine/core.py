@@ -74,6 +74,7 @@ from relay.envelope import (
 from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
 
 LOCAL_LINK = "local"
+ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
 SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
@@ -314,9 +315,11 @@ class Engine:
         # Every node first started with the same file does this too: on MQTT those copies are
         # cheap duplicates, on a mesh they would cost every node's airtime for nothing. There
         # the healing summaries carry it (a peer lacking the root's sequence number asks for
-        # it, rosters first), and gateways bridge it from MQTT to nodes not heard there.
+        # it, rosters first), and gateways bridge it from MQTT to nodes not heard there. Not
+        # "submitted here" (LOCAL_LINK) either: a node going quiet soon after our start would
+        # make us bridge a roster of many frames into the mesh (_bridge_missed).
         targets = tuple((n, 0.0) for n, info in self.links.items() if info.kind == "mqtt")
-        return self._accept(LOCAL_LINK, verdict, now, None, targets=targets)
+        return self._accept(ROSTER_FILE, verdict, now, None, targets=targets)
 
     def _known(self, msg_id: bytes) -> bool:
         return msg_id in self._msgs or msg_id in self._pending_ids or msg_id in self._tombstones

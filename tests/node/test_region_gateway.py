@@ -71,6 +71,9 @@ def test_immediate_at_the_only_gateway_reaches_the_radio_only_post_once(
                 if e["event"] == "delivered" and e["msg_id"] == msg_id
             ]
             assert len(delivered) == 1 and inbox_ids(c, "vr07-post").count(msg_id) == 1
+            sent = [e["link"] for e in c.audit("vr07-gw") if e["event"] == "sent"
+                    and e["msg_id"] == msg_id]  # fmt: skip
+            assert sorted(sent) == ["mesh", "mqtt"]  # one copy each: no retry was needed
             print(f"decision at the post {took:.1f} s after submission")
         finally:
             c.stop_all()
