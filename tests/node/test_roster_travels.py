@@ -99,6 +99,21 @@ def test_submitted_roster_reaches_every_node_and_admits_the_new_nodes_receipts(
         for n in [*names, zeist.name]:
             wait_until(partial(has_serial, c, n, third), 20, f"serial {third} at {n}")
 
+        # A revocation written by `relay roster revoke --message`, submitted at another node.
+        message = tmp_path / "revoke-hengelo.cose"
+        revoked = relay("roster", "revoke", c.roster_path, "--root-key", c.keys / "root.key",
+                        "--name", "vr05-hengelo", "--message", message)  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr
+        rev = relay("submit", "--config", c.config_path("vr07-utrecht"), message)
+        assert rev.returncode == 0, rev.stderr
+        rev_id = rev.stdout.strip()
+
+        def applied(node: str) -> bool:
+            return any(e["event"] == "revoked" and e["msg_id"] == rev_id for e in c.audit(node))
+
+        for n in [*names, zeist.name]:
+            wait_until(partial(applied, n), 20, f"the revocation applied at {n}")
+
 
 def test_submit_names_the_reason_of_a_rejection_and_exits_non_zero(
     tmp_path: Path, mosquitto: Mosquitto
