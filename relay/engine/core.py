@@ -224,6 +224,9 @@ class Engine:
         self._held: dict[int, list[Held]] = {}
         self._evictions: list[DeleteMessages] = []
         self._inflight: Counter[str] = Counter()  # per link, kept incrementally
+        # (message, link) -> sends dropped from the outbox while in flight (every recipient
+        # signed meanwhile): their link still reports the outcome, and it is audited then.
+        self._dropped_inflight: Counter[tuple[bytes, str]] = Counter()
         self._tokens = itertools.count(1)
         self._seq = 0
         self._next_gc = 0.0
@@ -427,10 +430,9 @@ class Engine:
             if out is not None and out.via != link:
                 out = None
         m = self._msgs.get(msg_id)
-        if out is None or m is None:
-            return self._pump(now)
-        if not out.inflight:
-            return self._pump(now)  # a late or repeated report: nothing is in flight
+        if out is None or m is None or not out.inflight:
+            # A late or repeated report: nothing is in flight, unless its entry was dropped.
+            return self._dropped_transmitted(link, msg_id, ok, now, airtime_s) + self._pump(now)
         out.inflight = False
         self._inflight[link] -= 1
         out.attempts += 1
@@ -468,6 +470,27 @@ class Engine:
             del self._outbox[key]
             actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
         return actions + self._pump(now)
+
+    def _dropped_transmitted(
+        self, link: str, msg_id: bytes, ok: bool, now: float, airtime_s: float | None
+    ) -> list[Action]:
+        """The outcome of a send whose entry was dropped while it was in flight (``_drop_key``).
+        A mesh frame is done only when a neighbour relays it, often after the receipt it
+        brought has come back; what went on the air is audited like any other send."""
+        key = (msg_id, link)
+        if not self._dropped_inflight[key]:
+            self._dropped_inflight.pop(key, None)
+            return []
+        self._dropped_inflight[key] -= 1
+        if not self._dropped_inflight[key]:
+            del self._dropped_inflight[key]
+        if not ok:
+            return []  # nobody waits for it any more: no retry
+        self.counters["transmitted"] += 1
+        if (m := self._msgs.get(msg_id)) is not None and self._kind(link) == "mesh":
+            m.meshed.add(link)
+        airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
+        return [self._audit(now, "sent", msg_id, link, airtime)]
 
     def timer(self, now: float) -> list[Action]:
         self._saw_time(now)
@@ -908,6 +931,10 @@ class Engine:
         out = self._outbox.pop(key, None)
         if out is not None and out.inflight and out.via is not None:
             self._inflight[out.via] -= 1
+            self._dropped_inflight[(key[0], out.via)] += 1  # its outcome is still to come
+            bound = 4 * self.config.max_inflight_per_link * len(self.links)
+            if len(self._dropped_inflight) > bound:
+                del self._dropped_inflight[next(iter(self._dropped_inflight))]  # never reported
 
     def _keys_of(self, msg_id: bytes) -> list[tuple[bytes, str]]:
         """The outbox keys of one message, found directly (no scan of the whole outbox)."""

@@ -7,6 +7,7 @@ radio-only post (``vr07-post``), plus ``vr07-utrecht`` on MQTT. The gateway is t
 import pytest
 
 from relay.engine.core import LinkInfo
+from relay.engine.ops import Action, AuditEvent, Persist
 from relay.envelope import Envelope, Precedence, open_envelope
 from relay.trust import Role
 from tests.engine.harness import Node, make_node
@@ -179,3 +180,52 @@ def test_mesh_copy_is_not_retried_once_the_only_mesh_member_signed() -> None:
         ack_all(gw, now)
     assert len(mesh_msgs(gw)) == retried
     assert gw.engine.outbox_depths().get("mesh", 0) == 0
+
+
+def sent_rows(actions: list[Action], msg_id: bytes) -> list[str | None]:
+    """The links of the 'sent' audit rows for ``msg_id`` among ``actions``."""
+    return [
+        op.link
+        for a in actions
+        if isinstance(a, Persist)
+        for op in a.ops
+        if isinstance(op, AuditEvent) and op.event == "sent" and op.msg_id == msg_id
+    ]
+
+
+def test_mesh_send_reported_done_after_the_receipt_came_back_is_still_audited() -> None:
+    """Test that a mesh send whose radio reports it done only after the post's receipt has come
+    back (the frame is done when a neighbour relays it) still gets its 'sent' audit row, once."""
+    w, gw, post = field_region()
+    t = NOW + GRACE + 1
+    raw = w.sign("vr07-issuer", to="node:vr07-post", now=int(t))
+    msg_id = ident(raw)
+    gw.run(gw.engine.submit(raw, t, ticket=1), t)
+    assert mesh_msgs(gw, msg_id) == [msg_id]
+    carry_mesh(gw, post, 0, t + 2)  # on the air; the gateway's radio has not reported yet
+    receipt = next(x.raw for x in post.sent if x.channel == "rcpt")
+    gw.run(gw.engine.received("mesh", receipt, t + 4), t + 4)
+    assert gw.engine.outbox_depths().get("mesh", 0) == 0  # every recipient has signed
+    done = gw.run(gw.engine.transmitted("mesh", msg_id, True, t + 7, airtime_s=1.5), t + 7)
+    assert sent_rows(done, msg_id) == ["mesh"]
+    again = gw.run(gw.engine.transmitted("mesh", msg_id, True, t + 8), t + 8)
+    assert sent_rows(again, msg_id) == []  # a repeated report is not a second send
+    assert mesh_msgs(gw, msg_id) == [msg_id]
+
+
+def test_mesh_send_failing_after_the_receipt_came_back_is_not_retried() -> None:
+    """Test that a mesh send reported failed after every recipient signed is neither audited as
+    sent nor sent again."""
+    w, gw, post = field_region()
+    t = NOW + GRACE + 1
+    raw = w.sign("vr07-issuer", to="node:vr07-post", now=int(t))
+    msg_id = ident(raw)
+    gw.run(gw.engine.submit(raw, t, ticket=1), t)
+    carry_mesh(gw, post, 0, t + 2)
+    receipt = next(x.raw for x in post.sent if x.channel == "rcpt")
+    gw.run(gw.engine.received("mesh", receipt, t + 4), t + 4)
+    failed = gw.run(gw.engine.transmitted("mesh", msg_id, False, t + 60), t + 60)
+    assert sent_rows(failed, msg_id) == []
+    for step in range(1, 10):
+        gw.run(gw.engine.timer(t + 60 + step * 30), t + 60 + step * 30)
+    assert mesh_msgs(gw, msg_id) == [msg_id]
