@@ -129,6 +129,7 @@ class Node:
         self.store_refused = 0  # submissions refused because of it
         self._last_fault_log = 0.0
         self.api_stats = api.ApiStats()
+        self._roster_raw = b""
 
     # ------------------------------------------------------------------ wiring
 
@@ -147,6 +148,7 @@ class Node:
         self._key = key
         trust = load_trust(cfg.roster, load_public(cfg.root))
         trust.skew_s = cfg.skew_s
+        self._roster_raw = cfg.roster.read_bytes()  # verified just now; sent on if newest
         if trust.roster is not None and trust.roster.by_name(cfg.node) is None:
             self.log.warning("node_not_on_roster", hint="receipts from this node will be rejected")
         try:
@@ -367,6 +369,7 @@ class Node:
         engine = self.engine
         for name in self.links:
             self._dispatch(engine.link_state(name, "down", self.clock()))
+        self._dispatch(engine.roster_file(self._roster_raw, self.clock()))
         while True:
             self._pet_watchdog()
             now = self.clock()
@@ -795,6 +798,7 @@ class Node:
             "engine_peers": dict(self.engine.peers),
             "gateway_peers": dict(self.engine.gateway_peers),
             "bridge_slot_s": round(self.engine.config.bridge_slot_s, 3),  # from the mesh preset
+            "mesh_peers": dict(self.engine.mesh_peers),  # nodes heard signing on a mesh link
             "time": self.clock(),
         }
 

@@ -91,6 +91,20 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True)
+class Device:
+    """A further key of one issuer (a second laptop): signs as the entry's name, with the
+    entry's role, scope and validity, and numbers its messages on its own (its own key id, so
+    its own replay window)."""
+
+    public_key: bytes  # raw 32-byte Ed25519 key
+    label: str
+
+    @property
+    def kid(self) -> bytes:
+        return key_id(self.public_key)
+
+
+@dataclass(frozen=True, slots=True)
 class RosterEntry:
     public_key: bytes  # raw 32-byte Ed25519 key
     name: str
@@ -99,10 +113,21 @@ class RosterEntry:
     kinds: frozenset[Kind]
     not_before: int = 0
     not_after: int | None = None
+    devices: tuple[Device, ...] = ()  # further keys of the same issuer (wire key 7)
 
     @property
     def kid(self) -> bytes:
         return key_id(self.public_key)
+
+    def kids(self) -> list[bytes]:
+        """The key ids of the entry's own key and of each device key."""
+        return [self.kid, *(d.kid for d in self.devices)]
+
+    def key_for(self, kid: bytes) -> bytes | None:
+        """The public key with this key id, among the entry's keys."""
+        if kid == self.kid:
+            return self.public_key
+        return next((d.public_key for d in self.devices if d.kid == kid), None)
 
     def to_wire(self) -> dict[int, object]:
         m: dict[int, object] = {
@@ -115,6 +140,8 @@ class RosterEntry:
         }
         if self.not_after is not None:
             m[6] = self.not_after
+        if self.devices:
+            m[7] = [[d.public_key, d.label] for d in self.devices]
         return m
 
     @classmethod
@@ -143,7 +170,35 @@ class RosterEntry:
             kinds=frozenset(Kind(k) for k in kinds),
             not_before=not_before,
             not_after=not_after,
+            devices=_devices_from_wire(m.get(7, [])),
         )
+
+    def with_device(self, device: Device) -> RosterEntry:
+        if self.role == Role.NODE:
+            raise ValueError(f"{self.name!r} is a node: a node has one key (add a new node)")
+        if any(d.label == device.label for d in self.devices):
+            raise ValueError(f"{self.name!r} already has a device {device.label!r}")
+        return replace(self, devices=(*self.devices, device))
+
+
+def _devices_from_wire(items: Any) -> tuple[Device, ...]:
+    if not isinstance(items, list | tuple):
+        raise ValueError("roster entry devices must be a list")
+    devices: list[Device] = []
+    for item in items:
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not isinstance(item[0], bytes)
+            or len(item[0]) != 32
+            or not isinstance(item[1], str)
+            or not 1 <= len(item[1]) <= 64
+        ):
+            raise ValueError("a device is [32-byte public key, label of 1-64 characters]")
+        devices.append(Device(item[0], item[1]))
+    if len({d.label for d in devices}) != len(devices):
+        raise ValueError("two devices of one entry share a label")
+    return tuple(devices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +235,9 @@ class Roster:
             ):
                 raise ValueError("revoked entries are [kid, name] pairs")
             revoked.append(Revoked(item[0], item[1]))
-        kids = [e.kid for e in entries]
+        kids = [k for e in entries for k in e.kids()]
         if len(set(kids)) != len(kids):
-            raise ValueError("two roster entries share a key id")
+            raise ValueError("two roster keys share a key id")
         names = [e.name for e in entries]
         if len(set(names)) != len(names):
             raise ValueError("two roster entries share a name")
@@ -194,20 +249,44 @@ class Roster:
     def with_entry(self, entry: RosterEntry, serial: int) -> Roster:
         if self.by_name(entry.name) is not None:
             raise ValueError(f"the roster already has an entry named {entry.name!r}")
-        if any(e.kid == entry.kid for e in self.entries):
-            raise ValueError("that public key (or its key id) is already on the roster")
-        if any(r.kid == entry.kid for r in self.revoked):
-            raise ValueError("that key was revoked; generate a new key")
+        self._check_new_key(entry.kid)
         return replace(self, serial=serial, entries=(*self.entries, entry))
 
-    def without(self, name: str, serial: int) -> Roster:
+    def _check_new_key(self, kid: bytes) -> None:
+        if any(kid in e.kids() for e in self.entries):
+            raise ValueError("that public key (or its key id) is already on the roster")
+        if any(r.kid == kid for r in self.revoked):
+            raise ValueError("that key was revoked; generate a new key")
+
+    def with_device(self, name: str, device: Device, serial: int) -> Roster:
+        """Another device key for the issuer ``name`` (its own sequence numbers)."""
         entry = self.by_name(name)
         if entry is None:
             raise ValueError(f"no roster entry named {name!r}")
+        self._check_new_key(device.kid)
+        updated = entry.with_device(device)
+        entries = tuple(updated if e.name == name else e for e in self.entries)
+        return replace(self, serial=serial, entries=entries)
+
+    def without(self, name: str, serial: int, *, device: str | None = None) -> Roster:
+        """Revoke an entry with all its keys, or (``device``) one device key of it."""
+        entry = self.by_name(name)
+        if entry is None:
+            raise ValueError(f"no roster entry named {name!r}")
+        if device is not None:
+            gone = [d for d in entry.devices if d.label == device]
+            if not gone:
+                raise ValueError(f"{name!r} has no device {device!r}")
+            kept = replace(entry, devices=tuple(d for d in entry.devices if d.label != device))
+            return Roster(
+                serial=serial,
+                entries=tuple(kept if e.name == name else e for e in self.entries),
+                revoked=(*self.revoked, Revoked(gone[0].kid, name)),
+            )
         return Roster(
             serial=serial,
             entries=tuple(e for e in self.entries if e.name != name),
-            revoked=(*self.revoked, Revoked(entry.kid, entry.name)),
+            revoked=(*self.revoked, *(Revoked(k, entry.name) for k in entry.kids())),
         )
 
     def node_regions(self) -> dict[str, frozenset[str]]:
@@ -355,7 +434,7 @@ class TrustState:
     def entry_for(self, kid: bytes) -> RosterEntry | None:
         if self.roster is None:
             return None
-        return next((e for e in self.roster.entries if e.kid == kid), None)
+        return next((e for e in self.roster.entries if kid in e.kids()), None)
 
     def _revoked_name(self, kid: bytes) -> str | None:
         if kid in self.revoked:
@@ -393,7 +472,8 @@ class TrustState:
                     Reason.UNKNOWN_SIGNER,
                     f"key id {env.kid.hex()} is not on the roster (serial {serial})",
                 )
-            key, signer, role, kinds = entry.public_key, entry.name, entry.role, entry.kinds
+            key = entry.key_for(env.kid) or entry.public_key  # a device key, or the entry's
+            signer, role, kinds = entry.name, entry.role, entry.kinds
         try:
             cose.verify_parsed(env.sign1, self._verifier(key))
         except cose.CoseError as exc:
@@ -441,7 +521,10 @@ class TrustState:
             except ValueError as exc:
                 return Rejection(Reason.MALFORMED, f"revocation: {exc}")
         if replay is not None and replay.seen(env.kid, d.seq):
-            return Rejection(Reason.REPLAY, f"sequence {d.seq} of {signer!r} was already seen")
+            return Rejection(
+                Reason.REPLAY,
+                f"sequence {d.seq} of {signer!r} (key id {env.kid.hex()}) was already seen",
+            )
         return Accepted(env, signer, role)
 
     def apply(self, accepted: Accepted) -> None:

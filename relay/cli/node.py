@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_message_arguments(send)
     send.set_defaults(handler=cmd_send)
 
+    submit = sub.add_parser(
+        "submit",
+        help="submit an already signed message (decision, roster, revocation) to the running node",
+    )
+    submit.add_argument("--config", type=Path, required=True)
+    submit.add_argument("file", help="the signed message (from relay sign or relay roster), or -")
+    submit.set_defaults(handler=cmd_submit)
+
     inbox = sub.add_parser("inbox", help="decisions received by the running node")
     inbox.add_argument("--config", type=Path, required=True)
     inbox.add_argument("--json", action="store_true")
@@ -101,12 +109,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(f"the node cannot start: {exc}", status=exc.status) from None
 
 
+def _submit(cfg: Config, raw: bytes) -> int:
+    """Hand signed bytes to the node; print the id, or the rejection (exit 1)."""
+    try:
+        answer = api.call(cfg.api_socket, {"op": "submit", "raw": base64.b64encode(raw).decode()})
+    except api.ApiError as exc:
+        raise CliError(str(exc), status=3) from exc
+    if not answer.get("ok"):
+        error = str(answer.get("error", "the node refused the request"))
+        if answer.get("reason") == "replay":
+            error += f"; {REPLAY_HINT}"
+        raise CliError(error, status=1)
+    print(answer["id"])
+    if answer.get("duplicate"):
+        print("relay: the node already had this message (duplicate)", file=sys.stderr)
+    return 0
+
+
+# Two devices signing with one copied key both count from sequence 1 (docs/wire-format.md).
+REPLAY_HINT = (
+    "wordt deze sleutel ook op een ander apparaat gebruikt? Geef elk apparaat een eigen sleutel"
+    " / is this issuer key also used on another device? Give each device its own key"
+    " (relay keys new; relay roster add --name ISSUER --pub DEVICE.pub --device LABEL)"
+)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
-    raw = sign_from_args(args)
-    answer = _call(cfg, {"op": "submit", "raw": base64.b64encode(raw).decode()})
-    print(answer["id"])
-    return 0
+    return _submit(cfg, sign_from_args(args))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
+    return _submit(cfg, raw)
 
 
 def _line(m: dict[str, Any]) -> str:

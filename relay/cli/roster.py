@@ -14,7 +14,15 @@ from relay.envelope import Kind, seal
 from relay.keys import KeyError_, fingerprint, load_private, load_public, raw_public
 from relay.render import timestamp
 from relay.rosterfile import RosterFileError, load_trust, next_serial, write_roster
-from relay.trust import DEFAULT_KINDS, Role, Roster, RosterEntry, Scope, revocation_decision
+from relay.trust import (
+    DEFAULT_KINDS,
+    Device,
+    Role,
+    Roster,
+    RosterEntry,
+    Scope,
+    revocation_decision,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,13 +40,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--root-key", type=Path, required=True)
     add.add_argument("--pub", type=Path, required=True)
     add.add_argument("--name", required=True)
-    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--role", choices=[r.value for r in Role], help="required unless --device")
     add.add_argument(
         "--scope",
         action="append",
-        required=True,
         help="audience the key may address (issuers) or serves (nodes): all, region:VR07, "
-        "node:NAME; repeatable",
+        "node:NAME; repeatable; required unless --device",
+    )
+    add.add_argument(
+        "--device",
+        metavar="LABEL",
+        help="add the key as another device of the existing issuer NAME (a second laptop): it "
+        "signs as NAME with NAME's role and scope, and numbers its messages on its own",
     )
     add.add_argument(
         "--kinds",
@@ -55,6 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rev.add_argument("roster", type=Path)
     rev.add_argument("--root-key", type=Path, required=True)
     rev.add_argument("--name", required=True)
+    rev.add_argument("--device", metavar="LABEL", help="revoke only this device key of NAME")
     rev.add_argument(
         "--message",
         type=Path,
@@ -106,6 +120,10 @@ def _kinds(spec: str | None, role: Role) -> frozenset[Kind]:
 
 def cmd_add(args: argparse.Namespace) -> int:
     roster, key = _load(args.roster, args.root_key)
+    if args.device is not None:
+        return _add_device(args, roster, key)
+    if args.role is None or not args.scope:
+        raise CliError("--role and --scope are required (unless --device adds a device key)")
     role = Role(args.role)
     try:
         scope = Scope.parse(args.scope)
@@ -134,18 +152,37 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device(args: argparse.Namespace, roster: Roster, key: Ed25519PrivateKey) -> int:
+    if args.role is not None or args.scope or args.kinds or args.valid_days:
+        raise CliError("a device key takes the role, scope, kinds and validity of its entry")
+    try:
+        device = Device(raw_public(load_public(args.pub)), args.device)
+        updated = roster.with_device(args.name, device, next_serial(args.root_key, roster.serial))
+    except (ValueError, KeyError_) as exc:
+        raise CliError(str(exc)) from exc
+    write_roster(args.roster, updated, key)
+    print(
+        f"roster {args.roster}: serial {updated.serial}, added device {args.device!r} of "
+        f"{args.name!r} (key id {device.kid.hex()})"
+    )
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     roster, key = _load(args.roster, args.root_key)
     entry = roster.by_name(args.name)
     try:
-        updated = roster.without(args.name, next_serial(args.root_key, roster.serial))
+        serial = next_serial(args.root_key, roster.serial)
+        updated = roster.without(args.name, serial, device=args.device)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     write_roster(args.roster, updated, key)
-    print(f"roster {args.roster}: serial {updated.serial}, revoked {args.name!r}")
+    what = f"device {args.device!r} of {args.name!r}" if args.device else repr(args.name)
+    print(f"roster {args.roster}: serial {updated.serial}, revoked {what}")
     if args.message and entry is not None:
+        kids = [d.kid for d in entry.devices if d.label == args.device] or entry.kids()
         seq = next_serial(args.root_key, updated.serial)
-        raw = seal(revocation_decision([entry.kid], seq, int(time.time())), key)
+        raw = seal(revocation_decision(kids, seq, int(time.time())), key)
         args.message.write_bytes(raw)
         print(f"revocation message {args.message} ({len(raw)} bytes): send it as FLASH")
     return 0
@@ -169,6 +206,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             "fingerprint": fingerprint(e.public_key),
             "not_before": e.not_before or None,
             "not_after": e.not_after,
+            "devices": [
+                {"label": d.label, "key_id": d.kid.hex(), "fingerprint": fingerprint(d.public_key)}
+                for d in e.devices
+            ],
         }
         for e in roster.entries
     ]
@@ -186,6 +227,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"  {e.name:<24} {e.role.value:<21} {e.kid.hex()}  scope {','.join(e.scope.specs())}"
             f"  kinds {kinds}{until}"
         )
+        for d in e.devices:
+            print(f"  {'':<24} {'device ' + d.label:<21} {d.kid.hex()}")
     for r in roster.revoked:
         print(f"  {r.name:<24} {'REVOKED':<21} {r.kid.hex()}")
     return 0

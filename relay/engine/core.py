@@ -76,6 +76,7 @@ from relay.envelope import (
 from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
 
 LOCAL_LINK = "local"
+ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
 SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
@@ -110,6 +111,7 @@ class EngineConfig:
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
     # Only roster nodes become peers; beyond this many the least recently heard is forgotten.
     max_peers: int = 1024
+    peer_grace_s: float = 6.0  # after MQTT comes up: time for every peer's status to arrive
     trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
     # Gateways take turns, in an order that every gateway computes alike (by a hash of node name
     # and decision, over the gateways heard on MQTT): the n-th waits n slots. A slot must cover
@@ -212,6 +214,7 @@ class Engine:
         }
         self.mqtt_peers: dict[str, float] = {}
         self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
+        self.mesh_peers: dict[str, float] = {}  # roster nodes last heard signing on a mesh link
         self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
         self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
@@ -225,6 +228,9 @@ class Engine:
         self._held: dict[int, list[Held]] = {}
         self._evictions: list[DeleteMessages] = []
         self._inflight: Counter[str] = Counter()  # per link, kept incrementally
+        # (message, link) -> sends dropped from the outbox while in flight (every recipient
+        # signed meanwhile): their link still reports the outcome, and it is audited then.
+        self._dropped_inflight: Counter[tuple[bytes, str]] = Counter()
         self._tokens = itertools.count(1)
         self._seq = 0
         self._next_gc = 0.0
@@ -298,6 +304,35 @@ class Engine:
         released only once the message is durable."""
         return self._ingest(LOCAL_LINK, raw, now, channel=None, ticket=ticket)
 
+    def roster_file(self, raw: bytes, now: float) -> list[Action]:
+        """The roster file this node loaded at start. When it is the current roster (newer than
+        every stored one) and not yet stored, it is taken as if submitted here: stored and sent
+        on like a FLASH message, so the network converges on the highest serial without anyone
+        touching the other nodes. An older or already stored file changes nothing."""
+        env = open_envelope(raw, max_bytes=1 << 20)
+        roster = self.trust.roster
+        if isinstance(env, Rejection) or env.decision.kind != Kind.ROSTER or roster is None:
+            return []
+        if env.decision.seq != roster.serial or self._known(env.id):
+            return []
+        # Checked afresh, against the root alone (our trust state holds this roster already).
+        fresh = TrustState(root_public=self.trust.root_public, skew_s=self.trust.skew_s)
+        verdict = fresh.check(env, now)
+        if isinstance(verdict, Rejection):
+            return self._reject(LOCAL_LINK, verdict, None, now, env.id)
+        self.counters["roster_file_sent"] += 1
+        # Every node first started with the same file does this too: on MQTT those copies are
+        # cheap duplicates, on a mesh they would cost every node's airtime for nothing. There
+        # the healing summaries carry it (a peer lacking the root's sequence number asks for
+        # it, rosters first), and gateways bridge it from MQTT to nodes not heard there. Not
+        # "submitted here" (LOCAL_LINK) either: a node going quiet soon after our start would
+        # make us bridge a roster of many frames into the mesh (_bridge_missed).
+        targets = tuple((n, 0.0) for n, info in self.links.items() if info.kind == "mqtt")
+        return self._accept(ROSTER_FILE, verdict, now, None, targets=targets)
+
+    def _known(self, msg_id: bytes) -> bool:
+        return msg_id in self._msgs or msg_id in self._pending_ids or msg_id in self._tombstones
+
     def received(
         self, link: str, raw: bytes, now: float, *, channel: str | None = None, peer: str = ""
     ) -> list[Action]:
@@ -340,7 +375,14 @@ class Engine:
         return True
 
     def _forget_peer(self, node: str) -> None:
-        for table in (self.peers, self.mqtt_peers, self.gateway_peers, self.peer_statuses):
+        tables = (
+            self.peers,
+            self.mqtt_peers,
+            self.gateway_peers,
+            self.peer_statuses,
+            self.mesh_peers,
+        )
+        for table in tables:
             table.pop(node, None)
         self._status_issued.pop(node, None)
         self._quiet.discard(node)
@@ -475,10 +517,9 @@ class Engine:
             if out is not None and out.via != link:
                 out = None
         m = self._msgs.get(msg_id)
-        if out is None or m is None:
-            return self._pump(now)
-        if not out.inflight:
-            return self._pump(now)  # a late or repeated report: nothing is in flight
+        if out is None or m is None or not out.inflight:
+            # A late or repeated report: nothing is in flight, unless its entry was dropped.
+            return self._dropped_transmitted(link, msg_id, ok, now, airtime_s) + self._pump(now)
         out.inflight = False
         self._inflight[link] -= 1
         out.attempts += 1
@@ -498,7 +539,11 @@ class Engine:
             if key[1] == ANY_LINK and self._best_link(now) not in (None, link):
                 delay = 0.0  # another link is usable: fail over now, do not wait
             self._reschedule(msg_id, key[1], out, now + min(delay, self.config.fail_retry_max_s))
-        elif out.awaiting_receipts and m.recipients - m.signed:
+        elif out.awaiting_receipts and (
+            self._mesh_pending(m, now)
+            if self._serves_mesh_only(key[1], out, m)
+            else m.recipients - m.signed
+        ):
             self.counters["transmitted"] += 1
             base = (
                 self.config.flash_retry_base_s
@@ -512,6 +557,27 @@ class Engine:
             del self._outbox[key]
             actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
         return actions + self._pump(now)
+
+    def _dropped_transmitted(
+        self, link: str, msg_id: bytes, ok: bool, now: float, airtime_s: float | None
+    ) -> list[Action]:
+        """The outcome of a send whose entry was dropped while it was in flight (``_drop_key``).
+        A mesh frame is done only when a neighbour relays it, often after the receipt it
+        brought has come back; what went on the air is audited like any other send."""
+        key = (msg_id, link)
+        if not self._dropped_inflight[key]:
+            self._dropped_inflight.pop(key, None)
+            return []
+        self._dropped_inflight[key] -= 1
+        if not self._dropped_inflight[key]:
+            del self._dropped_inflight[key]
+        if not ok:
+            return []  # nobody waits for it any more: no retry
+        self.counters["transmitted"] += 1
+        if (m := self._msgs.get(msg_id)) is not None and self._kind(link) == "mesh":
+            m.meshed.add(link)
+        airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
+        return [self._audit(now, "sent", msg_id, link, airtime)]
 
     def timer(self, now: float) -> list[Action]:
         self._saw_time(now)
@@ -665,13 +731,23 @@ class Engine:
             actions += self._pump(now)
         return actions
 
-    def _accept(self, link: str, verdict: Accepted, now: float, ticket: int | None) -> list[Action]:
+    def _accept(
+        self,
+        link: str,
+        verdict: Accepted,
+        now: float,
+        ticket: int | None,
+        *,
+        targets: tuple[tuple[str, float], ...] | None = None,
+    ) -> list[Action]:
         env, d = verdict.envelope, verdict.envelope.decision
         origin = link == LOCAL_LINK
         window = self.replay.commit(env.kid, d.seq)
         self._pending_ids.add(env.id)
         self.counters["accepted"] += 1
         self.sync.accepted(link, now)
+        if verdict.role == Role.NODE and self._kind(link) == "mesh":
+            self.mesh_peers[verdict.signer] = now  # bounded: roster nodes only
         ops: list[StoreOp] = [
             PutMessage(
                 id=env.id,
@@ -713,9 +789,10 @@ class Engine:
             held.append(self._sign_receipt(env, d, now, ops, arrived=link))
             if origin:
                 m.signed.add(self.config.node)
-        targets = tuple(
-            self._targets(d.precedence, d.kind, d, origin=origin, now=now, arrived=link)
-        )
+        if targets is None:
+            targets = tuple(
+                self._targets(d.precedence, d.kind, d, origin=origin, now=now, arrived=link)
+            )
         awaiting = bool(origin and m.recipients - m.signed)
         ops += [PutOutbox(env.id, name, 0, now + delay, awaiting) for name, delay in targets]
         ops += self._evictions
@@ -819,11 +896,11 @@ class Engine:
     def _usable(self, link: str, now: float) -> bool:
         return self.health[link].usable(now)
 
-    def _best_link(self, now: float) -> str | None:
+    def _best_link(self, now: float, skip: set[str] | frozenset[str] = frozenset()) -> str | None:
         usable = [
             (KIND_RANK.get(info.kind, 9), self.health[name].effective(now) != "up", i, name)
             for i, (name, info) in enumerate(self.links.items())
-            if self._usable(name, now)
+            if self._usable(name, now) and name not in skip
         ]
         return min(usable)[3] if usable else None
 
@@ -843,7 +920,7 @@ class Engine:
         if origin:
             if precedence == Precedence.FLASH:
                 return [(name, 0.0) for name in self.links]
-            return [(ANY_LINK, 0.0)]
+            return [(ANY_LINK, 0.0), *self._mesh_targets(kind, d, now)]
         arrived_kind = self._kind(arrived) if arrived else None
         if arrived_kind == "mesh":
             # Bridge fresh mesh traffic to MQTT; what MQTT missed meanwhile, healing catches up.
@@ -877,6 +954,53 @@ class Engine:
                        key=lambda n: hashlib.sha256(salt + n.encode()).digest())  # fmt: skip
         return order.index(self.config.node)
 
+    def _mesh_only(self, node: str, now: float) -> bool:
+        """Can we reach ``node`` only by mesh? Yes when it has not been heard on MQTT within
+        ``peer_timeout_s`` (or never: a radio-only post), or when it was heard signing on the
+        mesh since it was last heard on MQTT."""
+        mqtt = self.mqtt_peers.get(node, float("-inf"))
+        return mqtt < now - self.config.peer_timeout_s or self.mesh_peers.get(node, mqtt) > mqtt
+
+    def _mesh_pending(self, m: _Msg, now: float) -> set[str]:
+        """Recipients of our own message that have not signed and that only the mesh reaches."""
+        return {n for n in m.recipients - m.signed if self._mesh_only(n, now)}
+
+    def _mesh_targets(self, kind: Kind, d: Decision | None, now: float) -> list[tuple[str, float]]:
+        """Own non-FLASH decision: besides "the best link", one entry per mesh link when a
+        recipient is reachable only by mesh (docs/failover.md). Without this a gateway sends its
+        own decision by MQTT alone, and nobody bridges it to its region's radio-only posts.
+        Right after MQTT came up the peers' statuses may not all be in: the entry then waits
+        until ``peer_grace_s`` after that, and is dropped if every such node has been heard on
+        MQTT meanwhile (``_pump``)."""
+        roster = self.trust.roster
+        meshes = [n for n, info in self.links.items() if info.kind == "mesh"]
+        has_mqtt = any(info.kind == "mqtt" for info in self.links.values())
+        if d is None or kind not in SHOWN_KINDS or roster is None or not meshes or not has_mqtt:
+            return []  # without MQTT "the best link" is a mesh link already
+        members = set(roster.recipients(d.audience)) - {self.config.node}
+        if not any(self._mesh_only(n, now) for n in members):
+            return []
+        heard_from = [
+            h.usable_since
+            for n, h in self.health.items()
+            if self.links[n].kind == "mqtt" and h.usable(now) and h.usable_since is not None
+        ]
+        grace_end = min(heard_from) + self.config.peer_grace_s if heard_from else now
+        return [(n, max(0.0, grace_end - now)) for n in meshes]
+
+    def _serves_mesh_only(self, link: str, out: _Out, m: _Msg) -> bool:
+        """Is this the mesh entry of an own decision (``_mesh_targets``, or FLASH's copy for
+        every link)? It is retried (and, below FLASH, first sent) only while a recipient that
+        only the mesh reaches has not signed: nodes healthy on MQTT cost no airtime."""
+        return (
+            link != ANY_LINK
+            and m.origin
+            and out.awaiting_receipts
+            and not out.answer
+            and m.kind in SHOWN_KINDS
+            and self._kind(link) == "mesh"
+        )
+
     def _mesh_needed(self, d: Decision, now: float) -> bool:
         """Does a node that should get this message depend on the mesh right now?"""
         if d.kind == Kind.ACK:
@@ -899,6 +1023,10 @@ class Engine:
         out = self._outbox.pop(key, None)
         if out is not None and out.inflight and out.via is not None:
             self._inflight[out.via] -= 1
+            self._dropped_inflight[(key[0], out.via)] += 1  # its outcome is still to come
+            bound = 4 * self.config.max_inflight_per_link * len(self.links)
+            if len(self._dropped_inflight) > bound:
+                del self._dropped_inflight[next(iter(self._dropped_inflight))]  # never reported
 
     def _keys_of(self, msg_id: bytes) -> list[tuple[bytes, str]]:
         """The outbox keys of one message, found directly (no scan of the whole outbox)."""
@@ -935,12 +1063,22 @@ class Engine:
             out = self._outbox.get((msg_id, link))
             if out is None or out.inflight or out.next_at != at:
                 continue
-            via = self._best_link(now) if link == ANY_LINK else link
+            # A mesh link with its own entry for this message (_mesh_targets) carries it there.
+            skip = {n for n in self.links if (msg_id, n) in self._outbox}
+            via = self._best_link(now, skip) if link == ANY_LINK else link
             if via is None or not self._usable(via, now):
                 continue  # parked; a link state change (_revive) makes it due again
             m = self._msgs.get(msg_id)
             if m is None or m.expires_at + self.trust.skew_s < self.trusted_now(now):
                 self._outbox.pop((msg_id, link), None)
+                continue
+            if (
+                (out.attempts or m.precedence != Precedence.FLASH)  # FLASH: every link at once
+                and self._serves_mesh_only(link, out, m)
+                and not self._mesh_pending(m, now)
+            ):
+                del self._outbox[(msg_id, link)]  # all heard on MQTT meanwhile (or have signed)
+                actions.append(Persist(next(self._tokens), (DeleteOutbox(msg_id, link),)))
                 continue
             if inflight[via] >= self.config.max_inflight_per_link:
                 deferred.append((at, msg_id, link))

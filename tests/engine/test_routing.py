@@ -3,7 +3,7 @@
 from relay.engine.core import LinkInfo
 from relay.engine.health import LinkHealth
 from relay.engine.ops import Persist
-from relay.envelope import Envelope, Precedence, open_envelope
+from relay.envelope import Envelope, Precedence, message_id, open_envelope
 from relay.trust import Role
 from tests.engine.harness import Node, make_node
 from tests.world import NOW, World, standard_world
@@ -40,7 +40,9 @@ def test_priority_goes_by_mqtt_only_when_healthy() -> None:
     """Test that a PRIORITY decision uses MQTT alone while MQTT is up: no mesh airtime."""
     w = standard_world()
     hq = make_node(w, "hq", set(), links=BOTH)
+    hq.engine.peer_heard("mqtt", "vr07-utrecht", NOW)  # the one VR07 node is healthy on MQTT
     hq.run(hq.engine.submit(w.sign("national", to="region:VR07"), NOW, ticket=1), NOW)
+    hq.run(hq.engine.timer(NOW + 10), NOW + 10)
     assert len(msgs_on(hq, "mqtt")) == 1 and msgs_on(hq, "mesh") == []
 
 
@@ -63,9 +65,9 @@ def test_waiting_message_fails_over_to_mesh_and_back() -> None:
     # MQTT returns: after its hold-down the next message goes by MQTT again.
     hq.run(hq.engine.link_state("mqtt", "up", NOW + 10), NOW + 10)
     hq.run(hq.engine.timer(NOW + 12.1), NOW + 12.1)
-    hq.run(hq.engine.submit(w.sign("national", "second", to="region:VR07"), NOW + 13, ticket=2),
-           NOW + 13)  # fmt: skip
-    assert len(msgs_on(hq, "mqtt")) == 1
+    second = w.sign("national", "second", to="region:VR07")
+    hq.run(hq.engine.submit(second, NOW + 13, ticket=2), NOW + 13)
+    assert message_id(second) in msgs_on(hq, "mqtt")
 
 
 def test_failed_mqtt_publish_fails_over_at_once() -> None:
