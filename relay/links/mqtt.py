@@ -312,6 +312,10 @@ class _Client(aiomqtt.Client):
         self.overflow: deque[tuple[str, int]] = deque(maxlen=_OVERFLOW_KEEP)
         self.overflow_count = 0
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        # (topic, handler) for our liveness probe's echo, set by the link once it serves: the
+        # echo is handled as it is read off the socket, not behind a backlog of inbound
+        # messages in the queue (a flood would otherwise make a healthy link look dead).
+        self.probe: tuple[str, Callable[[bytes], None]] | None = None
 
     def _on_connect(
         self,
@@ -360,6 +364,9 @@ class _Client(aiomqtt.Client):
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self.probe is not None and message.topic == self.probe[0] and message.qos == 0:
+            self.probe[1](bytes(message.payload))
+            return
         if self._queue.full():
             # Not acknowledged: the broker keeps it and re-sends it after the reconnect that the
             # reader starts when it reports this. A broker that keeps our Receive Maximum never
@@ -726,6 +733,11 @@ class MqttLink:
             session_present=session.client.session_present,
         )
         log.info("mqtt connected", session_present=session.client.session_present)
+        probe_topic = self.topic("probe")
+        session.client.probe = (
+            probe_topic,
+            lambda payload: self._probe_echo(session, probe_topic, payload),
+        )
         graceful = stopping = False
         try:
             async with asyncio.TaskGroup() as tg:
