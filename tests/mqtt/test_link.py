@@ -296,8 +296,9 @@ def test_acl_denies_publishing_to_another_nodes_topic(
                 with pytest.raises(PublishRejected) as refused:
                     await impostor.publish("msg", b"forged")
                 assert refused.value.reason_code == 135
-            await b.publish("msg", b"genuine")
-            await rec_b.inbound("msg", b"genuine")
+                await b.publish("msg", b"genuine")
+                # The other client gets it (b itself not: No Local), long after any forgery.
+                await rec_imp.inbound("msg", b"genuine")
             assert not [e for e in rec_b.of_type(Inbound) if e.payload == b"forged"]
             # use_username_as_clientid: the impostor's client id became "a"; b was never cut.
             assert not [e for e in rec_b.events if getattr(e, "state", "") == "down"]
