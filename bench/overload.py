@@ -60,6 +60,7 @@ from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec
 
 BROKER = ["max_queued_messages 1000000", "max_queued_bytes 0"]
 NODE = "rx"
+PUBLISH_TIMEOUT_S = 600.0  # a whole burst waits in paho's queue (20 in flight per client)
 
 
 def sign_bursts(c: Cluster, publishers: int, per: int) -> list[list[bytes]]:
@@ -97,7 +98,11 @@ async def status(sock: Path) -> dict[str, Any]:
 async def publish_all(port: int, bursts: list[list[bytes]], topic: str | None = None) -> None:
     async def one(i: int, raws: list[bytes]) -> None:
         async with aiomqtt.Client(
-            "127.0.0.1", port, identifier=f"pub{i}", protocol=aiomqtt.ProtocolVersion.V5
+            "127.0.0.1",
+            port,
+            identifier=f"pub{i}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            timeout=PUBLISH_TIMEOUT_S,
         ) as client:
             t = topic or f"crisis/pub{i}/msg"
             await asyncio.gather(*(client.publish(t, r, qos=1) for r in raws))
@@ -241,7 +246,13 @@ async def raw_run(port: int, publishers: int, sizes: list[int]) -> float:
         t0 = time.perf_counter()
 
         async def one(i: int, raws: list[bytes]) -> None:
-            async with aiomqtt.Client("127.0.0.1", port, identifier=f"raw{i}") as client:
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                port,
+                identifier=f"raw{i}",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                timeout=PUBLISH_TIMEOUT_S,
+            ) as client:
                 await asyncio.gather(*(client.publish(f"raw/{i}/msg", r, qos=1) for r in raws))
 
         await asyncio.gather(*(one(i, b) for i, b in enumerate(bursts)))

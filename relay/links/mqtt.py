@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import re
@@ -671,13 +672,18 @@ class MqttLink:
             async with asyncio.timeout(s.connect_timeout_s):
                 await client.__aenter__()
                 entered = True
-                await self._subscribe(client)
+                resumed = client.session_present
+                # A resumed session keeps its subscriptions. And the broker sends what it kept
+                # for us first: after an overload that is thousands of messages, and a SUBACK or
+                # PUBACK behind them would make every reconnect time out (seen with 20,000).
+                if not resumed:
+                    await self._subscribe(client)
                 if self._status is not None:
                     ack = client.publish_acked(self.topic("status"), self._status, retain=True)
-                    code = await ack
-                    if code.is_failure:
-                        # Not fatal: the link still works for reading; say so loudly.
-                        self._log.warning("mqtt status rejected", broker=broker.url, code=str(code))
+                    if resumed:
+                        ack.add_done_callback(functools.partial(self._status_acked, broker.url))
+                    else:
+                        self._status_acked(broker.url, ack, await ack)
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             self._stats["connect_failures"] += 1
             if entered:
@@ -691,6 +697,17 @@ class MqttLink:
         self._stats["connects"] += 1
         self._stats["sessions_resumed" if client.session_present else "sessions_new"] += 1
         return client
+
+    def _status_acked(
+        self, url: str, ack: asyncio.Future[ReasonCode], code: ReasonCode | None = None
+    ) -> None:
+        if code is None:
+            if ack.cancelled() or ack.exception() is not None:
+                return  # the connection went; the next one publishes the status again
+            code = ack.result()
+        if code.is_failure:
+            # Not fatal: the link still works for reading; say so loudly.
+            self._log.warning("mqtt status rejected", broker=url, code=str(code))
 
     async def _subscribe(self, client: _Client) -> None:
         p = self._settings.topic_prefix
