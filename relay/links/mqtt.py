@@ -317,6 +317,7 @@ class _Client(aiomqtt.Client):
         # echo is handled as it is read off the socket, not behind a backlog of inbound
         # messages in the queue (a flood would otherwise make a healthy link look dead).
         self.probe: tuple[str, Callable[[bytes], None]] | None = None
+        self.last_read = 0.0  # loop time of the last PUBLISH read from the broker
 
     def _on_connect(
         self,
@@ -365,6 +366,7 @@ class _Client(aiomqtt.Client):
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.last_read = self._loop.time()
         if self.probe is not None and message.topic == self.probe[0] and message.qos == 0:
             self.probe[1](bytes(message.payload))
             return
@@ -893,7 +895,12 @@ class MqttLink:
             wake = next_send
             if oldest is not None:
                 age = now - oldest
-                if age >= s.probe_timeout_s:
+                # Down when no echo came for probe_timeout_s AND nothing else either: while the
+                # broker keeps sending, a late echo waits behind messages it has already written
+                # to us (a backlog after an overload), and reconnecting would only make it send
+                # the backlog again.
+                deadline = max(oldest, session.client.last_read) + s.probe_timeout_s
+                if now >= deadline:
                     self._stats["probe_timeouts"] += 1
                     reason = f"no probe echo for {age:.1f} s"
                     session.log.warning("mqtt link down", reason=reason)
@@ -904,7 +911,7 @@ class MqttLink:
                     self._set_state("degraded", session.broker.url, f"probe overdue {age:.1f} s")
                 else:
                     wake = min(wake, oldest + s.degraded_rtt_s)
-                wake = min(wake, oldest + s.probe_timeout_s)
+                wake = min(wake, deadline)
             await asyncio.sleep(max(0.0, wake - loop.time()))  # timer: the next send or deadline
 
     def _probe_echo(self, session: _Session, topic: str, payload: bytes) -> None:
