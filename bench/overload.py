@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -92,7 +93,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def status(sock: Path) -> dict[str, Any]:
-    return await api.request(sock, {"op": "status"}, wait_s=10.0)
+    return await api.request(sock, {"op": "status"}, wait_s=120.0)
 
 
 async def publish_all(port: int, bursts: list[list[bytes]], topic: str | None = None) -> None:
@@ -160,7 +161,11 @@ async def node_run(
             published = time.perf_counter() - t0
             # Polling the node's API is the only view into another process.
             while True:
-                delivered = int((await status(sock))["engine"]["counters"].get("delivered", 0))
+                try:
+                    st = await status(sock)
+                except api.ApiError:
+                    continue  # busy beyond the request's patience: ask again
+                delivered = int(st["engine"]["counters"].get("delivered", 0))
                 now = time.perf_counter()
                 if delivered != last:
                     last, last_change = delivered, now
@@ -178,6 +183,8 @@ async def node_run(
             if stopper is not None:
                 stopper.close()
         watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await watching
     seconds = (done_at if done_at is not None else last_change) - t0
     cpu = cpu_seconds(pid) - cpu0
     st = await status(sock)
