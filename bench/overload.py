@@ -188,7 +188,7 @@ async def node_run(
     seconds = (done_at if done_at is not None else last_change) - t0
     cpu = cpu_seconds(pid) - cpu0
     st = await status(sock)
-    inbox = (await api.request(sock, {"op": "inbox", "limit": 10**6}, wait_s=30.0))["messages"]
+    inbox = (await api.request(sock, {"op": "inbox", "limit": 100_000}, wait_s=60.0))["messages"]
     have = {bytes.fromhex(m["id"]) for m in inbox} & sent
     counters = st["engine"]["counters"]
     mqtt = next(lk for lk in st["links"] if lk["kind"] == "mqtt")["mqtt"]
