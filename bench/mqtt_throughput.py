@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -155,6 +156,11 @@ async def relay_latency(c: Cluster, rate: float, seconds: float) -> list[float]:
     return [got[i] - submitted[i] for i in got]
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
@@ -190,8 +196,12 @@ def main() -> int:
                 c.wait_ready(name)
             raw_tp = [asyncio.run(baseline_throughput(broker.port, args.messages))
                       for _ in range(args.trials)]  # fmt: skip
+            cpu0 = {n: cpu_seconds(c.procs[n].pid) for n in ("tx", "rx")}
             relay_tp = [asyncio.run(relay_throughput(c, args.messages))
                         for _ in range(args.trials)]  # fmt: skip
+            decisions = args.messages * args.trials
+            cpu_us = {n: round((cpu_seconds(c.procs[n].pid) - cpu0[n]) / decisions * 1e6)
+                      for n in ("tx", "rx")}  # fmt: skip
             raw_lat = asyncio.run(baseline_latency(broker.port, args.rate, args.seconds))
             relay_lat = asyncio.run(relay_latency(c, args.rate, args.seconds))
         finally:
@@ -207,6 +217,11 @@ def main() -> int:
         "baseline_latency_ms": {"p50": pct(raw_lat, 50) * 1e3, "p99": pct(raw_lat, 99) * 1e3},
         "relay_latency_ms": {"p50": pct(relay_lat, 50) * 1e3, "p99": pct(relay_lat, 99) * 1e3},
         "relay_latency_samples": len(relay_lat),
+        # A node's CPU time (user + system, /proc) over the throughput trials per decision:
+        # tx signs nothing (pre-signed) but verifies, stores, publishes and takes the receipt;
+        # rx verifies, stores, delivers and signs and publishes its receipt.
+        "cpu_us_per_decision": cpu_us,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "all_trials": {"baseline": raw_tp, "relay": relay_tp},
     }
     if args.json:
@@ -223,6 +238,7 @@ def main() -> int:
         print(f"{label:34} {result[tp]:>10.0f} {ms['p50']:>9.2f} {ms['p99']:>9.2f}")
     print(f"ratio relay/raw throughput: {result['ratio']:.2f} (goal >= 0.5); latency at "
           f"{args.rate:.0f} msgs/s, {result['relay_latency_samples']} samples")  # fmt: skip
+    print(f"CPU per decision: tx {cpu_us['tx']} us, rx {cpu_us['rx']} us; load {result['loadavg']}")
     return 0
 
 

@@ -51,6 +51,7 @@ class MqttOptions:
     keepalive_s: int = 30
     probe_interval_s: float = 1.0
     probe_timeout_s: float = 3.0
+    inbound_queue: int = 1000  # also the MQTT v5 Receive Maximum
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,7 @@ def _mqtt(base: Path, doc: dict[str, Any]) -> MqttOptions | None:
     if not t:
         return None
     known = {"broker", "protocol", "topic_prefix", "session_expiry", "keepalive",
-             "probe_interval", "probe_timeout", "client_id"}  # fmt: skip
+             "probe_interval", "probe_timeout", "client_id", "inbound_queue"}  # fmt: skip
     _unknown(t, "mqtt", known)
     brokers = t.get("broker")
     if not isinstance(brokers, list) or not brokers:
@@ -222,6 +223,7 @@ def _mqtt(base: Path, doc: dict[str, Any]) -> MqttOptions | None:
         keepalive_s=int(_num(t, "mqtt", "keepalive", 30, lo=5, hi=65535)),
         probe_interval_s=interval,
         probe_timeout_s=timeout,
+        inbound_queue=int(_num(t, "mqtt", "inbound_queue", 1000, lo=10, hi=65535)),
     )
 
 

@@ -10,6 +10,11 @@ Shape (one pump, as aioquic's asyncio shell):
 * Only the engine task calls the engine; everything else talks to it through queues.
 * The store writer drains every pending batch into one transaction, commits (fsync), and only
   then reports the tokens persisted, which releases the held deliveries, receipts and transmits.
+* Inbound acknowledgements (MQTT PUBACKs) travel the same way: after the engine has handled an
+  inbound message, its ``ack`` joins the store queue behind whatever the engine asked to store,
+  and the writer calls it after that commit. So a message is acknowledged to the broker only when
+  it is durable -- or was refused, or is a duplicate of something durable or being committed
+  (its batch is ahead in the same queue): nothing that the broker counts as delivered can be lost.
 * Every task is created under one TaskGroup with a name. A link's own faults are handled inside
   the link with backoff; an unexpected exception anywhere ends the TaskGroup, the process exits
   non-zero and systemd restarts it.
@@ -98,7 +103,8 @@ class Node:
         self._inputs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(INPUT_QUEUE)
         self._internal: deque[tuple[Any, ...]] = deque()
         self._wake = asyncio.Event()
-        self._store_batches: deque[Persist] = deque()
+        # Engine batches, and inbound acknowledgements to send once what precedes them commits.
+        self._store_batches: deque[Persist | Callable[[], None]] = deque()
         self._store_wake = asyncio.Event()
         self._senders: dict[str, asyncio.Queue[Transmit]] = {}
         # FLASH has its own queue and sender per link, so it never waits behind a backlog of
@@ -111,6 +117,7 @@ class Node:
         self.links: dict[str, LinkDriver] = {}
         self.views: dict[str, LinkView] = {}
         self.overload_drops = 0
+        self.acks_released = 0
         self.link_crashes: dict[str, int] = {}
         self.link_changes: dict[str, int] = {}
         # Per link: (refusals in a row, time before which we do not publish our status again).
@@ -321,11 +328,20 @@ class Node:
 
     # ------------------------------------------------------------------ inputs from links
 
-    def link_received(self, link: str, raw: bytes, *, channel: str, peer: str) -> None:
+    def link_received(
+        self,
+        link: str,
+        raw: bytes,
+        *,
+        channel: str,
+        peer: str,
+        ack: Callable[[], None] | None = None,
+    ) -> None:
         """Called by a link driver on the event loop. Never blocks: drops and counts when the
-        engine is this far behind (the sender retries until our receipt arrives)."""
+        engine is this far behind. A dropped message is not acknowledged: an MQTT broker keeps
+        it for us; a mesh sender retries until our receipt arrives."""
         try:
-            self._inputs.put_nowait(("received", link, raw, channel, peer))
+            self._inputs.put_nowait(("received", link, raw, channel, peer, ack))
         except asyncio.QueueFull:
             self.overload_drops += 1
             self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
@@ -390,6 +406,11 @@ class Node:
                 budget -= 1
                 event = self._internal.popleft() if self._internal else self._inputs.get_nowait()
                 self._dispatch(self._feed(event, self.clock()))
+                if event[0] == "received" and event[5] is not None:
+                    # Behind the Persist the engine has just asked for (if any), and behind
+                    # the batch of an earlier copy still being committed (a duplicate).
+                    self._store_batches.append(event[5])
+                    self._store_wake.set()
             self._note_clock()
             await asyncio.sleep(0)
 
@@ -425,7 +446,7 @@ class Node:
     def _feed(self, event: tuple[Any, ...], now: float) -> list[Action]:
         engine = self.engine
         match event:
-            case ("received", link, raw, channel, peer):
+            case ("received", link, raw, channel, peer, _):
                 return engine.received(link, raw, now, channel=channel, peer=peer)
             case ("submit", raw, ticket):
                 return engine.submit(raw, now, ticket=ticket)
@@ -485,12 +506,15 @@ class Node:
     # ------------------------------------------------------------------ store writer
 
     async def _store_writer(self) -> None:
-        """Group commit: one transaction for everything queued, then release the tokens.
+        """Group commit: one transaction for everything queued, then release the tokens and
+        send the inbound acknowledgements that waited for it.
 
         While the disk is full the batches stay here, nothing of them is released, and the
         writer tries again every ``STORE_RETRY_S`` with whatever has queued up meanwhile.
+        Acknowledgements wait with them: the broker keeps those messages meanwhile.
         """
         batches: list[Persist] = []
+        acks: list[Callable[[], None]] = []
         finished = False
         while True:
             if not self._store_batches and not batches:
@@ -498,7 +522,9 @@ class Node:
                 await self._store_wake.wait()
             while self._store_batches:
                 batch = self._store_batches.popleft()
-                if batch.token == -1:
+                if not isinstance(batch, Persist):
+                    acks.append(batch)
+                elif batch.token == -1:
                     finished = True
                 else:
                     batches.append(batch)
@@ -519,6 +545,12 @@ class Node:
                 batches = []
                 self._clear_store_fault()
                 self._wake.set()
+            # Everything queued before these acks is committed now (this transaction or an
+            # earlier one: the queue is first in, first out).
+            for ack in acks:
+                ack()
+            self.acks_released += len(acks)
+            acks = []
             if finished:
                 return
 
@@ -784,6 +816,7 @@ class Node:
             "api": self.api_stats.as_dict(),
             "input_queue": self._inputs.qsize(),
             "overload_drops": self.overload_drops,
+            "acks_released": self.acks_released,
             "link_crashes": self.link_crashes,
             "link_changes": self.link_changes,
             "store_bytes": sum(

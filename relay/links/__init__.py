@@ -15,6 +15,7 @@ Neither ever ends the daemon; only our own bugs do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from relay.engine.ops import Transmit
@@ -50,7 +51,17 @@ class LinkRefused(LinkError):
 class LinkHost(Protocol):
     """What a link driver may call on the daemon (always on the event loop thread)."""
 
-    def link_received(self, link: str, raw: bytes, *, channel: str, peer: str) -> None: ...
+    def link_received(
+        self,
+        link: str,
+        raw: bytes,
+        *,
+        channel: str,
+        peer: str,
+        ack: Callable[[], None] | None = None,
+    ) -> None:
+        """``ack``: call it once what the bytes led to is durably stored (or finally refused)."""
+        ...
 
     def link_rejected(self, link: str, reason: Reason, detail: str) -> None: ...
 

@@ -20,6 +20,12 @@ Topic layout, liveness, sessions and the failure semantics of ``publish()`` are 
   means "degraded"; no echo within ``probe_timeout_s`` means "down": the connection is torn down
   at once (no DISCONNECT, so the broker publishes our Last Will) and the supervisor reconnects.
 
+* Inbound QoS 1 messages are acknowledged to the broker only when the consumer calls the
+  ``ack`` of their ``Inbound`` event (the daemon does after the store commit): paho's manual
+  acknowledgement, switched on in ``_Client.__init__``. With MQTT v5 the CONNECT carries
+  ``ReceiveMaximum = inbound_queue``, so the broker never has more unacknowledged messages on
+  their way to us than we can hold; it keeps the rest.
+
 aiomqtt 2.5 internals this module relies on (checked against 2.5.1; see ``_Client``): the paho
 client in ``Client._client``, the ``_on_connect``/``_on_disconnect``/``_on_publish``/
 ``_on_message`` callbacks, and the ``_connected``/``_disconnected``/``_queue`` attributes.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import re
@@ -48,6 +55,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from relay.links import LinkError, LinkRefused, LinkUnavailable
 
@@ -80,7 +88,16 @@ _INBOUND_CHANNELS: Final = frozenset(get_args(InboundChannel))
 _NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OFFLINE: Final = b'{"state":"offline"}'
 _LEAVE_TIMEOUT_S: Final = 2.0  # bound on the goodbye (offline status + DISCONNECT)
+_QUEUE_HEADROOM: Final = 4  # client-side inbound queue = this x the Receive Maximum
 _OVERFLOW_KEEP: Final = 100  # queue-full drops remembered until the reader reports them
+# Channels subscribed with MQTT v5 No Local: our own publications there are not sent back to us
+# (the engine would only drop them as duplicates). Status and probe keep their echo: the probe
+# echo is the liveness measure, and our own retained status shows what the broker holds for us.
+_NO_LOCAL: Final = frozenset({"msg", "rcpt", "sync"})
+
+
+def _no_ack() -> None:
+    """The ``ack`` of an event that needs none (QoS 0, or acknowledged by the link itself)."""
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -184,13 +201,19 @@ class LinkStateChanged:
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """Bytes published by ``sender_node`` (our own node included), not decoded in any way."""
+    """Bytes published by ``sender_node`` (our own node included), not decoded in any way.
+
+    ``ack()`` sends the PUBACK: call it once the message is durably stored or finally refused.
+    Until then the broker counts it against our Receive Maximum and re-sends it after a
+    reconnect. An ack after the connection it came on has gone is dropped (the broker re-sends).
+    """
 
     channel: InboundChannel
     sender_node: str
     payload: bytes
     broker_url: str
     retained: bool = False
+    ack: Callable[[], None] = field(default=_no_ack, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +304,20 @@ class _Client(aiomqtt.Client):
     def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client.connect_timeout = connect_timeout  # TCP connect and TLS handshake
+        # aiomqtt 2.5 builds its paho client without manual_ack, so paho sends the PUBACK as soon
+        # as aiomqtt has queued the message, before we have stored it. paho's public switch turns
+        # that off: every QoS 1 message is then acknowledged by ``MqttLink._ack`` only (tested in
+        # tests/mqtt/test_ack.py, which fails if aiomqtt starts acknowledging on its own).
+        self._client.manual_ack_set(True)
         self.session_present = False
         self.overflow: deque[tuple[str, int]] = deque(maxlen=_OVERFLOW_KEEP)
         self.overflow_count = 0
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        # (topic, handler) for our liveness probe's echo, set by the link once it serves: the
+        # echo is handled as it is read off the socket, not behind a backlog of inbound
+        # messages in the queue (a flood would otherwise make a healthy link look dead).
+        self.probe: tuple[str, Callable[[bytes], None]] | None = None
+        self.last_read = 0.0  # loop time of the last PUBLISH read from the broker
 
     def _on_connect(
         self,
@@ -333,7 +366,14 @@ class _Client(aiomqtt.Client):
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.last_read = self._loop.time()
+        if self.probe is not None and message.topic == self.probe[0] and message.qos == 0:
+            self.probe[1](bytes(message.payload))
+            return
         if self._queue.full():
+            # Not acknowledged: the broker keeps it and re-sends it after the reconnect that the
+            # reader starts when it reports this. A broker that keeps our Receive Maximum never
+            # gets here (v5); with v3.1.1 its own in-flight bound must stay below inbound_queue.
             self.overflow_count += 1
             self.overflow.append((message.topic, len(message.payload)))
             return
@@ -353,6 +393,10 @@ class _Client(aiomqtt.Client):
 
         ack.add_done_callback(forget)
         return ack
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Send the PUBACK for an inbound QoS 1 message (manual acknowledgement)."""
+        self._client.ack(mid, qos)
 
     def publish_nowait(self, topic: str, payload: bytes) -> None:
         """Queue a QoS 0 PUBLISH (no acknowledgement exists)."""
@@ -399,10 +443,28 @@ class _Session:
     outstanding: dict[int, float] = field(default_factory=dict)
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
     handover: tuple[int, _Client] | None = None
+    unacked: int = 0  # QoS 1 messages handed on and not yet acknowledged
+    resend_wanted: bool = False  # the inbound queue overflowed: reconnect once drained
 
     def end(self, reason: str) -> None:
         if not self.ended.done():
             self.ended.set_result(reason)
+
+
+class _InboundAck:
+    """The ``ack`` of one inbound message: sends its PUBACK once, however often it is called."""
+
+    __slots__ = ("_link", "_mid", "_qos", "_session")
+
+    def __init__(self, link: MqttLink, session: _Session, mid: int, qos: int) -> None:
+        self._link, self._session, self._mid, self._qos = link, session, mid, qos
+        if qos:
+            session.unacked += 1
+
+    def __call__(self) -> None:
+        if self._qos:
+            self._qos, qos = 0, self._qos
+            self._link._ack(self._session, self._mid, qos)
 
 
 class MqttLink:
@@ -443,6 +505,8 @@ class MqttLink:
                 "publish_unavailable",
                 "publish_rejected",
                 "inbound",
+                "acked",
+                "acks_dropped",
                 "rejected_oversized",
                 "rejected_wrong_topic",
                 "rejected_queue_full",
@@ -540,6 +604,10 @@ class MqttLink:
             handover = session.handover
             if handover is not None:
                 continue
+            if session.resend_wanted:
+                attempt = 0  # not a fault: reconnect at once for the broker's re-send
+                start = index
+                continue
             if loop.time() - began >= max(10.0, self._settings.reconnect_max_s):
                 attempt = 0  # it was a stable session: start backoff afresh
             await self._backoff(attempt)
@@ -575,6 +643,10 @@ class MqttLink:
             # The broker drops what we would refuse anyway, so a hostile publisher cannot make
             # us buffer megabytes; between max_inbound_bytes and this limit we count rejections.
             properties.MaximumPacketSize = s.max_inbound_bytes * 4 + 1024
+            # At most this many unacknowledged QoS 1 messages on their way to us: what our
+            # inbound queue holds. We acknowledge only after the store commit, so overload
+            # makes the broker hold the excess instead of us dropping it.
+            properties.ReceiveMaximum = min(s.inbound_queue, 65535)
         tls_context = await self._tls_context(index) if broker.tls else None
         client = _Client(
             broker.host,
@@ -592,7 +664,9 @@ class MqttLink:
             username=broker.username,
             password=broker.password,
             tls_context=tls_context,
-            max_queued_incoming_messages=s.inbound_queue,
+            # Room above the Receive Maximum for brokers that overstep it: mosquitto 2.0.11 keeps
+            # it for the first window only, then each PUBACK releases up to a window more.
+            max_queued_incoming_messages=s.inbound_queue * _QUEUE_HEADROOM,
             connect_timeout=s.connect_timeout_s,
         )
         entered = False
@@ -600,13 +674,18 @@ class MqttLink:
             async with asyncio.timeout(s.connect_timeout_s):
                 await client.__aenter__()
                 entered = True
-                await self._subscribe(client)
+                resumed = client.session_present
+                # A resumed session keeps its subscriptions. And the broker sends what it kept
+                # for us first: after an overload that is thousands of messages, and a SUBACK or
+                # PUBACK behind them would make every reconnect time out (seen with 20,000).
+                if not resumed:
+                    await self._subscribe(client)
                 if self._status is not None:
                     ack = client.publish_acked(self.topic("status"), self._status, retain=True)
-                    code = await ack
-                    if code.is_failure:
-                        # Not fatal: the link still works for reading; say so loudly.
-                        self._log.warning("mqtt status rejected", broker=broker.url, code=str(code))
+                    if resumed:
+                        ack.add_done_callback(functools.partial(self._status_acked, broker.url))
+                    else:
+                        self._status_acked(broker.url, ack, await ack)
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             self._stats["connect_failures"] += 1
             if entered:
@@ -621,16 +700,35 @@ class MqttLink:
         self._stats["sessions_resumed" if client.session_present else "sessions_new"] += 1
         return client
 
+    def _status_acked(
+        self, url: str, ack: asyncio.Future[ReasonCode], code: ReasonCode | None = None
+    ) -> None:
+        if code is None:
+            if ack.cancelled() or ack.exception() is not None:
+                return  # the connection went; the next one publishes the status again
+            code = ack.result()
+        if code.is_failure:
+            # Not fatal: the link still works for reading; say so loudly.
+            self._log.warning("mqtt status rejected", broker=url, code=str(code))
+
     async def _subscribe(self, client: _Client) -> None:
         p = self._settings.topic_prefix
         # Status with QoS 0: the broker then queues no heartbeats for us while we are away (they
         # would crowd decisions out of max_queued_messages); the retained one comes on subscribe.
-        wanted = [(f"{p}/+/{c}", 1) for c in ("msg", "rcpt", "sync")]
-        wanted.append((f"{p}/+/status", 0))
-        wanted.append((self.topic("probe"), 0))
+        channels = [(f"{p}/+/{c}", c, 1) for c in ("msg", "rcpt", "sync")]
+        channels.append((f"{p}/+/status", "status", 0))
+        channels.append((self.topic("probe"), "probe", 0))
+        wanted: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
+        if self._settings.protocol == "v5":
+            wanted = [
+                (topic, SubscribeOptions(qos=qos, noLocal=c in _NO_LOCAL))
+                for topic, c, qos in channels
+            ]
+        else:  # v3.1.1 has no No Local: our own echoes come back, and the driver drops them
+            wanted = [(topic, qos) for topic, _, qos in channels]
         granted = await client.subscribe(wanted, timeout=self._settings.connect_timeout_s)
         codes = [c.value if isinstance(c, ReasonCode) else int(c) for c in granted]
-        for (topic, _), code in zip(wanted, codes, strict=True):
+        for (topic, _, _), code in zip(channels, codes, strict=True):
             if code >= 0x80:  # SUBACK failure codes (v5 reason codes, v3.1.1 0x80)
                 raise aiomqtt.MqttCodeError(code, f"subscription to {topic} refused")
 
@@ -654,6 +752,11 @@ class MqttLink:
             session_present=session.client.session_present,
         )
         log.info("mqtt connected", session_present=session.client.session_present)
+        probe_topic = self.topic("probe")
+        session.client.probe = (
+            probe_topic,
+            lambda payload: self._probe_echo(session, probe_topic, payload),
+        )
         graceful = stopping = False
         try:
             async with asyncio.TaskGroup() as tg:
@@ -708,7 +811,15 @@ class MqttLink:
         try:
             async for message in session.client.messages:
                 self._handle(session, message)
-                self._report_overflow(session)
+                if session.client.overflow:
+                    self._report_overflow(session)
+                    # The dropped ones were not acknowledged: the broker re-sends them on the
+                    # next connection (never within this one). Reconnect once everything taken
+                    # in has been acknowledged: reconnecting at once would have the broker
+                    # re-send all of it again, into the same full queue (a livelock), while
+                    # draining first stores at least a queue's worth per connection.
+                    session.resend_wanted = True
+                    self._resend_if_drained(session)
         except aiomqtt.MqttError as exc:
             session.end(f"connection lost: {exc}")
 
@@ -718,20 +829,38 @@ class MqttLink:
         topic = message.topic.value
         size = len(payload)
         url = session.broker.url
+        ack = _InboundAck(self, session, message.mid, message.qos)
         if size > self._settings.max_inbound_bytes:  # before anything looks inside
+            ack()  # refused for good: a re-send would be refused again
             self._reject(session, "oversized", topic, size)
             return
         parsed = parse_topic(self._settings.topic_prefix, self._settings.node, topic)
         match parsed:
             case None:
+                ack()
                 self._reject(session, "wrong-topic", topic, size)
             case (_, "probe"):
+                ack()
                 self._probe_echo(session, topic, payload)
             case (node, ("msg" | "rcpt" | "sync" | "status") as channel):
                 self._stats["inbound"] += 1
-                self._on_event(Inbound(channel, node, payload, url, retained=message.retain))
+                self._on_event(Inbound(channel, node, payload, url, message.retain, ack))
             case _:
                 raise AssertionError(f"parse_topic returned {parsed!r}")
+
+    def _ack(self, session: _Session, mid: int, qos: int) -> None:
+        """Send the PUBACK of one inbound message, if the connection it came on is still ours."""
+        session.unacked -= 1
+        if session is not self._session or session.ended.done():
+            self._stats["acks_dropped"] += 1  # the broker re-sends it on the new connection
+            return
+        session.client.ack(mid, qos)
+        self._stats["acked"] += 1
+        self._resend_if_drained(session)
+
+    def _resend_if_drained(self, session: _Session) -> None:
+        if session.resend_wanted and session.unacked == 0:
+            session.end("inbound queue overflowed: reconnecting for the broker's re-send")
 
     def _reject(self, session: _Session, reason: RejectReason, topic: str, size: int) -> None:
         self._stats["rejected_" + reason.replace("-", "_")] += 1
@@ -766,7 +895,12 @@ class MqttLink:
             wake = next_send
             if oldest is not None:
                 age = now - oldest
-                if age >= s.probe_timeout_s:
+                # Down when no echo came for probe_timeout_s AND nothing else either: while the
+                # broker keeps sending, a late echo waits behind messages it has already written
+                # to us (a backlog after an overload), and reconnecting would only make it send
+                # the backlog again.
+                deadline = max(oldest, session.client.last_read) + s.probe_timeout_s
+                if now >= deadline:
                     self._stats["probe_timeouts"] += 1
                     reason = f"no probe echo for {age:.1f} s"
                     session.log.warning("mqtt link down", reason=reason)
@@ -777,7 +911,7 @@ class MqttLink:
                     self._set_state("degraded", session.broker.url, f"probe overdue {age:.1f} s")
                 else:
                     wake = min(wake, oldest + s.degraded_rtt_s)
-                wake = min(wake, oldest + s.probe_timeout_s)
+                wake = min(wake, deadline)
             await asyncio.sleep(max(0.0, wake - loop.time()))  # timer: the next send or deadline
 
     def _probe_echo(self, session: _Session, topic: str, payload: bytes) -> None:

@@ -48,6 +48,7 @@ class MqttDriver:
             # often are no load for a broker, and a refused connect costs one RTT).
             connect_timeout_s=max(opts.probe_timeout_s, 1.0),
             reconnect_max_s=2.0,
+            inbound_queue=opts.inbound_queue,
         )
         # Our status, its Last Will and the goodbye are signed with the node key.
         self.link = mqtt_link.MqttLink(
@@ -61,13 +62,20 @@ class MqttDriver:
             case mqtt_link.LinkStateChanged():
                 self._host.link_state(self.name, event.state, f"{event.broker_url} {event.reason}")
             case mqtt_link.Inbound(channel="status"):
+                event.ack()  # nothing to store: a status is only looked at
                 # Verified by the engine (relay.engine.status): signed by that node, or rejected.
                 self._host.peer_status(event.sender_node, event.payload, link=self.name)
             case mqtt_link.Inbound():
                 if event.sender_node == self._node:
-                    return  # our own publication echoed by the broker
+                    event.ack()
+                    return  # our own publication echoed by the broker (v3.1.1: no No Local)
+                # Acknowledged by the daemon once the store has committed what it led to.
                 self._host.link_received(
-                    self.name, event.payload, channel=event.channel, peer=event.sender_node
+                    self.name,
+                    event.payload,
+                    channel=event.channel,
+                    peer=event.sender_node,
+                    ack=event.ack,
                 )
             case mqtt_link.InboundRejected():
                 self._host.link_rejected(

@@ -357,21 +357,35 @@ class Store:
     async def apply(self, batches: Sequence[Iterable[StoreOp]]) -> None:
         """Apply several engine batches in ONE transaction (group commit), durably.
 
-        The ops become a few ``executemany`` calls (see ``plan``) rather than one call per op: each
-        call is a round trip to aiosqlite's thread, which cost more than the SQL itself.
+        The ops become a few ``executemany`` calls (see ``plan``), and the whole transaction runs
+        as ONE function on aiosqlite's thread: each call through aiosqlite is a round trip to that
+        thread, which cost more than the SQL itself.
         """
+        steps = plan(op for ops in batches for op in ops)
+        db = self._db
+
+        def transaction() -> None:  # runs on aiosqlite's thread
+            conn = db._conn  # the sqlite3 connection: only ever touched on that thread
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, rows in steps:
+                    conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite has already rolled back after some errors (SQLITE_FULL during COMMIT):
+                # a ROLLBACK then fails with "no transaction is active" and would hide the error.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
         try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            for sql, rows in plan(op for ops in batches for op in ops):
-                await self._db.executemany(sql, rows)
-            await self._db.execute("COMMIT")
+            # aiosqlite 0.22 has no public call for "run this function on the connection's
+            # thread"; ``_execute`` is what its own methods use. Checked against 0.22.1.
+            await db._execute(transaction)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
-            await self._rollback()
             if _is_fault(exc):  # the file or the disk, not our SQL
                 raise _store_error(self.path, exc) from exc
-            raise
-        except BaseException:
-            await self._rollback()
             raise
         self.commits += 1
 

@@ -223,3 +223,33 @@ def test_submission_is_answered_only_after_persistence() -> None:
     released = sender.engine.persisted(acts[0].token, NOW)  # type: ignore[union-attr]
     assert any(isinstance(x, Submitted) and x.ticket == 9 for x in released)
     assert any(isinstance(x, Transmit) for x in released)
+
+
+def test_late_copy_of_a_held_message_is_a_duplicate_not_a_replay() -> None:
+    """Test that a message whose id the node holds counts as a duplicate even when its sequence
+    number has fallen out of the replay window (1,100 newer ones since), also after a restart
+    and while its first copy is still being committed."""
+    w = standard_world()
+    a = make_node(w, "vr07-utrecht", {"VR07"})
+    late = w.sign("national", "Besluit 0: eerst", seq=1)
+    a.run(a.engine.received("mqtt", late, NOW, channel="msg"), NOW)
+    for seq in range(2, 1102):
+        a.run(a.engine.received("mqtt", w.sign("national", f"B {seq}", seq=seq), NOW), NOW)
+    assert len(a.delivered) == 1101
+    stranger = w.sign("national", "never seen, as old", seq=1)
+    out = a.run(a.engine.received("mqtt", stranger, NOW + 1, channel="msg"), NOW + 1)
+    assert any(isinstance(x, Rejected) and x.reason == Reason.REPLAY for x in out)
+    for node in (a, make_node(w, "vr07-utrecht", {"VR07"}, store=a.store)):
+        before = node.engine.counters["duplicates"]
+        out = node.run(node.engine.received("mqtt", late, NOW + 2, channel="msg"), NOW + 2)
+        assert not any(isinstance(x, Rejected) for x in out)
+        assert node.engine.counters["duplicates"] == before + 1
+    # A copy arriving while the first is between Persist and persisted (a broker re-send).
+    b = make_node(w, "vr07-utrecht", {"VR07"})
+    fresh = w.sign("national", "onderweg", seq=5000)
+    first = b.engine.received("mqtt", fresh, NOW, channel="msg")
+    again = b.engine.received("mqtt", fresh, NOW, channel="msg")
+    assert not any(isinstance(x, Rejected) for x in again)
+    assert b.engine.counters["duplicates"] == 1
+    b.run(first, NOW)
+    assert len(b.delivered) == 1

@@ -20,7 +20,16 @@ class RecordingHost:
         self.states: list[tuple[str, str, str]] = []
         self.changed = asyncio.Event()
 
-    def link_received(self, link: str, raw: bytes, *, channel: str, peer: str) -> None:
+    def link_received(
+        self,
+        link: str,
+        raw: bytes,
+        *,
+        channel: str,
+        peer: str,
+        ack: Callable[[], None] | None = None,
+    ) -> None:
+        assert ack is None  # the mesh has no broker to acknowledge to
         self.received.append((link, raw, channel))
         self.changed.set()
 

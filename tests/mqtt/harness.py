@@ -23,13 +23,20 @@ E = TypeVar("E")
 
 
 class Recorder:
-    """An ``on_event`` callback that keeps every event and lets a test await one."""
+    """An ``on_event`` callback that keeps every event and lets a test await one.
 
-    def __init__(self) -> None:
+    With ``ack=True`` (the default) it acknowledges every ``Inbound`` at once, as a consumer that
+    has stored it; with ``ack=False`` the test decides (``Inbound.ack()``).
+    """
+
+    def __init__(self, *, ack: bool = True) -> None:
         self.events: list[LinkEvent] = []
+        self._ack = ack
         self._waiters: list[tuple[Callable[[LinkEvent], bool], asyncio.Future[LinkEvent]]] = []
 
     def __call__(self, event: LinkEvent) -> None:
+        if self._ack and isinstance(event, Inbound):
+            event.ack()
         self.events.append(event)
         for predicate, future in self._waiters:
             if not future.done() and predicate(event):

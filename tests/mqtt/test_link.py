@@ -32,7 +32,8 @@ Factory = Callable[..., Mosquitto]
 
 
 def test_roundtrip_between_two_links(mosquitto: Mosquitto) -> None:
-    """Test that a message published by one link arrives at the other, and at its own sender."""
+    """Test that a message published by one link arrives at the other; its own sender gets back
+    its status (MQTT v5 No Local spares it its msg, rcpt and sync publications)."""
     rec_a, rec_b = Recorder(), Recorder()
     a = MqttLink(settings("a", mosquitto.url), on_event=rec_a)
     b = MqttLink(settings("b", mosquitto.url), on_event=rec_b)
@@ -46,11 +47,14 @@ def test_roundtrip_between_two_links(mosquitto: Mosquitto) -> None:
             for channel in ("msg", "rcpt", "sync"):
                 got = await rec_b.inbound(channel, f"hello {channel}".encode())
                 assert got.sender_node == "a" and got.broker_url == mosquitto.url
-            own = await rec_a.inbound("msg", b"hello msg")
-            assert own.sender_node == "a"
+            mark = rec_a.mark()
             await a.set_status({"queue": 3})
             status = await rec_b.inbound("status", b'{"queue":3,"state":"online"}')
             assert status.sender_node == "a"
+            # The broker sends a its own status back after anything it would have echoed first.
+            await rec_a.inbound("status", b'{"queue":3,"state":"online"}', since=mark)
+            own = [e for e in rec_a.of_type(Inbound) if e.sender_node == "a"]
+            assert {e.channel for e in own} == {"status"}
             assert a.statistics()["published"] == 4
 
     run(scenario)
@@ -132,8 +136,7 @@ def test_link_recovers_from_broker_restart_with_persistence(mosquitto_factory: F
             await rec_a.state("down", since=mark)
             back = await rec_a.state("up", since=mark)
             assert back.session_present
-            await a.publish("msg", b"after restart")
-            await rec_a.inbound("msg", b"after restart", since=mark)
+            await a.publish("msg", b"after restart")  # PUBACKed (No Local: no echo to a)
         mark = rec_b.mark()
         async with running(MqttLink(settings("b", broker.url), on_event=rec_b)):
             assert (await rec_b.state("up", since=mark)).session_present
@@ -293,8 +296,9 @@ def test_acl_denies_publishing_to_another_nodes_topic(
                 with pytest.raises(PublishRejected) as refused:
                     await impostor.publish("msg", b"forged")
                 assert refused.value.reason_code == 135
-            await b.publish("msg", b"genuine")
-            await rec_b.inbound("msg", b"genuine")
+                await b.publish("msg", b"genuine")
+                # The other client gets it (b itself not: No Local), long after any forgery.
+                await rec_imp.inbound("msg", b"genuine")
             assert not [e for e in rec_b.of_type(Inbound) if e.payload == b"forged"]
             # use_username_as_clientid: the impostor's client id became "a"; b was never cut.
             assert not [e for e in rec_b.events if getattr(e, "state", "") == "down"]
