@@ -22,7 +22,16 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay import compress
-from relay.envelope import Audience, Decision, Kind, Precedence, encode_payload, seal
+from relay.envelope import (
+    PAYLOAD_V2,
+    Audience,
+    Decision,
+    Kind,
+    Precedence,
+    encode_payload,
+    seal,
+)
+from relay.text import model as textmodel
 
 RFC8032_TEST1_SECRET = bytes.fromhex(
     "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
@@ -30,6 +39,8 @@ RFC8032_TEST1_SECRET = bytes.fromhex(
 DOC = Path(__file__).resolve().parent.parent / "docs" / "wire-format.md"
 BEGIN = "<!-- BEGIN GENERATED EXAMPLE: python bench/wire_example.py --write -->"
 END = "<!-- END GENERATED EXAMPLE -->"
+BEGIN_V2 = "<!-- BEGIN GENERATED EXAMPLE V2: python bench/wire_example.py --write -->"
+END_V2 = "<!-- END GENERATED EXAMPLE V2 -->"
 HEX_COLUMN = 52  # where the annotations start
 
 
@@ -292,23 +303,65 @@ def generate() -> str:
     return "\n".join(out)
 
 
-def section_of(doc: str) -> str:
+def generate_v2() -> str:
+    """The same decision in payload version 2 (section 2a)."""
+    key = example_key()
+    d = example_decision()
+    raw = seal(d, key, version=PAYLOAD_V2)
+    payload = encode_payload(d, version=PAYLOAD_V2)
+    items = cbor2.loads(payload)
+    stamp, life = items[0], items[1]
+    one = seal(d, key)
+    out = [
+        "The decision above, sealed with `version=2` by the same key:",
+        "",
+        "```",
+        f"payload = {diag(items)}",
+        "```",
+        "",
+        f"- stamp {stamp} = minute {stamp >> 6} after 2026-01-01T00:00Z "
+        f"({_utc(d.issued_at)}) << 6 | flags {stamp & 0x3F} "
+        f"(precedence {d.precedence.name} = {stamp & 3}, exercise {bool(stamp & 4)}, "
+        f"kind {Kind((stamp & 0x3F) >> 3).name})",
+        f"- lifetime {life}: {-life} hours",
+        f"- text: {len(d.text.encode())} B of UTF-8, {len(items[4])} B model-coded "
+        f"(dictionary v1 deflate: {len(compress.compress(d.text.encode()))} B)",
+        f"- payload {len(payload)} B, signed message {len(raw)} B "
+        f"(version 1: {len(encode_payload(d))} B and {len(one)} B)",
+        "",
+        "The whole message in hex:",
+        "",
+        "```",
+        wrap_hex(raw),
+        "```",
+        "",
+        f"Message id: `{hashlib.sha256(raw).hexdigest()}`.",
+        "",
+        f"Decoding the text field with the model gives back "
+        f"{textmodel.decode(items[4], max_len=2048)!r}.",
+    ]
+    return "\n".join(out)
+
+
+def section_of(doc: str, begin: str = BEGIN, end: str = END) -> str:
     """The generated text currently in the doc, between the markers."""
-    start = doc.index(BEGIN) + len(BEGIN)
-    return doc[start : doc.index(END)].strip("\n")
+    start = doc.index(begin) + len(begin)
+    return doc[start : doc.index(end)].strip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate the wire-format worked example.")
     parser.add_argument("--write", action="store_true", help=f"update {DOC.name} in place")
     args = parser.parse_args(argv)
-    text = generate()
+    sections = ((BEGIN, END, generate()), (BEGIN_V2, END_V2, generate_v2()))
     if not args.write:
-        print(text)
+        print("\n\n".join(text for _, _, text in sections))
         return 0
     doc = DOC.read_text(encoding="utf-8")
-    before, after = doc[: doc.index(BEGIN) + len(BEGIN)], doc[doc.index(END) :]
-    DOC.write_text(f"{before}\n{text}\n{after}", encoding="utf-8")
+    for begin, end, text in sections:
+        before, after = doc[: doc.index(begin) + len(begin)], doc[doc.index(end) :]
+        doc = f"{before}\n{text}\n{after}"
+    DOC.write_text(doc, encoding="utf-8")
     return 0
 
 

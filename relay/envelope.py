@@ -18,8 +18,17 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay import compress, cose
+from relay.text import model as textmodel
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 1  # what a signer emits unless configured or told by the roster (section 2a)
+PAYLOAD_V2 = 2
+PAYLOAD_VERSIONS = (PAYLOAD_VERSION, PAYLOAD_V2)
+EPOCH_V2 = 1_767_225_600  # 2026-01-01T00:00:00Z: version 2 counts issued-at in minutes from here
+# A model-coded text may decode to at most this many characters per coded byte (plus a few): the
+# decoder's work is then bounded by the bytes it was given, not by MAX_TEXT_BYTES, because a
+# hostile payload is decoded before its signature can be checked. Real texts need 2-5.
+MODEL_CHARS_PER_BYTE = 8
+V2_MINUTES_LIMIT = 1 << 26  # 127 years of minutes: with 6 flag bits the stamp stays below 2**32
 MAX_MESSAGE_BYTES = 4096  # any inbound message larger than this is refused before decoding
 MAX_TEXT_BYTES = 2048
 MAX_REFS = 16
@@ -218,7 +227,12 @@ def message_id(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-def encode_payload(d: Decision) -> bytes:
+def encode_payload(d: Decision, *, version: int = PAYLOAD_VERSION) -> bytes:
+    """The payload bytes of ``d`` in payload ``version`` (1: a CBOR map; 2: a compact array)."""
+    if version == PAYLOAD_V2:
+        return _encode_v2(d)
+    if version != PAYLOAD_VERSION:
+        raise ValueError(f"unknown payload version {version}")
     m: dict[int, object] = {
         K_VERSION: PAYLOAD_VERSION,
         K_ISSUED: d.issued_at,
@@ -245,6 +259,136 @@ def encode_payload(d: Decision) -> bytes:
     return cbor2.dumps(m)
 
 
+def v2_time(issued_at: int) -> int:
+    """The issued-at time version 2 signs for ``issued_at``: rounded down to the minute."""
+    return issued_at - (issued_at - EPOCH_V2) % 60
+
+
+def _encode_v2(d: Decision) -> bytes:
+    minutes = (d.issued_at - EPOCH_V2) // 60
+    if not 0 <= minutes < V2_MINUTES_LIMIT:
+        raise ValueError("payload version 2 needs an issued-at time after 2026-01-01")
+    flags = int(d.precedence) | (4 if d.exercise else 0) | (int(d.kind) << 3)
+    lifetime = (d.expires_at - d.issued_at) // 60
+    life: int = -(lifetime // 60) if lifetime % 60 == 0 else lifetime  # whole hours: negative
+    body: bytes | str | None = None
+    if d.text:
+        plain = d.text.encode()
+        coded = textmodel.encode(d.text)
+        fits = len(d.text) <= _model_limit(len(coded))
+        body = coded if len(coded) < len(plain) and fits else d.text
+    items: list[object] = [(minutes << 6) | flags, life, d.seq, _audience_v2(d.audience), body]
+    extras: dict[int, object] = {}
+    if d.refs:
+        extras[K_REFS] = list(d.refs)
+    if d.data is not None:
+        extras[K_DATA] = d.data
+    if extras:
+        items.append(extras)
+    return cbor2.dumps(items)
+
+
+def _model_limit(coded_len: int) -> int:
+    return min(MAX_TEXT_BYTES, MODEL_CHARS_PER_BYTE * coded_len + 32)
+
+
+def _audience_v2(audience: Audience) -> object:
+    """Everyone is null, one target a bare string, several an array (as in version 1)."""
+    if audience.everyone:
+        return None
+    wire = audience.to_wire()
+    assert isinstance(wire, list)
+    return wire[0] if len(wire) == 1 else wire
+
+
+def _decode_v2(items: list[Any]) -> Decision:
+    """Strict: the array of section 2a, each field in its one allowed form."""
+    if len(items) not in (5, 6):
+        raise ValueError(f"a version 2 payload is an array of 5 or 6 items, not {len(items)}")
+    stamp, life, seq = items[0], items[1], items[2]
+    for value, name in ((stamp, "stamp"), (seq, "sequence number")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an unsigned integer")
+    if stamp >= V2_MINUTES_LIMIT << 6 or seq >= 2**63:
+        raise ValueError("stamp or sequence number out of range")
+    flags = stamp & 0x3F
+    precedence = Precedence(flags & 3)
+    exercise = bool(flags & 4)
+    kind = Kind(flags >> 3)
+    if isinstance(life, bool) or not isinstance(life, int) or life == 0:
+        raise ValueError("lifetime must be a non-zero integer")
+    if life > 0:
+        if life % 60 == 0:
+            raise ValueError("a lifetime of whole hours is encoded in hours (negative)")
+        if life >= 2**32:
+            raise ValueError("lifetime out of range")
+        lifetime_min = life
+    else:
+        if -life >= 2**26:
+            raise ValueError("lifetime out of range")
+        lifetime_min = -life * 60
+    wire_audience = items[3]
+    if wire_audience is None:
+        audience = Audience.all()
+    elif isinstance(wire_audience, str):
+        audience = Audience.from_wire([wire_audience])
+    elif isinstance(wire_audience, list) and len(wire_audience) > 1:
+        audience = Audience.from_wire(wire_audience)
+        if audience.to_wire() != wire_audience:
+            raise ValueError("audience targets must be sorted, regions first, without repeats")
+    else:
+        raise ValueError("audience must be null, one target or an array of 2-32 targets")
+    body = items[4]
+    text = ""
+    if isinstance(body, str):
+        if not body:
+            raise ValueError("text must be a non-empty string")
+        text = body
+    elif isinstance(body, bytes):
+        try:
+            text = textmodel.decode(body, max_len=_model_limit(len(body)))
+        except textmodel.TextModelError as exc:
+            raise ValueError(f"coded text: {exc}") from exc
+        if not text:
+            raise ValueError("coded text is empty")
+        if len(text.encode()) > MAX_TEXT_BYTES:
+            raise ValueError(f"text is longer than {MAX_TEXT_BYTES} bytes")
+    elif body is not None:
+        raise ValueError("text must be null, a string or model-coded bytes")
+    refs: tuple[bytes, ...] = ()
+    data = None
+    if len(items) == 6:
+        extras = items[5]
+        if not isinstance(extras, dict) or not extras or set(extras) - {K_REFS, K_DATA}:
+            raise ValueError("extras must be a non-empty map of refs (8) and data (11)")
+        if K_REFS in extras:
+            raw_refs = extras[K_REFS]
+            if not isinstance(raw_refs, list) or not raw_refs:
+                raise ValueError("refs must be a non-empty list")
+            refs = tuple(raw_refs)
+            if len(refs) > MAX_REFS or not all(
+                isinstance(r, bytes) and len(r) == ID_LEN for r in refs
+            ):
+                raise ValueError(f"refs must be up to {MAX_REFS} ids of {ID_LEN} bytes")
+        if K_DATA in extras:
+            data = extras[K_DATA]
+            if data is None:
+                raise ValueError("data is omitted, never null")
+    issued = EPOCH_V2 + (stamp >> 6) * 60
+    return Decision(
+        issued_at=issued,
+        expires_at=issued + lifetime_min * 60,
+        precedence=precedence,
+        audience=audience,
+        seq=seq,
+        text=text,
+        kind=kind,
+        exercise=exercise,
+        refs=refs,
+        data=data,
+    )
+
+
 def _uint(m: dict[Any, Any], key: int, name: str, *, limit: int = 2**63) -> int:
     v = m.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < limit:
@@ -257,8 +401,10 @@ def decode_payload(payload: bytes) -> Decision:
     stream = io.BytesIO(payload)
     m = cbor2.CBORDecoder(stream).decode()
     if stream.tell() != len(payload):
-        # cbor2.loads ignores trailing bytes; the payload must be exactly one map.
-        raise ValueError(f"{len(payload) - stream.tell()} trailing bytes after the payload map")
+        # cbor2.loads ignores trailing bytes; the payload must be exactly one map or array.
+        raise ValueError(f"{len(payload) - stream.tell()} trailing bytes after the payload")
+    if isinstance(m, list):
+        return _decode_v2(m)
     if not isinstance(m, dict):
         raise ValueError("payload is not a map")
     unknown = set(m) - KNOWN_KEYS
@@ -320,15 +466,26 @@ def key_id(public_raw: bytes) -> bytes:
     return hashlib.sha256(public_raw).digest()[:KID_LEN]
 
 
-def seal(decision: Decision, key: Ed25519PrivateKey, *, kid: bytes | None = None) -> bytes:
+def seal(
+    decision: Decision,
+    key: Ed25519PrivateKey,
+    *,
+    kid: bytes | None = None,
+    version: int = PAYLOAD_VERSION,
+) -> bytes:
     """Sign a decision: the returned bytes are what travels and what the id is computed over.
 
     ``kid`` is ``key_id`` of the key's public half; a caller that signs often passes it, computed
-    once, instead of having it derived again for every message.
+    once, instead of having it derived again for every message. With ``version`` 2 the issued-at
+    and expiry times are signed rounded down to the minute (``v2_time``).
     """
     if kid is None:
         kid = key_id(key.public_key().public_bytes_raw())
-    return cose.sign1(encode_payload(decision), key, kid=kid)
+    if version == PAYLOAD_V2 and decision.issued_at < EPOCH_V2:
+        # A Pi without a real-time clock boots in 1970: it still signs, in the version that can
+        # say so (and the clock warning tells its operator).
+        version = PAYLOAD_VERSION
+    return cose.sign1(encode_payload(decision, version=version), key, kid=kid)
 
 
 def open_envelope(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope | Rejection:

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from relay import cose
 from relay.envelope import (
     KID_LEN,
+    PAYLOAD_VERSION,
+    PAYLOAD_VERSIONS,
     Audience,
     Decision,
     Envelope,
@@ -212,12 +214,23 @@ class Roster:
     serial: int
     entries: tuple[RosterEntry, ...] = ()
     revoked: tuple[Revoked, ...] = ()
+    # The highest payload version every node on this roster reads (wire-format.md, section 2a):
+    # the root raises it once the last node is upgraded, and signers then emit that version.
+    payload: int = PAYLOAD_VERSION
 
     def to_wire(self) -> dict[int, object]:
-        return {
+        m: dict[int, object] = {
             1: [e.to_wire() for e in self.entries],
             2: [[r.kid, r.name] for r in self.revoked],
         }
+        if self.payload != PAYLOAD_VERSION:
+            m[3] = self.payload  # old nodes ignore key 3, so such a roster still reaches them
+        return m
+
+    @property
+    def emit_version(self) -> int:
+        """The payload version a signer emits under this roster: the highest both sides know."""
+        return min(self.payload, max(PAYLOAD_VERSIONS))
 
     @classmethod
     def from_decision(cls, d: Decision) -> Roster:
@@ -241,7 +254,10 @@ class Roster:
         names = [e.name for e in entries]
         if len(set(names)) != len(names):
             raise ValueError("two roster entries share a name")
-        return cls(serial=d.seq, entries=entries, revoked=tuple(revoked))
+        payload = m.get(3, PAYLOAD_VERSION)
+        if isinstance(payload, bool) or not isinstance(payload, int) or payload < PAYLOAD_VERSION:
+            raise ValueError("the roster's payload version is a positive integer")
+        return cls(serial=d.seq, entries=entries, revoked=tuple(revoked), payload=payload)
 
     def by_name(self, name: str) -> RosterEntry | None:
         return next((e for e in self.entries if e.name == name), None)
@@ -278,12 +294,14 @@ class Roster:
             if not gone:
                 raise ValueError(f"{name!r} has no device {device!r}")
             kept = replace(entry, devices=tuple(d for d in entry.devices if d.label != device))
-            return Roster(
+            return replace(
+                self,
                 serial=serial,
                 entries=tuple(kept if e.name == name else e for e in self.entries),
                 revoked=(*self.revoked, Revoked(gone[0].kid, name)),
             )
-        return Roster(
+        return replace(
+            self,
             serial=serial,
             entries=tuple(e for e in self.entries if e.name != name),
             revoked=(*self.revoked, *(Revoked(k, entry.name) for k in entry.kids())),

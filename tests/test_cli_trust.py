@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
+from relay.envelope import Envelope, open_envelope
 from relay.keys import SequenceCounter
 
 
@@ -277,3 +278,27 @@ def test_sequence_counter_is_monotonic_and_durable(tmp_path: Path) -> None:
     assert seen == [1, 2, 3, 4, 5]
     assert SequenceCounter(key).reserve(floor=10) == 11
     assert SequenceCounter(key).last() == 11
+
+
+def test_roster_payload_version_rolls_out_version_2(
+    setup: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Test that `relay roster payload --version 2` is shown, never lowered, and that signing
+    with --payload-version 2 gives a message `relay verify` accepts."""
+    k, r = setup / "keys", setup / "roster.cbor"
+    root = ["--root-key", str(k / "root.key")]
+    assert main(["roster", "payload", str(r), *root, "--version", "2"]) == 0
+    assert main(["roster", "show", str(r), "--root", str(k / "root.pub"), "--json"]) == 0
+    shown = capsys.readouterr().out
+    assert json.loads(shown[shown.index("{") :])["payload_version"] == 2
+    assert main(["roster", "payload", str(r), *root, "--version", "1"]) == 2
+    assert "never lowered" in capsys.readouterr().err
+    out = setup / "d.cose"
+    sign = ["sign", "--key", str(k / "vr07.key"), "--precedence", "FLASH", "--to", "region:VR07"]
+    sign += ["--text", "Dijk houdt stand.", "--payload-version", "2"]
+    assert main([*sign, "-o", str(out)]) == 0
+    env = open_envelope(out.read_bytes())
+    assert isinstance(env, Envelope) and env.sign1.payload[0] >> 5 == 4  # a CBOR array: version 2
+    verify = relay("verify", "--root", k / "root.pub", "--roster", r, out, "--json")
+    assert verify.returncode == 0, verify.stderr
+    assert json.loads(verify.stdout)["text"] == "Dijk houdt stand."

@@ -108,3 +108,19 @@ def test_untagged_copy_is_rejected_as_the_doc_says() -> None:
     assert f"`malformed: {verdict.detail}`" in " ".join(section1.split())
     assert "the bare array is accepted" not in DOC_TEXT
     assert "an untagged copy fails here: `not in canonical form`" in DOC_TEXT
+
+
+def test_version_2_example_matches_the_code_and_verifies() -> None:
+    """Test that the doc's version 2 example is what the code emits, and opens to the decision."""
+    from bench.wire_example import BEGIN_V2, END_V2, generate_v2
+    from relay.envelope import v2_time
+    from relay.text import model as textmodel
+
+    section = section_of(DOC_TEXT, BEGIN_V2, END_V2)
+    assert section == generate_v2(), "run: python bench/wire_example.py --write"
+    hex_lines = section.split("The whole message in hex:")[1].split("```")[1]
+    env = open_envelope(bytes.fromhex("".join(hex_lines.split())))
+    assert isinstance(env, Envelope)
+    d = example_decision()
+    assert env.decision.text == d.text and env.decision.issued_at == v2_time(d.issued_at)
+    assert f"textmodel-v2.cbor.zz  sha256 {textmodel.MODEL_SHA256}" in DOC_TEXT

@@ -10,7 +10,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.cli import CliError
-from relay.envelope import Audience, Decision, Kind, Precedence, seal
+from relay.envelope import (
+    PAYLOAD_VERSION,
+    PAYLOAD_VERSIONS,
+    Audience,
+    Decision,
+    Kind,
+    Precedence,
+    seal,
+)
 from relay.keys import KeyError_, SequenceCounter, load_private
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -48,9 +56,18 @@ def add_message_arguments(p: argparse.ArgumentParser) -> None:
         choices=["decision", "notice", "cancel", "supersede", "status"],
     )
     p.add_argument("--ref", action="append", default=[], help="id of an earlier message (hex)")
+    p.add_argument(
+        "--payload-version",
+        type=int,
+        choices=list(PAYLOAD_VERSIONS),
+        help="payload version to emit (default: what the roster allows, else 1; "
+        "docs/wire-format.md section 2a)",
+    )
 
 
-def sign_from_args(args: argparse.Namespace, *, now: float | None = None) -> bytes:
+def sign_from_args(
+    args: argparse.Namespace, *, now: float | None = None, roster_version: int = PAYLOAD_VERSION
+) -> bytes:
     """Build, number and sign a message from the common arguments; returns the signed bytes."""
     try:
         key: Ed25519PrivateKey = load_private(args.key)
@@ -81,4 +98,5 @@ def sign_from_args(args: argparse.Namespace, *, now: float | None = None) -> byt
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    return seal(decision, key)
+    version = args.payload_version or roster_version
+    return seal(decision, key, version=version)

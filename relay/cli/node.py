@@ -15,7 +15,10 @@ from relay.checks import failed, run_checks
 from relay.cli import CliError
 from relay.cli.common import add_message_arguments, sign_from_args
 from relay.config import Config, ConfigError, load
+from relay.envelope import PAYLOAD_VERSION
+from relay.keys import KeyError_, load_public
 from relay.render import EXERCISE_MARKER, timestamp
+from relay.rosterfile import RosterFileError, load_trust
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,9 +137,19 @@ REPLAY_HINT = (
 )
 
 
+def _roster_version(cfg: Config) -> int:
+    """The payload version the node's roster file allows (1 when it cannot be read: the node
+    itself will say what is wrong with it)."""
+    try:
+        state = load_trust(cfg.roster, load_public(cfg.root))
+    except (KeyError_, RosterFileError):
+        return PAYLOAD_VERSION
+    return state.roster.emit_version if state.roster else PAYLOAD_VERSION
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
-    return _submit(cfg, sign_from_args(args))
+    return _submit(cfg, sign_from_args(args, roster_version=_roster_version(cfg)))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

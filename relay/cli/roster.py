@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.cli import CliError
-from relay.envelope import Kind, seal
+from relay.envelope import PAYLOAD_VERSIONS, Kind, seal
 from relay.keys import KeyError_, fingerprint, load_private, load_public, raw_public
 from relay.render import timestamp
 from relay.rosterfile import RosterFileError, load_trust, next_serial, write_roster
@@ -75,6 +76,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also write an explicit root-signed revocation message here, to send as FLASH",
     )
     rev.set_defaults(handler=cmd_revoke)
+
+    pay = rs.add_parser(
+        "payload",
+        help="declare the payload version every node on the roster reads (signers then emit it)",
+    )
+    pay.add_argument("roster", type=Path)
+    pay.add_argument("--root-key", type=Path, required=True)
+    pay.add_argument("--version", type=int, required=True, choices=list(PAYLOAD_VERSIONS))
+    pay.set_defaults(handler=cmd_payload)
 
     show = rs.add_parser("show", help="print a roster (its signature checked when --root given)")
     show.add_argument("roster", type=Path)
@@ -152,6 +162,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payload(args: argparse.Namespace) -> int:
+    roster, key = _load(args.roster, args.root_key)
+    if args.version < roster.payload:
+        raise CliError(
+            f"the roster already declares payload version {roster.payload}: nodes may be "
+            "emitting it, so it is never lowered (a node that cannot read it must be upgraded)"
+        )
+    updated = replace(
+        roster, serial=next_serial(args.root_key, roster.serial), payload=args.version
+    )
+    write_roster(args.roster, updated, key)
+    print(
+        f"roster {args.roster}: serial {updated.serial}, payload version {args.version}: "
+        "submit it to a node (relay submit) so that every node and signer learns it"
+    )
+    return 0
+
+
 def _add_device(args: argparse.Namespace, roster: Roster, key: Ed25519PrivateKey) -> int:
     if args.role is not None or args.scope or args.kinds or args.valid_days:
         raise CliError("a device key takes the role, scope, kinds and validity of its entry")
@@ -216,10 +244,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     revoked = [{"name": r.name, "key_id": r.kid.hex()} for r in roster.revoked]
     if args.json:
         print(
-            json.dumps({"serial": roster.serial, "entries": entries, "revoked": revoked}, indent=2)
+            json.dumps(
+                {
+                    "serial": roster.serial,
+                    "payload_version": roster.payload,
+                    "entries": entries,
+                    "revoked": revoked,
+                },
+                indent=2,
+            )
         )
         return 0
-    print(f"roster serial {roster.serial}, root key id {state.root_kid.hex()}")
+    print(
+        f"roster serial {roster.serial}, root key id {state.root_kid.hex()}, "
+        f"payload version {roster.payload}"
+    )
     for e in roster.entries:
         until = f" until {timestamp(e.not_after)}" if e.not_after else ""
         kinds = ",".join(sorted(k.name.lower() for k in e.kinds))

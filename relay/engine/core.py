@@ -60,6 +60,7 @@ from relay.engine.ops import (
 )
 from relay.engine.status import check_status
 from relay.envelope import (
+    PAYLOAD_VERSION,
     Audience,
     Decision,
     Envelope,
@@ -849,7 +850,8 @@ class Engine:
             refs=(env.id,),
         )
         # Our own bytes, just made: their id and key id are known without parsing them again.
-        raw = seal(receipt, self._key, kid=self._own_kid)
+        version = self.trust.roster.emit_version if self.trust.roster else PAYLOAD_VERSION
+        raw = seal(receipt, self._key, kid=self._own_kid, version=version)
         rid = message_id(raw)
         self._own_receipts[env.id] = rid
         self._pending_ids.add(rid)
