@@ -10,8 +10,8 @@ the relay's test or benchmark corpora.
 
 The file is part of the wire format: a message coded with it decodes only with the same model, so
 ``relay.text.model.MODEL_SHA256`` pins the bytes, and a different model needs a new model version.
-The build is deterministic for one wordfreq version: it iterates in sorted orders only and rounds
-with integer arithmetic.
+The build is deterministic for one wordfreq version: it iterates in sorted orders only and, past
+the conversion of wordfreq's floats, uses integer arithmetic.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import zlib
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 
 import cbor2
@@ -36,7 +35,7 @@ from relay.text.model import (
 
 WORDS_PER_LANG = 20000  # vocabulary: the top words of each language (union over the languages)
 SPELL_WORDS_PER_LANG = 40000  # word forms whose letters train the spelling model
-OWN_SHARE = Fraction(85, 100)  # a word's probability: 85 % its own language, 15 % the others
+OWN_PERCENT = 85  # a word's probability: 85 % its own language, 15 % the others
 WORDFREQ_VERSION = "3.1.1"
 
 
@@ -58,25 +57,33 @@ def build() -> dict[str, object]:
         fit = [w for w in wordfreq.top_n_list(lang, WORDS_PER_LANG * 2) if _word_ok(w)]
         chosen.update(fit[:WORDS_PER_LANG])
     tables_of = {lang: wordfreq.get_frequency_dict(lang) for lang in LANGS}
+    # Integers only from here: each frequency in units of 10^-12 (a float's exact rounding), so
+    # the build gives the same tables on every machine and in seconds.
     freq_of = {
-        lang: {w: Fraction(tables_of[lang].get(w, 0.0)).limit_denominator(10**12) for w in chosen}
-        for lang in LANGS
+        lang: {w: round(tables_of[lang].get(w, 0.0) * 10**12) for w in chosen} for lang in LANGS
     }
     totals = {lang: sum(freq_of[lang].values()) for lang in LANGS}
+    unit = 1 << 64  # a share of 1 within a language
+    share_of = {
+        lang: {w: freq_of[lang][w] * unit // totals[lang] for w in chosen} for lang in LANGS
+    }
     # Order the vocabulary by its summed share over the languages (ties by spelling), so the most
     # useful words come first in the file.
-    share = {w: sum(freq_of[lang][w] / totals[lang] for lang in LANGS) for w in chosen}
-    words = sorted(chosen, key=lambda w: (-share[w], w))
+    words = sorted(chosen, key=lambda w: (-sum(share_of[lang][w] for lang in LANGS), w))
+    budget = WORD_TOTAL - len(words)  # every word keeps a count of at least one
     tables: dict[str, list[int]] = {}
     for lang in LANGS:
         others = [o for o in LANGS if o != lang]
-        probs = [
-            OWN_SHARE * freq_of[lang][w] / totals[lang]
-            + (1 - OWN_SHARE) * sum(freq_of[o][w] / totals[o] for o in others) / len(others)
+        tables[lang] = [
+            1
+            + (
+                OWN_PERCENT * len(others) * share_of[lang][w]
+                + (100 - OWN_PERCENT) * sum(share_of[o][w] for o in others)
+            )
+            * budget
+            // (100 * len(others) * unit)
             for w in words
         ]
-        budget = WORD_TOTAL - len(words)  # every word keeps a count of at least one
-        tables[lang] = [1 + int(p * budget) for p in probs]
     # Spelling model: letter bigram contexts over frequent word forms of all three languages.
     counts: dict[str, Counter[str]] = {}
     for lang in LANGS:
