@@ -21,6 +21,7 @@ sequence number) and is encoded four ways, each signed with Ed25519:
 - ``CBOR, plain text``: our COSE_Sign1 and CBOR payload, text never compressed;
 - ``CBOR, deflate``: the same with raw deflate but no preset dictionary;
 - ``CBOR, deflate+dict``: the relay's encoding (``seal``), deflate primed with dictionary-v1.
+- ``v2, text model``: payload version 2 (``seal(..., version=2)``), docs/wire-format.md section 2a.
 
 Percentiles are nearest-rank. ``within 227 B`` is the share that fits the 227 B budget the test
 suite holds the corpus to (one LoRa frame carries at most 231 B on a private portnum).
@@ -39,7 +40,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from relay import cose
 from relay.envelope import (
     K_TEXT,
     K_TEXT_DEFLATED,
+    PAYLOAD_V2,
     Audience,
     Decision,
     Envelope,
@@ -75,7 +77,13 @@ DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "de
 NOW = 1_800_000_000
 LIFETIME_S = 86_400
 BUDGET = 227
-ENCODINGS = ("naive JSON", "CBOR, plain text", "CBOR, deflate", "CBOR, deflate+dict")
+ENCODINGS = (
+    "naive JSON",
+    "CBOR, plain text",
+    "CBOR, deflate",
+    "CBOR, deflate+dict",
+    "v2, text model",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +178,7 @@ def encoded_sizes(decisions: Sequence[Decision], key: Ed25519PrivateKey) -> dict
         "CBOR, plain text": [len(_rewrite_text(d, key, lambda b: b)) for d in decisions],
         "CBOR, deflate": [len(_rewrite_text(d, key, deflate_no_dict)) for d in decisions],
         "CBOR, deflate+dict": [len(seal(d, key)) for d in decisions],
+        "v2, text model": [len(seal(d, key, version=PAYLOAD_V2)) for d in decisions],
     }
 
 
@@ -199,6 +208,7 @@ class Workload:
     payloads: list[bytes]  # the CBOR payloads, for the raw baseline
     signatures: list[bytes]  # raw Ed25519 signatures over those payloads
     sealed: list[bytes]  # the envelopes
+    sealed_v2: list[bytes] = field(default_factory=list)  # the same in payload version 2
 
 
 def make_workload(decisions: list[Decision]) -> Workload:
@@ -212,8 +222,9 @@ def make_workload(decisions: list[Decision]) -> Workload:
         payloads=payloads,
         signatures=[key.sign(p) for p in payloads],
         sealed=sealed,
+        sealed_v2=[seal(d, key, version=PAYLOAD_V2) for d in decisions],
     )
-    for raw in sealed:  # the verify benchmark must time the accepting path
+    for raw in (*sealed, *work.sealed_v2):  # the verify benchmark must time the accepting path
         assert isinstance(_open_and_check(work, raw), Accepted)
     return work
 
@@ -232,6 +243,21 @@ def _raw_sign(work: Workload) -> None:
 def _seal(work: Workload) -> None:
     for d in work.decisions:
         seal(d, work.key)
+
+
+def _seal_v2(work: Workload) -> None:
+    for d in work.decisions:
+        seal(d, work.key, version=PAYLOAD_V2)
+
+
+def _open_check_v2(work: Workload) -> None:
+    for raw in work.sealed_v2:
+        _open_and_check(work, raw)
+
+
+def _open_only_v2(work: Workload) -> None:
+    for raw in work.sealed_v2:
+        open_envelope(raw)
 
 
 def _raw_verify(work: Workload) -> None:
@@ -253,14 +279,20 @@ def _open_only(work: Workload) -> None:
 OPERATIONS: dict[str, Callable[[Workload], None]] = {
     "sign: raw Ed25519": _raw_sign,
     "sign: seal": _seal,
+    "sign: seal v2 (text model)": _seal_v2,
     "verify: raw Ed25519": _raw_verify,
     "verify: open_envelope + check": _open_check,
     "verify: open_envelope only": _open_only,
+    "verify: v2 open_envelope + check": _open_check_v2,
+    "verify: v2 open_envelope only": _open_only_v2,
 }
 BASELINE = {
     "sign: seal": "sign: raw Ed25519",
+    "sign: seal v2 (text model)": "sign: raw Ed25519",
     "verify: open_envelope + check": "verify: raw Ed25519",
     "verify: open_envelope only": "verify: raw Ed25519",
+    "verify: v2 open_envelope + check": "verify: raw Ed25519",
+    "verify: v2 open_envelope only": "verify: raw Ed25519",
 }
 
 
