@@ -494,11 +494,7 @@ class Store:
             "ORDER BY n LIMIT ?",
             (since, limit),
         )
-        keys = ("n", "at", "event", "msg_id", "link", "node", "detail")
-        out = [dict(zip(keys, r, strict=True)) for r in rows]
-        for row in out:
-            row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
-        return out
+        return _audit_dicts(rows)
 
     async def sends(self, msg_id: bytes) -> dict[str, tuple[int, float]]:
         """Per link, how often the audit log records message ``msg_id`` as sent (a transmission
@@ -545,11 +541,7 @@ class Store:
             "ORDER BY n DESC LIMIT ?",
             (event, limit),
         )
-        keys = ("n", "at", "event", "msg_id", "link", "node", "detail")
-        out = [dict(zip(keys, r, strict=True)) for r in rows]
-        for row in out:
-            row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
-        return out
+        return _audit_dicts(rows)
 
     async def integrity_check(self, *, quick: bool = False) -> str:
         """ "ok", or SQLite's description of the first problem (``quick``: without checking that
@@ -641,3 +633,14 @@ async def integrity_of(path: Path) -> str:
         return f"unreadable: {exc}"
     finally:
         await db.close()
+
+
+AUDIT_KEYS = ("n", "at", "event", "msg_id", "link", "node", "detail")
+
+
+def _audit_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Audit rows selected as AUDIT_KEYS, as dicts with the message id in hex."""
+    out = [dict(zip(AUDIT_KEYS, r, strict=True)) for r in rows]
+    for row in out:
+        row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
+    return out
