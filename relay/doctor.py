@@ -374,7 +374,7 @@ def _radio_findings(
 
 
 def _probe(radio: RadioEntry, timeout_s: float) -> dict[str, Any]:
-    from relay.links.mesh import probe_radio  # the only module that imports meshtastic
+    from relay.links.meshtastic_bridge import probe_radio  # the only module that imports meshtastic
 
     return probe_radio(radio.tcp, radio.serial, timeout_s)
 

@@ -9,7 +9,7 @@ import pytest
 
 from relay import airtime
 from relay.config import ConfigError, parse
-from relay.links.mesh_core import CoreSettings, MeshCore
+from relay.mesh.core import CoreSettings, MeshCore
 
 CONFIG = Path("/etc/crisis-relay/relay.toml")
 

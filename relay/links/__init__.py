@@ -1,5 +1,6 @@
 """Links carry signed bytes between nodes. Each outside library has exactly one module here:
-``mqtt`` (aiomqtt) and ``mesh`` (meshtastic). The ``*_driver`` modules adapt them to the daemon.
+``mqtt`` (aiomqtt) and ``meshtastic_bridge`` (meshtastic; the emulator in ``relay.sim`` uses
+meshtastic's protobufs for the device side). The ``*_driver`` modules adapt them to the daemon.
 
 Errors from links form one flat tree, in aiomqtt's shape (DESIGN.md "Errors from links"), and
 every link and the daemon's senders use it the same way::

@@ -27,9 +27,9 @@ from typing import Any
 import structlog
 
 from relay.config import RadioEntry
-from relay.engine.ops import Transmit
+from relay.engine.ops import Rejected, Transmit
 from relay.links import LinkHost, LinkRefused, LinkUnavailable
-from relay.links.mesh import (
+from relay.links.meshtastic_bridge import (
     PRIORITY_HIGH,
     PRIORITY_RELIABLE,
     BridgeSettings,
@@ -42,8 +42,8 @@ from relay.links.mesh import (
     RadioLora,
     Routed,
 )
-from relay.links.mesh_core import CoreSettings, Done, MeshCore, Received, Rejected
 from relay.mesh import Precedence
+from relay.mesh.core import CoreSettings, Done, MeshCore, Received
 
 log = structlog.get_logger("relay.links.mesh_driver")
 
@@ -75,7 +75,8 @@ class MeshDriver:
         self.core = MeshCore(
             CoreSettings.for_preset(self.preset)
             if settings is None
-            else dataclasses.replace(settings, preset=self.preset)
+            else dataclasses.replace(settings, preset=self.preset),
+            link=self.name,
         )
         self._wake = asyncio.Event()
         # Set whenever the pump handled something (frame out, radio event in): for observers

@@ -5,6 +5,8 @@ passed in as ``now`` (seconds, any monotonic origin) and bytes come in and go ou
 loss, duty-cycle limits and timeouts are tested without sleeping.
 
 Modules:
+    core       MeshCore: Transmits in, radio frames out (queueing, airtime, bundles, repair)
+    routing    Meshtastic's broadcast address, portnum and Routing.Error codes, one table
     frames     the frame format in one Meshtastic payload, fragmentation and selective repair
     ledger     the EU868 rolling-hour airtime budget with a reserve that only FLASH may use
     sendqueue  a bounded priority queue of outgoing frames that works with the ledger

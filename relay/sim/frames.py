@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Final
 
 from relay.airtime import DUTY_CYCLE_WINDOW_S, MESH_HEADER_LEN
+from relay.mesh.routing import BROADCAST
 
-BROADCAST: Final = 0xFFFFFFFF
+__all__ = ["BROADCAST", "AirFrame", "AirtimeLedger", "RadioStats"]
 
 
 @dataclass(frozen=True, slots=True)

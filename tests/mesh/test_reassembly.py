@@ -10,28 +10,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.mesh import Precedence
+from relay.mesh.fragmenter import Fragmenter, Repair, RepairRefusal, RepairRefused
 from relay.mesh.frames import (
     MAX_FRAGMENT_DATA,
     MAX_FRAME,
     MAX_MESSAGE,
     MAX_SINGLE,
-    Completed,
-    Eviction,
     Fragment,
-    Fragmenter,
     Nack,
-    Progress,
-    Reassembler,
-    Refusal,
-    Refused,
-    Repair,
-    RepairRefusal,
-    RepairRefused,
-    Repeated,
     decode_frame,
     encode_fragment,
     encode_message,
     fragment_key,
+)
+from relay.mesh.reassembly import (
+    Completed,
+    Eviction,
+    Progress,
+    Reassembler,
+    Refusal,
+    Refused,
+    Repeated,
 )
 
 SENDER = 0x1234ABCD

@@ -14,23 +14,22 @@ from dataclasses import dataclass, field
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 
 from relay.engine.core import LinkInfo
-from relay.engine.ops import DeliveredAt, Transmit
+from relay.engine.ops import DeliveredAt, Rejected, Transmit
 from relay.envelope import Reason
-from relay.links.mesh_core import (
+from relay.mesh.core import (
     CoreSettings,
     Done,
     MeshCore,
     OutFrame,
     Received,
-    Rejected,
 )
+from relay.mesh.routing import PRIVATE_APP
 from relay.sim.framing import FrameDecoder, encode_frame
 from relay.sim.mesh import Mesh
 from relay.trust import Role
 from tests.engine.harness import Node, make_node
 from tests.world import NOW, World
 
-PRIVATE_APP = 256
 ROUTING_APP = int(portnums_pb2.PortNum.ROUTING_APP)
 LINK = "mesh"
 

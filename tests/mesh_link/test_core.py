@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from relay.engine.ops import Transmit
+from relay.engine.ops import Rejected, Transmit
 from relay.envelope import Reason
-from relay.links.mesh_core import (
-    DUTY_CYCLE_LIMIT,
+from relay.mesh import Precedence
+from relay.mesh.core import (
     CoreSettings,
     Done,
     MeshCore,
     OutFrame,
     Received,
-    Rejected,
 )
-from relay.mesh import Precedence
 from relay.mesh.frames import ReceiptBundle, decode_frame, encode_message
+from relay.mesh.routing import RoutingError
 
 SENDER = 0x5E1A0002
 
@@ -93,7 +92,7 @@ def test_duty_cycle_nak_fails_the_send_and_holds_back_all_but_flash() -> None:
     core = MeshCore()
     ticket = core.submit(tx(b"\xd2" * 100), now=0.0)
     (frame,) = drain(core, 0.0)
-    core.frame_routed(frame.ref, DUTY_CYCLE_LIMIT, implicit=False, now=1.0)
+    core.frame_routed(frame.ref, RoutingError.DUTY_CYCLE_LIMIT, implicit=False, now=1.0)
     (done,) = core.events()
     assert isinstance(done, Done) and done.ticket == ticket and not done.ok
     assert "DUTY_CYCLE_LIMIT" in done.detail
@@ -135,7 +134,7 @@ def test_transmissions_the_mesh_will_never_carry_end_as_refused_not_broken() -> 
     busy = core.submit(tx(b"y" * 100), now=0.0)
     frames = drain(core, 0.0)
     core.frame_routed(frames[0].ref, 7, implicit=False, now=1.0)  # TOO_LARGE
-    core.frame_routed(frames[1].ref, DUTY_CYCLE_LIMIT, implicit=False, now=1.0)
+    core.frame_routed(frames[1].ref, RoutingError.DUTY_CYCLE_LIMIT, implicit=False, now=1.0)
     done = {e.ticket: e for e in core.events() if isinstance(e, Done)}
     assert (done[big].ok, done[big].refused) == (False, "too-large")
     assert (done[nak].ok, done[nak].refused) == (False, "TOO_LARGE")

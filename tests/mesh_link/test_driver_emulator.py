@@ -13,8 +13,8 @@ from relay.config import RadioEntry
 from relay.engine.ops import Transmit
 from relay.envelope import message_id
 from relay.links import LinkUnavailable
-from relay.links.mesh import BridgeSettings
 from relay.links.mesh_driver import MeshDriver
+from relay.links.meshtastic_bridge import BridgeSettings
 from relay.mesh.frames import fragment_count
 from tests.mesh_link.support import WAIT_S, RecordingHost
 from tests.sim.conftest import RunningMesh, loopback_spec

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from relay.envelope import Precedence, message_id
-from relay.links.mesh_core import CoreSettings
 from relay.mesh import Precedence as MeshPrecedence
+from relay.mesh.core import CoreSettings
 from relay.mesh.frames import fragment_count
 from relay.trust import Role
 from tests.mesh_link.simnet import SimNetwork

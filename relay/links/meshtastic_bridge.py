@@ -1,4 +1,5 @@
-"""The bridge to a Meshtastic radio: the ONLY module that imports ``meshtastic``.
+"""The thread bridge to a Meshtastic radio: the only relay module that imports ``meshtastic``
+outside the emulator (``relay.sim`` builds the device side from meshtastic's protobufs).
 
 The library is thread-based: a reader thread per interface, one global "publishing" thread that
 runs every pypubsub listener, ``onResponse`` handlers on the reader thread, and blocking writes
@@ -45,18 +46,9 @@ from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
 from relay.links import LinkUnavailable
+from relay.mesh.routing import BROADCAST, PRIVATE_APP, RoutingError
 
-PRIVATE_APP: Final = 256
 ROUTING_APP: Final = int(portnums_pb2.PortNum.ROUTING_APP)
-BROADCAST: Final = 0xFFFFFFFF
-
-# Routing.Error values the link cares about (mesh.proto); anything else is passed on as a number.
-ACK: Final = 0
-MAX_RETRANSMIT: Final = 5
-NO_CHANNEL: Final = 6
-TOO_LARGE: Final = 7
-DUTY_CYCLE_LIMIT: Final = 9
-RATE_LIMIT_EXCEEDED: Final = 38
 
 PRIORITY_HIGH: Final = int(mesh_pb2.MeshPacket.Priority.HIGH)
 PRIORITY_RELIABLE: Final = int(mesh_pb2.MeshPacket.Priority.RELIABLE)
@@ -65,7 +57,7 @@ PRIORITY_RELIABLE: Final = int(mesh_pb2.MeshPacket.Priority.RELIABLE)
 # variants with another last byte (the one-byte PSK indexes).
 DEFAULT_CHANNEL_KEY: Final = bytes.fromhex("d4f1bb3a20290759f0bcffabcf4e6901")
 
-log = structlog.get_logger("relay.links.mesh")
+log = structlog.get_logger("relay.links.meshtastic_bridge")
 
 T = TypeVar("T")
 
@@ -510,7 +502,9 @@ class RadioBridge:
             int(raw.decoded.request_id),
             int(routing.error_reason),
             sender,
-            implicit=routing.error_reason == ACK and own is not None and sender == own,
+            implicit=routing.error_reason == RoutingError.NONE
+            and own is not None
+            and sender == own,
         )
         if generation == self._generation:
             self._post(event)

@@ -41,57 +41,30 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from relay.airtime import MESH_HEADER_LEN, PRESETS, Preset, frame_time_scale, time_on_air
-from relay.engine.ops import Transmit
+from relay.engine.ops import Rejected, Transmit
 from relay.envelope import Reason
 from relay.mesh import Precedence
+from relay.mesh.fragmenter import Fragmenter, Repair
 from relay.mesh.frames import (
     MAX_BUNDLE_ITEM,
-    MAX_BUNDLE_ITEMS,
     MAX_FRAME,
     MAX_MESSAGE,
     MAX_SUMMARY,
-    Completed,
     Fragment,
-    Fragmenter,
     Malformed,
     MalformedReason,
     Nack,
-    Reassembler,
     ReceiptBundle,
-    Refusal,
-    Refused,
-    Repair,
-    Repeated,
     Single,
     Summary,
     decode_frame,
-    encode_receipt_bundle,
     encode_summary,
+    pack_receipts,
 )
 from relay.mesh.ledger import AirtimeLedger
+from relay.mesh.reassembly import Completed, Reassembler, Refusal, Refused, Repeated
+from relay.mesh.routing import BROADCAST, REFUSING_NAKS, RoutingError, routing_name
 from relay.mesh.sendqueue import Evicted, PushRefused, QueueItem, Ready, SendQueue
-
-BROADCAST: Final = 0xFFFFFFFF
-
-# Routing.Error codes (mesh.proto) the core reacts to.
-ROUTING_NONE: Final = 0
-MAX_RETRANSMIT: Final = 5
-DUTY_CYCLE_LIMIT: Final = 9
-ROUTING_NAMES: Final = {
-    3: "TIMEOUT",
-    4: "NO_INTERFACE",
-    5: "MAX_RETRANSMIT",
-    6: "NO_CHANNEL",
-    7: "TOO_LARGE",
-    8: "NO_RESPONSE",
-    9: "DUTY_CYCLE_LIMIT",
-    32: "BAD_REQUEST",
-    33: "NOT_AUTHORIZED",
-    38: "RATE_LIMIT_EXCEEDED",
-}
-# NAKs that refuse this packet as it is (a retry soon gets the same answer): the transmission
-# ends as refused, not broken. Timeouts, duty cycle and rate limits are broken: retry soon.
-_REFUSING_NAKS: Final = frozenset({6, 7, 32, 33})  # NO_CHANNEL TOO_LARGE BAD_REQUEST NOT_AUTH.
 
 # Data protobuf around our payload: portnum field (tag + 2-byte varint for 256..511), payload
 # tag, payload length varint, and the 2-byte bitfield the firmware sets. 231 B -> 255 B on air.
@@ -133,14 +106,6 @@ class Received:
     raw: bytes
     channel: str  # "msg" | "rcpt" | "sync" (a healing summary, relay.engine.sync)
     sender: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """Input refused before it reached the engine: a peer fault, counted."""
-
-    reason: Reason
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +188,9 @@ class _HeldReceipt:
 class MeshCore:
     """One radio's worth of framing, queueing, airtime and repair state."""
 
-    def __init__(self, settings: CoreSettings | None = None) -> None:
+    def __init__(self, settings: CoreSettings | None = None, *, link: str = "mesh") -> None:
         self.settings = s = settings or CoreSettings()
+        self.link = link  # the name its Rejected events carry
         self.preset = PRESETS[s.preset]
         self.ledger = AirtimeLedger(
             s.budget_fraction, flash_reserve_fraction=s.flash_reserve_fraction
@@ -374,21 +340,21 @@ class MeshCore:
         frame = self._frames.get(ref)
         if frame is None:
             return  # already timed out or failed
-        if error == ROUTING_NONE:
+        if error == RoutingError.NONE:
             self.counters["acks_implicit" if implicit else "acks"] += 1
             self._frame_ok(ref)
             return
-        name = ROUTING_NAMES.get(error, f"error {error}")
+        name = routing_name(error)
         self.counters[f"nak_{name.lower()}"] += 1
-        if error == DUTY_CYCLE_LIMIT:
+        if error == RoutingError.DUTY_CYCLE_LIMIT:
             # The radio counts more airtime than we do: stop non-FLASH traffic until enough of
             # the hour has rolled out, keep the FLASH reserve.
             excess = self.ledger.cap(Precedence.ROUTINE) - self.ledger.used(now)
             if excess > 0:
                 self.ledger.record(excess, now)
-        elif error == MAX_RETRANSMIT:
+        elif error == RoutingError.MAX_RETRANSMIT:
             self.ledger.record(2 * frame.airtime_s, now)  # it went out three times
-        refused = name if error in _REFUSING_NAKS else ""
+        refused = name if error in REFUSING_NAKS else ""
         self._frame_failed(ref, f"radio NAK {name}", now, refused=refused)
 
     def link_lost(self, now: float) -> None:
@@ -458,7 +424,7 @@ class MeshCore:
 
     def _reject(self, reason: Reason, detail: str) -> None:
         self.counters["frames_rejected"] += 1
-        self._events.append(Rejected(reason, detail))
+        self._events.append(Rejected(self.link, reason, detail))
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -535,11 +501,10 @@ class MeshCore:
         if not due:
             # Only frames that are already full go early; the last, partial one keeps waiting.
             batches = batches[:-1]
-        for batch in batches:
+        for frame, batch in batches:
             for h in batch:
                 self._held.remove(h)
                 self._tickets[h.ticket].held = False
-            frame = encode_receipt_bundle([h.raw for h in batch])
             prec = min(h.precedence for h in batch)
             self.counters["receipt_bundles_sent"] += 1
             self._enqueue((frame,), tuple(h.ticket for h in batch), prec, BROADCAST, now)
@@ -598,17 +563,16 @@ class MeshCore:
         self._events.append(Done(ticket, False, detail, refused))
 
 
-def _pack(held: list[_HeldReceipt]) -> list[list[_HeldReceipt]]:
-    """Greedy, order-keeping grouping into bundles (as ``frames.pack_receipts`` does)."""
-    batches: list[list[_HeldReceipt]] = []
-    batch: list[_HeldReceipt] = []
-    used = 1
-    for h in held:
-        if batch and (used + 1 + len(h.raw) > MAX_FRAME or len(batch) == MAX_BUNDLE_ITEMS):
-            batches.append(batch)
-            batch, used = [], 1
-        batch.append(h)
-        used += 1 + len(h.raw)
-    if batch:
-        batches.append(batch)
-    return batches
+def _pack(held: list[_HeldReceipt]) -> list[tuple[bytes, list[_HeldReceipt]]]:
+    """The RECEIPT_BUNDLE frames ``frames.pack_receipts`` makes of ``held`` (greedy, order
+    kept), each with the held receipts it carries."""
+    out: list[tuple[bytes, list[_HeldReceipt]]] = []
+    start = 0
+    for frame in pack_receipts([h.raw for h in held]):
+        bundle = decode_frame(frame)
+        if not isinstance(bundle, ReceiptBundle):  # our own encoder's output: a bug
+            raise AssertionError(f"pack_receipts made {bundle!r}")
+        count = len(bundle.receipts)
+        out.append((frame, held[start : start + count]))
+        start += count
+    return out
