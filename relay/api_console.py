@@ -13,14 +13,41 @@ relay.daemon so that each stays small. Every field is validated here; a bad one 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
+from relay.config import Config
+from relay.engine.core import Engine
 from relay.engine.ops import AuditEvent
 from relay.envelope import Kind, Rejection, open_envelope
 from relay.render import as_json
+from relay.store import Store
 
-if TYPE_CHECKING:
-    from relay.daemon import Node
+
+class Node(Protocol):
+    """What the console ops need of a running node (``relay.daemon.Node``): a protocol, so this
+    module does not import the daemon that imports it."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def log(self) -> Any: ...  # structlog's bound logger
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def store_fault(self) -> dict[str, Any] | None: ...
+
+    def record_audit(self, event: AuditEvent) -> None: ...
+
 
 CONSOLE_OPS = frozenset({"roster", "sent", "rejections", "trail", "console-audit"})
 # What the console records, with the user's name in the audit row's node column.

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from relay.sim.frames import AirFrame
-from relay.sim.radio import Radio, RetxDue, TxReady
+from relay.sim.ports import RetxDue, TxReady
+from relay.sim.radio import Radio
 from relay.sim.settings import DeviceSettings
 from relay.sim.spec import MeshSpec
 

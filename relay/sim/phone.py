@@ -12,16 +12,14 @@ keeps them while no host is connected; past that, text replaces the oldest and t
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import structlog
 from meshtastic.protobuf import admin_pb2, device_ui_pb2, mesh_pb2, portnums_pb2
 
 from relay.sim.framing import FrameDecoder, encode_frame
+from relay.sim.ports import MAX_TX_QUEUE, RadioPort
 from relay.sim.settings import CONFIG_FIELDS_ALL, MODULE_FIELDS, NUM_CHANNELS
-
-if TYPE_CHECKING:
-    from relay.sim.radio import Radio
 
 TO_HOST_QUEUE: Final = 32
 SEEN_FROM_HOST: Final = 64
@@ -33,7 +31,7 @@ log = structlog.get_logger("relay.sim.phone")
 class PhoneApi:
     """One radio's host-facing API: framing, config handshake, queue status, local admin."""
 
-    def __init__(self, radio: Radio) -> None:
+    def __init__(self, radio: RadioPort) -> None:
         self.radio = radio
         self.connected = False
         self.configured = False
@@ -115,8 +113,6 @@ class PhoneApi:
         self._queue_status(res, packet.id)
 
     def _queue_status(self, res: int, packet_id: int) -> None:
-        from relay.sim.radio import MAX_TX_QUEUE
-
         free = max(MAX_TX_QUEUE - len(self.radio.tx_queue), 0)
         status = mesh_pb2.QueueStatus(res=res, free=free, maxlen=MAX_TX_QUEUE)
         status.mesh_packet_id = packet_id
@@ -157,7 +153,7 @@ class PhoneApi:
         self.configured = True
         log.debug("config sent", radio=self.radio.name, nonce=nonce, messages=len(msgs))
 
-    def _node_info(self, radio: Radio, *, own: bool) -> mesh_pb2.NodeInfo:
+    def _node_info(self, radio: RadioPort, *, own: bool) -> mesh_pb2.NodeInfo:
         info = mesh_pb2.NodeInfo(num=radio.node_num, is_favorite=own)
         info.user.CopyFrom(radio.settings.owner)
         if not own:

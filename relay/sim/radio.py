@@ -14,19 +14,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
 
 from relay.airtime import MAX_LORA_FRAME, MESH_HEADER_LEN, symbol_time, time_on_air
 from relay.sim.frames import BROADCAST, AirFrame, AirtimeLedger, RadioStats
 from relay.sim.phone import PhoneApi
+from relay.sim.ports import MAX_TX_QUEUE, MeshPort, RetxDue, TxReady
 from relay.sim.settings import DeviceSettings
 
-if TYPE_CHECKING:
-    from relay.sim.mesh import Mesh
-
-MAX_TX_QUEUE: Final = 16
 NUM_RELIABLE_TRIES: Final = 3
 SEEN_MEMORY: Final = 1024  # (sender, id) pairs remembered for duplicate suppression
 SEEN_EXPIRY_S: Final = 600.0
@@ -39,21 +36,6 @@ Role = config_pb2.Config.DeviceConfig.Role
 RELIABLE: Final = int(Priority.RELIABLE)
 DEFAULT: Final = int(Priority.DEFAULT)
 QUEUE_FULL: Final = 32  # firmware ERRNO_UNKNOWN in QueueStatus.res: the library resends later
-
-
-@dataclass(frozen=True, slots=True)
-class TxReady:
-    """Timer: the radio may be able to start transmitting."""
-
-    radio: str
-
-
-@dataclass(frozen=True, slots=True)
-class RetxDue:
-    """Timer: a want_ack packet's retransmission (or final NAK) is due."""
-
-    radio: str
-    key: tuple[int, int]
 
 
 @dataclass(slots=True)
@@ -74,7 +56,7 @@ class _Pending:
 class Radio:
     """A radio in the mesh: settings, host connection, TX queue, router state and statistics."""
 
-    def __init__(self, name: str, settings: DeviceSettings, mesh: Mesh) -> None:
+    def __init__(self, name: str, settings: DeviceSettings, mesh: MeshPort) -> None:
         self.name = name
         self.settings = settings
         self.mesh = mesh
