@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay import airtime
+from relay import airtime, tomlcheck
+from relay.tomlcheck import KeyPath, TomlProblem
 
 DEFAULT_MQTT_PORT = 1883
 DEFAULT_MQTTS_PORT = 8883
@@ -26,7 +27,22 @@ STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # systemd: StateDirectory= (docs/config
 
 
 class ConfigError(Exception):
-    """The configuration is invalid; the message names the key."""
+    """The configuration is invalid; the message names the key (``path``, when known), and
+    ``load`` puts the file and line in front: ``relay.toml:12: mqtt.broker[0].url: …``."""
+
+    def __init__(self, message: str, *, path: KeyPath | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _section(section: str) -> KeyPath:
+    """``"mqtt.broker[0]"`` -> ``("mqtt", "broker", 0)``; ``"top level"`` -> ``()``."""
+    path = tomlcheck.key_path(section)
+    return () if path is None else path
+
+
+def _problem(p: TomlProblem) -> ConfigError:
+    return ConfigError(str(p), path=p.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,32 +107,26 @@ class Config:
 
 
 def _table(doc: dict[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
-    value = doc.get(key)
-    if value is None:
-        if required:
-            raise ConfigError(f"[{key}]: missing section")
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: must be a table")
-    return value
+    try:
+        return tomlcheck.table(doc, (), key, required=required)
+    except TomlProblem as p:
+        raise _problem(p) from None
 
 
 def _str(t: dict[str, Any], section: str, key: str, default: str | None = None) -> str:
-    value = t.get(key, default)
-    if value is None:
-        raise ConfigError(f"{section}.{key}: missing (required)")
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{section}.{key}: must be a non-empty string, got {value!r}")
-    return value
+    try:
+        return tomlcheck.string(t, _section(section), key, default)
+    except TomlProblem as p:
+        raise _problem(p) from None
 
 
 def _num(
     t: dict[str, Any], section: str, key: str, default: float, *, lo: float, hi: float
 ) -> float:
-    value = t.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ConfigError(f"{section}.{key}: must be a number from {lo} to {hi}, got {value!r}")
-    return float(value)
+    try:
+        return tomlcheck.number(t, _section(section), key, default, lo=lo, hi=hi)
+    except TomlProblem as p:
+        raise _problem(p) from None
 
 
 def _path(
@@ -127,9 +137,10 @@ def _path(
 
 
 def _unknown(t: dict[str, Any], section: str, known: set[str]) -> None:
-    extra = set(t) - known
-    if extra:
-        raise ConfigError(f"{section}: unknown key(s) {', '.join(sorted(extra))}")
+    try:
+        tomlcheck.known(t, _section(section), known)
+    except TomlProblem as p:
+        raise _problem(p) from None
 
 
 def _broker(base: Path, i: int, b: Any) -> BrokerEntry:
@@ -324,13 +335,23 @@ def _state_dir(base: Path, node: dict[str, Any], environ: Mapping[str, str] | No
 
 
 def load(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check ``path``; an error names the file, the line and the key."""
     try:
-        doc = tomllib.loads(path.read_text())
+        text = path.read_text()
+        doc = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse(doc, path, environ=environ)
+        raise ConfigError(tomlcheck.syntax_error(exc, str(path))) from exc
+    try:
+        return parse(doc, path, environ=environ)
+    except ConfigError as exc:
+        # The key is the error's path, or the key path its message starts with.
+        key = exc.path if exc.path is not None else tomlcheck.key_path(str(exc).split(": ")[0])
+        line = tomlcheck.Lines(text).find(key) if key else None
+        if line is None:
+            raise
+        raise ConfigError(f"{path}:{line}: {exc}", path=key) from exc
 
 
 def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None = None) -> Config:

@@ -15,6 +15,7 @@ import structlog
 
 from relay.cli import CliError
 from relay.drill.scenario import Scenario, ScenarioError, resolve
+from relay.drill.steps import Inject
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -125,7 +126,7 @@ def _scenario(arg: str) -> Scenario:
 
 def cmd_check(args: argparse.Namespace) -> int:
     sc = _scenario(args.scenario)
-    injections = sum(1 for s in sc.timeline if s.do == "inject")
+    injections = sum(1 for s in sc.timeline if isinstance(s, Inject))
     print(f"{sc.source}: ok: {sc.title}: {len(sc.nodes)} nodes, {len(sc.brokers)} broker(s), "
           f"{sum(n.radio for n in sc.nodes)} radio(s), {len(sc.timeline)} timeline steps "
           f"({injections} decisions), {len(sc.expectations)} expectations")  # fmt: skip

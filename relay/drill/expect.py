@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from relay.drill.events import RUNNER, Event
 from relay.drill.report import Verdict
 from relay.drill.scenario import Expectation, Scenario
+from relay.drill.steps import Inject
 from relay.envelope import Precedence
 
 Skews = Mapping[str, Sequence[tuple[float, float]]]
@@ -184,7 +185,7 @@ def evaluate(
 ) -> list[Verdict]:
     """One verdict per expectation, after one on the injections themselves."""
     tl = timeline(events, skews)
-    planned = sum(1 for s in scenario.timeline if s.do == "inject")
+    planned = sum(1 for s in scenario.timeline if isinstance(s, Inject))
     verdicts = [
         Verdict(
             "every planned decision was injected",

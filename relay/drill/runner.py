@@ -36,10 +36,12 @@ from typing import Any
 
 from relay import api
 from relay.drill import expect
+from relay.drill import steps as st
 from relay.drill.events import RUNNER, Event, collect_stores, sort_events
 from relay.drill.progress import Progress
 from relay.drill.report import Verdict, write_report
-from relay.drill.scenario import NodeDef, Scenario, Step
+from relay.drill.scenario import NodeDef, Scenario
+from relay.drill.steps import Step
 from relay.envelope import Precedence
 from relay.sim.broker import BrokerError, Mosquitto
 from relay.sim.cluster import Cluster, EmulatorError, EmulatorProcess, IssuerSpec, NodeSpec
@@ -209,7 +211,7 @@ class Runner:
     def _write_drill_windows(self) -> None:
         """Every node accepts exercise traffic only for the drill's own span (docs/config.md)."""
         skews = [abs(n.clock_skew_s) for n in self.sc.nodes]
-        skews += [abs(s.args["skew"]) for s in self.sc.timeline if s.do == "clock"]
+        skews += [abs(s.skew) for s in self.sc.timeline if isinstance(s, st.Clock)]
         margin = max(skews, default=0.0) + 600.0
         start = time.time() - margin
         end = time.time() + self.sc.end_s() + self.sc.settle_s + READY_TIMEOUT_S * 3 + margin
@@ -290,97 +292,85 @@ class Runner:
         self.progress.status(self.elapsed(), self.phase, got, total, self.links)
 
     def apply(self, step: Step) -> None:
-        a = step.args
-        match step.do:
-            case "phase":
-                self.set_phase(a["name"])
-            case "inject":
-                self.inject(a)
-            case "blackhole" | "cut" | "restore":
-                for node, broker in self._paths(a):
+        match step:
+            case st.Phase(name=name):
+                self.set_phase(name)
+                return
+            case st.Inject():
+                self.inject(step)
+                return
+            case st.BrokerPath():
+                for node, broker in self._paths(step):
                     proxy = self.proxies[(node, broker)]
-                    getattr(proxy, step.do)()
-                self._fault(step)
-            case "stop_broker":
-                self.brokers[a["broker"]].stop()
-                self._fault(step)
-            case "start_broker":
-                self.brokers[a["broker"]].start()
-                self._fault(step)
-            case "unplug" | "replug":
-                self._emulator({"cmd": step.do, "radio": a["node"]})
-                self._fault(step)
-            case "kill":
-                self.cluster.kill(a["node"])
-                self._fault(step)
-            case "restart":
-                proc = self.cluster.procs.get(a["node"])
+                    getattr(proxy, step.action)()
+            case st.StopBroker(broker=broker):
+                self.brokers[broker].stop()
+            case st.StartBroker(broker=broker):
+                self.brokers[broker].start()
+            case st.Unplug(node=node) | st.Replug(node=node):
+                self._emulator({"cmd": step.action, "radio": node})
+            case st.Kill(node=node):
+                self.cluster.kill(node)
+            case st.Restart(node=node):
+                proc = self.cluster.procs.get(node)
                 if proc is not None and proc.poll() is None:
-                    self.cluster.stop(a["node"])  # a running node restarts gracefully
-                self._start(a["node"])
-                self._fault(step)
-            case "clock":
-                node = a["node"]
+                    self.cluster.stop(node)  # a running node restarts gracefully
+                self._start(node)
+            case st.Clock(node=node, skew=skew):
                 spec = self.cluster.specs[node]
-                self.cluster.specs[node] = dataclasses.replace(spec, clock_skew_s=a["skew"])
+                self.cluster.specs[node] = dataclasses.replace(spec, clock_skew_s=skew)
                 if node in self.cluster.procs:
                     self.cluster.stop(node)
-                self.skews[node].append((time.time(), float(a["skew"])))
+                self.skews[node].append((time.time(), float(skew)))
                 self._start(node)
-                self._fault(step)
-            case "set_loss":
-                self._emulator({"cmd": "set_loss", "a": a["a"], "b": a["b"],
-                                   "loss": a["loss"]})  # fmt: skip
-                self._fault(step)
+            case st.SetLoss(a=a, b=b, loss=loss):
+                self._emulator({"cmd": "set_loss", "a": a, "b": b, "loss": loss})
+            case _:
+                raise AssertionError(f"no runner for action {step.action!r}")
+        self._fault(step)
 
     def _fault(self, step: Step) -> None:
-        restoring = (
-            step.do in ("restore", "start_broker", "replug", "restart")
-            or (step.do == "clock" and step.args["skew"] == 0)
-            or (step.do == "set_loss" and step.args["loss"] == 0)
-        )
         text = step.describe()
-        self.record("restore" if restoring else "fault", detail=text,
-                    peer=step.args.get("node") or step.args.get("broker"))  # fmt: skip
-        self.say(("restore: " if restoring else "fault: ") + text)
+        self.record("restore" if step.restores else "fault", detail=text, peer=step.peer)
+        self.say(("restore: " if step.restores else "fault: ") + text)
 
-    def _paths(self, a: dict[str, Any]) -> list[tuple[str, str]]:
-        nodes = [a["node"]] if "node" in a else self.sc.nodes_in(a["region"])
+    def _paths(self, step: st.BrokerPath) -> list[tuple[str, str]]:
+        nodes = [step.node] if step.node is not None else self.sc.nodes_in(step.region or "")
         return [(n, b) for n in nodes for b in self.sc.by_name[n].mqtt
-                if "broker" not in a or a["broker"] == b]  # fmt: skip
+                if step.broker is None or step.broker == b]  # fmt: skip
 
     def _start(self, node: str) -> None:
         self.cluster.start(node)
         with contextlib.suppress(TimeoutError, RuntimeError):
             self.cluster.wait_ready(node, timeout=10, link_up=False)  # API up; links follow
 
-    def inject(self, a: dict[str, Any]) -> None:
-        precedence = Precedence[a["precedence"]]
-        raw = self.cluster.sign(a["issuer"], a["text"], to=a["to"], precedence=precedence,
+    def inject(self, a: st.Inject) -> None:
+        precedence = a.precedence
+        raw = self.cluster.sign(a.issuer, a.text, to=a.to, precedence=precedence,
                                 exercise=True)  # fmt: skip
         handed_over = time.time()  # latencies count from here, the issuer's moment of sending
         try:
-            answer = api.call(self.cluster.socket_path(a["via"]),
+            answer = api.call(self.cluster.socket_path(a.via),
                               {"op": "submit", "raw": base64.b64encode(raw).decode()},
                               timeout=10)  # fmt: skip
         except (api.ApiError, OSError) as exc:
             answer = {"ok": False, "error": str(exc)}
         if not answer.get("ok"):
-            what = f"{a['issuer']} at {a['via']}: {answer.get('error')}"
+            what = f"{a.issuer} at {a.via}: {answer.get('error')}"
             self.failed.append(what)
-            self.record("fault", peer=a["issuer"], detail=f"injection failed: {what}")
+            self.record("fault", peer=a.issuer, detail=f"injection failed: {what}")
             self.say(f"injection FAILED: {what}")
             return
         msg_id = str(answer["id"])
-        nodes = tuple(self.sc.audience_of(a["to"]))
-        inj = Injection(msg_id, handed_over, a["issuer"], a["via"], a["to"], precedence, nodes)
+        nodes = tuple(self.sc.audience_of(a.to))
+        inj = Injection(msg_id, handed_over, a.issuer, a.via, a.to, precedence, nodes)
         self.injections.append(inj)
-        detail = {"precedence": precedence.name, "audience": a["to"].split(","),
-                  "nodes": list(nodes), "exercise": True, "via": a["via"]}  # fmt: skip
-        self.events.append(Event(handed_over, RUNNER, "inject", msg_id, None, a["issuer"],
+        detail = {"precedence": precedence.name, "audience": a.to.split(","),
+                  "nodes": list(nodes), "exercise": True, "via": a.via}  # fmt: skip
+        self.events.append(Event(handed_over, RUNNER, "inject", msg_id, None, a.issuer,
                                  json.dumps(detail)))  # fmt: skip
-        self.say(f"inject {msg_id[:12]}: {a['issuer']} {precedence.name} to {a['to']} "
-                 f"at {a['via']} ({len(nodes)} in the audience)")  # fmt: skip
+        self.say(f"inject {msg_id[:12]}: {a.issuer} {precedence.name} to {a.to} "
+                 f"at {a.via} ({len(nodes)} in the audience)")  # fmt: skip
 
     # -------------------------------------------------------------------------- the end
 

@@ -5,14 +5,13 @@ way through because of a typo. Every error names the line and the problem, e.g.:
 
     demo.toml:42: timeline[3].do: unknown action 'explode' (one of: blackhole, clock, ...)
 
-tomllib reports line numbers only for syntax errors, so ``_Lines`` finds the line of each key in
-the text itself. The format is documented in docs/drills.md; built-in scenarios live in
-``relay/drill/scenarios/`` and are found by name (``builtin("demo")``).
+The checks and the line numbers are ``relay.tomlcheck``'s, shared with relay.toml; the
+timeline's actions are ``relay.drill.steps``. The format is documented in docs/drills.md;
+built-in scenarios live in ``relay/drill/scenarios/`` and are found by name (``builtin("demo")``).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -20,7 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from relay import airtime
+from relay import airtime, tomlcheck
+from relay.drill import steps as st
+from relay.drill.steps import Inject, Step
 from relay.envelope import Audience, Precedence
 from relay.sim.spec import LinkSpec  # the emulator's own link description
 from relay.trust import Role, Scope
@@ -28,20 +29,7 @@ from relay.trust import Role, Scope
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
 REGION = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
-FAULTS = ("blackhole", "cut", "restore")  # a node's or a region's broker paths
-ACTIONS = (
-    "phase",
-    "inject",
-    *FAULTS,
-    "stop_broker",
-    "start_broker",
-    "unplug",
-    "replug",
-    "kill",
-    "restart",
-    "clock",
-    "set_loss",
-)
+ACTIONS = tuple(st.ACTIONS)
 EXPECTATIONS = ("delivered", "no_loss", "no_duplicates", "audience", "receipts")
 ROLES = {"issuer": Role.ISSUER, "coordinator": Role.COORDINATOR}
 MAX_INJECT_COUNT = 1000
@@ -80,41 +68,6 @@ class MeshDef:
     loss: float = 0.0  # of the all_hear_all links
     seed: int = 0
     links: tuple[LinkSpec, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One timeline entry. ``args`` holds the action's own keys, already validated."""
-
-    at: float
-    do: str
-    args: dict[str, Any]
-    line: int | None = None
-
-    def describe(self) -> str:
-        a = self.args
-        match self.do:
-            case "phase":
-                return f"phase {a['name']}"
-            case "inject":
-                return f"{a['issuer']} signs {a['precedence']} to {a['to']} at {a['via']}"
-            case "blackhole" | "cut" | "restore":
-                where = f"node {a['node']}" if "node" in a else f"region {a['region']}"
-                broker = f" to broker {a['broker']}" if "broker" in a else ""
-                return f"{self.do} broker path of {where}{broker}"
-            case "stop_broker" | "start_broker":
-                return f"{self.do.replace('_', ' ')} {a['broker']}"
-            case "unplug" | "replug":
-                return f"{self.do} the radio of {a['node']}"
-            case "kill":
-                return f"kill -9 {a['node']}"
-            case "restart":
-                return f"restart {a['node']}"
-            case "clock":
-                return f"restart {a['node']} with its clock off by {a['skew']:+g} s"
-            case "set_loss":
-                return f"set loss {a['a']}-{a['b']} to {a['loss']:g}"
-        return self.do
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,138 +131,43 @@ class Scenario:
         return max([self.duration_s, *(s.at for s in self.timeline)])
 
 
-# ---------------------------------------------------------------------------------- lines
-
-
-class _Lines:
-    """Line numbers of keys and table headers, found in the TOML text.
-
-    Paths look like ``("node", 2, "name")`` for the third ``[[node]]``'s ``name``, or
-    ``("mesh", "preset")``. Good enough for the layouts people write: one key per line, table
-    headers on their own lines (inline tables and multi-line arrays count as their key's line).
-    """
-
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[tuple[Any, ...], int] = {}
-        counts: dict[str, int] = {}
-        current: tuple[Any, ...] = ()
-        depth = 0  # open brackets of a multi-line value
-        quote: str | None = None  # the delimiter of an open multi-line string
-        for no, line in enumerate(text.splitlines(), start=1):
-            if quote is not None:
-                if line.count(quote) % 2:
-                    quote = None
-                continue
-            if depth > 0:
-                depth += _brackets(line)
-                continue
-            if m := self._HEADER.match(line):
-                name = m.group(2).replace('"', "").replace(" ", "")
-                parts: list[Any] = name.split(".")
-                if m.group(1) == "[[":
-                    index = counts.get(name, 0)
-                    counts[name] = index + 1
-                    parts.append(index)
-                current = tuple(parts)
-                self.lines.setdefault(current, no)
-                continue
-            if m := self._KEY.match(line):
-                key = m.group(1).strip('"')
-                self.lines.setdefault((*current, key), no)
-                value = line.split("=", 1)[1]
-                quote = next((q for q in ('"""', "'''") if value.count(q) % 2), None)
-                depth = 0 if quote else max(0, _brackets(value))
-
-    def find(self, path: tuple[Any, ...]) -> int | None:
-        """The line of ``path``, or of the nearest enclosing table that has one."""
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return None
-
-
-def _brackets(text: str) -> int:
-    """Net open brackets on a line, strings and comments left out."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", text).split("#", 1)[0]
-    return text.count("[") + text.count("{") - text.count("]") - text.count("}")
-
-
-def _dotted(path: tuple[Any, ...]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
 # ---------------------------------------------------------------------------------- parsing
 
 
+KeyPath = tomlcheck.KeyPath
+
+
 class _Parser:
+    """The scenario's own rules on top of ``relay.tomlcheck``'s checks; every problem is a
+    ``TomlProblem`` that ``parse`` turns into a ScenarioError with the file and line."""
+
     def __init__(self, text: str, source: str) -> None:
         self.source = source
-        self.where = _Lines(text)
+        self.where = tomlcheck.Lines(text)
 
-    def fail(self, path: tuple[Any, ...], problem: str) -> ScenarioError:
-        line = self.where.find(path)
-        at = f"{self.source}:{line}" if line is not None else self.source
-        return ScenarioError(f"{at}: {_dotted(path) or 'top level'}: {problem}")
+    def fail(self, path: KeyPath, problem: str) -> tomlcheck.TomlProblem:
+        return tomlcheck.TomlProblem(path, problem)
 
-    def table(self, doc: dict[str, Any], path: tuple[Any, ...], known: set[str]) -> None:
-        extra = sorted(set(doc) - known)
-        if extra:
-            key = extra[0]
-            raise self.fail(
-                (*path, key), f"unknown key {key!r} (known: {', '.join(sorted(known))})"
-            )
+    def table(self, doc: dict[str, Any], path: KeyPath, known: set[str]) -> None:
+        tomlcheck.known(doc, path, known)
 
     def array(self, doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
-        value = doc.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self.fail((key,), f"must be an array of tables ([[{key}]])")
-        return value
+        return tomlcheck.tables(doc, (), key)
 
-    def str_(self, t: dict[str, Any], path: tuple[Any, ...], key: str, default: str | None = None,
+    def str_(self, t: dict[str, Any], path: KeyPath, key: str, default: str | None = None,
              *, pattern: re.Pattern[str] | None = None) -> str:  # fmt: skip
-        value = t.get(key, default)
-        if value is None:
-            raise self.fail((*path, key), "missing (required)")
-        if not isinstance(value, str) or not value:
-            raise self.fail((*path, key), f"must be a non-empty string, got {value!r}")
-        if pattern is not None and not pattern.match(value):
-            raise self.fail(
-                (*path, key), f"{value!r} is not a valid name (lower case, digits, - and _)"
-            )
-        return value
+        what = "a valid name (lower case, digits, - and _)"
+        return tomlcheck.string(t, path, key, default, pattern=pattern, what=what)
 
-    def num(self, t: dict[str, Any], path: tuple[Any, ...], key: str, default: float | None,
+    def num(self, t: dict[str, Any], path: KeyPath, key: str, default: float | None,
             *, lo: float, hi: float) -> float:  # fmt: skip
-        value = t.get(key, default)
-        if value is None:
-            raise self.fail((*path, key), "missing (required)")
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not lo <= value <= hi:
-            raise self.fail((*path, key), f"must be a number from {lo:g} to {hi:g}, got {value!r}")
-        return float(value)
+        return tomlcheck.number(t, path, key, default, lo=lo, hi=hi)
 
-    def bool_(self, t: dict[str, Any], path: tuple[Any, ...], key: str, default: bool) -> bool:
-        value = t.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail((*path, key), f"must be true or false, got {value!r}")
-        return value
+    def bool_(self, t: dict[str, Any], path: KeyPath, key: str, default: bool) -> bool:
+        return tomlcheck.boolean(t, path, key, default)
 
-    def strs(self, t: dict[str, Any], path: tuple[Any, ...], key: str) -> tuple[str, ...]:
-        value = t.get(key, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail((*path, key), f"must be a list of strings, got {value!r}")
-        if len(set(value)) != len(value):
-            raise self.fail((*path, key), f"lists a name twice: {value!r}")
-        return tuple(value)
+    def strs(self, t: dict[str, Any], path: KeyPath, key: str) -> tuple[str, ...]:
+        return tomlcheck.strings(t, path, key)
 
     # -------------------------------------------------------------------------- sections
 
@@ -463,7 +321,7 @@ class _Parser:
             out.append(Expectation(kind, within, precedence, self.where.find(path)))
         return tuple(out)
 
-    def precedence(self, t: dict[str, Any], path: tuple[Any, ...]) -> Precedence:
+    def precedence(self, t: dict[str, Any], path: KeyPath) -> Precedence:
         name = self.str_(t, path, "precedence", "PRIORITY").upper()
         if name not in Precedence.__members__:
             raise self.fail((*path, "precedence"), f"{name!r}: one of FLASH, IMMEDIATE, "
@@ -479,115 +337,109 @@ class _Parser:
             path = ("timeline", i)
             at = self.num(t, path, "at", None, lo=0, hi=24 * 3600)
             do = self.str_(t, path, "do")
-            if do not in ACTIONS:
+            if do not in st.ACTIONS:
                 raise self.fail((*path, "do"), f"unknown action {do!r} "
-                                f"(one of: {', '.join(sorted(ACTIONS))})")  # fmt: skip
-            args = self.step_args(do, t, path, sc, issuers)
+                                f"(one of: {', '.join(sorted(st.ACTIONS))})")  # fmt: skip
             line = self.where.find(path)
             if do == "inject":
-                count = int(args.pop("count"))
-                every = float(args.pop("every"))
-                for k in range(count):
-                    one = dict(args)
-                    if count > 1:
-                        one["text"] = f"{args['text']} ({k + 1}/{count})"
-                    steps.append(Step(at + k * every, do, one, line))
+                steps += self.injects(t, path, at, line, sc, issuers)
             else:
-                steps.append(Step(at, do, args, line))
+                steps.append(self.step(st.ACTIONS[do], t, path, at, line, sc))
         steps.sort(key=lambda s: s.at)  # stable: equal times keep the file's order
-        if not any(s.do == "inject" for s in steps):
+        if not any(isinstance(s, Inject) for s in steps):
             raise self.fail(("timeline",), 'the timeline injects no decision (do = "inject")')
         return tuple(steps)
 
-    def step_args(self, do: str, t: dict[str, Any], path: tuple[Any, ...], sc: Scenario,
-                  issuers: dict[str, IssuerDef]) -> dict[str, Any]:  # fmt: skip
+    def injects(self, t: dict[str, Any], path: KeyPath, at: float, line: int | None,
+                sc: Scenario, issuers: dict[str, IssuerDef]) -> list[Inject]:  # fmt: skip
+        """One ``do = "inject"`` entry: ``count`` decisions ``every`` seconds apart."""
+        self.table(t, path, {"at", "do", "issuer", "via", "to", "precedence", "text", "count",
+                             "every"})  # fmt: skip
+        issuer = self.str_(t, path, "issuer")
+        if issuer not in issuers:
+            raise self.fail((*path, "issuer"), f"no [[issuer]] named {issuer!r}")
+        via = self.node(t, path, "via", set(sc.by_name))
+        to = self.str_(t, path, "to", "all")
+        try:
+            audience = Audience.parse(to)
+        except ValueError as exc:
+            raise self.fail((*path, "to"), str(exc)) from None
+        regions = {n.name: frozenset(n.regions) for n in sc.nodes}
+        if not Scope.parse(issuers[issuer].scope).covers(audience, regions):
+            raise self.fail((*path, "to"), f"{to!r} is outside the scope of {issuer} "
+                            f"({', '.join(issuers[issuer].scope)})")  # fmt: skip
+        if not sc.audience_of(to):
+            raise self.fail((*path, "to"), f"no node of the drill is in {to!r}")
+        precedence = self.precedence(t, path)
+        text = self.str_(t, path, "text", f"Oefenbesluit van {issuer}")
+        count = self.num(t, path, "count", 1, lo=1, hi=MAX_INJECT_COUNT)
+        if count != int(count):
+            raise self.fail((*path, "count"), f"must be a whole number, got {count!r}")
+        every = self.num(t, path, "every", 1.0, lo=0, hi=3600)
+        n = int(count)
+        return [
+            Inject(at=at + k * every, line=line, issuer=issuer, via=via, to=str(audience),
+                   precedence=precedence, text=f"{text} ({k + 1}/{n})" if n > 1 else text)
+            for k in range(n)
+        ]  # fmt: skip
+
+    def step(self, cls: type[Step], t: dict[str, Any], path: KeyPath, at: float,
+             line: int | None, sc: Scenario) -> Step:  # fmt: skip
+        """Validate the keys of one (non-inject) action and build its step."""
         base = {"at", "do"}
         node_names = set(sc.by_name)
-        match do:
-            case "phase":
-                self.table(t, path, base | {"name"})
-                return {"name": self.str_(t, path, "name")}
-            case "inject":
-                self.table(t, path, base | {"issuer", "via", "to", "precedence", "text",
-                                            "count", "every"})  # fmt: skip
-                issuer = self.str_(t, path, "issuer")
-                if issuer not in issuers:
-                    raise self.fail((*path, "issuer"), f"no [[issuer]] named {issuer!r}")
-                via = self.node(t, path, "via", node_names)
-                to = self.str_(t, path, "to", "all")
-                try:
-                    audience = Audience.parse(to)
-                except ValueError as exc:
-                    raise self.fail((*path, "to"), str(exc)) from None
-                regions = {n.name: frozenset(n.regions) for n in sc.nodes}
-                if not Scope.parse(issuers[issuer].scope).covers(audience, regions):
-                    raise self.fail((*path, "to"), f"{to!r} is outside the scope of {issuer} "
-                                    f"({', '.join(issuers[issuer].scope)})")  # fmt: skip
-                if not sc.audience_of(to):
-                    raise self.fail((*path, "to"), f"no node of the drill is in {to!r}")
-                precedence = self.precedence(t, path)
-                text = self.str_(t, path, "text", f"Oefenbesluit van {issuer}")
-                count = self.num(t, path, "count", 1, lo=1, hi=MAX_INJECT_COUNT)
-                if count != int(count):
-                    raise self.fail((*path, "count"), f"must be a whole number, got {count!r}")
-                every = self.num(t, path, "every", 1.0, lo=0, hi=3600)
-                return {"issuer": issuer, "via": via, "to": str(audience),
-                        "precedence": precedence.name, "text": text, "count": count,
-                        "every": every}  # fmt: skip
-            case "blackhole" | "cut" | "restore":
-                self.table(t, path, base | {"node", "region", "broker"})
-                if ("node" in t) == ("region" in t):
-                    raise self.fail((*path, "do"), f"{do}: give exactly one of node or region")
-                args: dict[str, Any] = {}
-                if "node" in t:
-                    args["node"] = self.node(t, path, "node", node_names)
-                    targets = [args["node"]]
-                else:
-                    region = self.str_(t, path, "region")
-                    if region not in sc.regions():
-                        raise self.fail((*path, "region"), f"no node serves region {region!r}")
-                    args["region"] = region
-                    targets = sc.nodes_in(region)
-                if not any(sc.by_name[n].mqtt for n in targets):
-                    raise self.fail((*path, "do"), f"{do}: {', '.join(targets)} use no broker")
-                if "broker" in t:
-                    broker = self.str_(t, path, "broker")
-                    if not any(broker in sc.by_name[n].mqtt for n in targets):
-                        raise self.fail((*path, "broker"), f"{', '.join(targets)} do not use "
-                                        f"broker {broker!r}")  # fmt: skip
-                    args["broker"] = broker
-                return args
-            case "stop_broker" | "start_broker":
-                self.table(t, path, base | {"broker"})
+        do = cls.action
+        if cls is st.Phase:
+            self.table(t, path, base | {"name"})
+            return st.Phase(at=at, line=line, name=self.str_(t, path, "name"))
+        if issubclass(cls, st.BrokerPath):
+            self.table(t, path, base | {"node", "region", "broker"})
+            if ("node" in t) == ("region" in t):
+                raise self.fail((*path, "do"), f"{do}: give exactly one of node or region")
+            node = region = broker = None
+            if "node" in t:
+                node = self.node(t, path, "node", node_names)
+                targets = [node]
+            else:
+                region = self.str_(t, path, "region")
+                if region not in sc.regions():
+                    raise self.fail((*path, "region"), f"no node serves region {region!r}")
+                targets = sc.nodes_in(region)
+            if not any(sc.by_name[n].mqtt for n in targets):
+                raise self.fail((*path, "do"), f"{do}: {', '.join(targets)} use no broker")
+            if "broker" in t:
                 broker = self.str_(t, path, "broker")
-                if broker not in {b.name for b in sc.brokers}:
-                    raise self.fail((*path, "broker"), f"no [[broker]] named {broker!r}")
-                return {"broker": broker}
-            case "unplug" | "replug":
-                self.table(t, path, base | {"node"})
-                node = self.node(t, path, "node", node_names)
-                if not sc.by_name[node].radio:
-                    raise self.fail((*path, "node"), f"{node} has no radio (radio = true)")
-                return {"node": node}
-            case "kill" | "restart":
-                self.table(t, path, base | {"node"})
-                return {"node": self.node(t, path, "node", node_names)}
-            case "clock":
-                self.table(t, path, base | {"node", "skew"})
-                node = self.node(t, path, "node", node_names)
-                return {
-                    "node": node,
-                    "skew": self.num(t, path, "skew", None, lo=-30 * 86400, hi=30 * 86400),
-                }
-            case "set_loss":
-                self.table(t, path, base | {"a", "b", "loss"})
-                radios = {n.name for n in sc.nodes if n.radio}
-                a = self.node(t, path, "a", radios)
-                b = self.node(t, path, "b", radios)
-                return {"a": a, "b": b, "loss": self.num(t, path, "loss", None, lo=0, hi=1)}
-        raise AssertionError(do)
+                if not any(broker in sc.by_name[n].mqtt for n in targets):
+                    raise self.fail((*path, "broker"), f"{', '.join(targets)} do not use "
+                                    f"broker {broker!r}")  # fmt: skip
+            return cls(at=at, line=line, node=node, region=region, broker=broker)
+        if issubclass(cls, st.BrokerStep):
+            self.table(t, path, base | {"broker"})
+            broker = self.str_(t, path, "broker")
+            if broker not in {b.name for b in sc.brokers}:
+                raise self.fail((*path, "broker"), f"no [[broker]] named {broker!r}")
+            return cls(at=at, line=line, broker=broker)
+        if cls is st.Clock:
+            self.table(t, path, base | {"node", "skew"})
+            node = self.node(t, path, "node", node_names)
+            skew = self.num(t, path, "skew", None, lo=-30 * 86400, hi=30 * 86400)
+            return st.Clock(at=at, line=line, node=node, skew=skew)
+        if issubclass(cls, st.NodeStep):
+            self.table(t, path, base | {"node"})
+            node = self.node(t, path, "node", node_names)
+            if cls in (st.Unplug, st.Replug) and not sc.by_name[node].radio:
+                raise self.fail((*path, "node"), f"{node} has no radio (radio = true)")
+            return cls(at=at, line=line, node=node)
+        if cls is st.SetLoss:
+            self.table(t, path, base | {"a", "b", "loss"})
+            radios = {n.name for n in sc.nodes if n.radio}
+            a = self.node(t, path, "a", radios)
+            b = self.node(t, path, "b", radios)
+            loss = self.num(t, path, "loss", None, lo=0, hi=1)
+            return st.SetLoss(at=at, line=line, a=a, b=b, loss=loss)
+        raise AssertionError(f"no parser for action {do!r}")
 
-    def node(self, t: dict[str, Any], path: tuple[Any, ...], key: str, names: set[str]) -> str:
+    def node(self, t: dict[str, Any], path: KeyPath, key: str, names: set[str]) -> str:
         name = self.str_(t, path, key)
         if name not in names:
             raise self.fail((*path, key), f"no such node {name!r} here "
@@ -607,10 +459,11 @@ def parse(text: str, source: str = "scenario") -> Scenario:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        at = f"{source}:{m.group(1)}" if m else source
-        raise ScenarioError(f"{at}: not valid TOML: {exc}") from None
-    return _Parser(text, source).scenario(doc)
+        raise ScenarioError(tomlcheck.syntax_error(exc, source)) from None
+    try:
+        return _Parser(text, source).scenario(doc)
+    except tomlcheck.TomlProblem as problem:
+        raise ScenarioError(tomlcheck.locate(text, source, problem)) from None
 
 
 def load(path: Path) -> Scenario:

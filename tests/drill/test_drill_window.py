@@ -66,7 +66,7 @@ def test_drill_window_parses_offsets_and_datetimes() -> None:
         ({"window": ["2026-12-01T09:00:00", "2026-12-01T17:00:00+01:00"]}, "no UTC offset"),
         ({"window": ["2026-12-01T17:00:00Z", "2026-12-01T09:00:00Z"]}, "start must be before"),
         ({"window": ["2026-12-01T09:00:00Z", 17]}, "drill.window[1]: must be a time string"),
-        ({"windows": []}, "drill: unknown key(s) windows"),
+        ({"windows": []}, "drill.windows: unknown key 'windows' (known: window)"),
     ],
 )
 def test_bad_drill_window_is_rejected_with_the_key(drill: object, message: str) -> None:

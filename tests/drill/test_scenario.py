@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from relay.drill import steps as steps_module
 from relay.drill.scenario import ScenarioError, builtin_names, load, parse, resolve
+from relay.drill.steps import Blackhole, Clock, Cut, Inject, Restore
 from relay.envelope import Precedence
 from relay.trust import Role
 
@@ -77,10 +79,10 @@ def test_a_valid_scenario_is_parsed_into_its_parts() -> None:
     assert sc.by_name["vr07-b"].radio and not sc.by_name["vr07-b"].mqtt
     assert sc.issuers[0].role is Role.COORDINATOR and sc.issuers[0].scope == ("all",)
     assert sc.mesh.preset == "SHORT_FAST" and sc.mesh.links[0].loss == 0.2
-    injects = [s for s in sc.timeline if s.do == "inject"]
+    injects = [s for s in sc.timeline if isinstance(s, Inject)]
     assert [s.at for s in injects] == [1.0, 1.5, 2.0]
-    assert injects[0].args["precedence"] == "FLASH" and injects[0].args["text"].endswith("(1/3)")
-    assert [s.do for s in sc.timeline] == ["inject", "inject", "inject", "cut", "clock"]
+    assert injects[0].precedence is Precedence.FLASH and injects[0].text.endswith("(1/3)")
+    assert [type(s) for s in sc.timeline] == [Inject, Inject, Inject, Cut, Clock]
     assert sc.audience_of("region:VR07") == ["vr07-a", "vr07-b"]
     assert sc.expectations[0].within_s == 60 and sc.expectations[0].precedence is None
     assert sc.end_s() == 10
@@ -93,8 +95,8 @@ def test_the_demo_is_built_in_and_found_by_name() -> None:
     assert len(sc.nodes) == 5 and sc.regions() == {"VR05", "VR07"}
     gateways = [n.name for n in sc.nodes if n.radio and n.mqtt]
     assert gateways == ["vr07-utrecht", "vr05-enschede"]
-    assert any(s.do == "blackhole" for s in sc.timeline)
-    assert any(s.do == "restore" for s in sc.timeline)
+    assert any(isinstance(s, Blackhole) for s in sc.timeline)
+    assert any(isinstance(s, Restore) for s in sc.timeline)
     assert any(e.precedence is Precedence.FLASH for e in sc.expectations)
 
 
@@ -178,7 +180,7 @@ def test_every_built_in_scenario_is_valid() -> None:
     assert {"demo", "faults"} <= set(builtin_names())
     for name in builtin_names():
         sc = resolve(name)
-        assert sc.expectations and any(s.do == "inject" for s in sc.timeline), name
+        assert sc.expectations and any(isinstance(s, Inject) for s in sc.timeline), name
 
 
 def test_lines_are_found_past_multi_line_strings_and_arrays() -> None:
@@ -195,3 +197,33 @@ def test_lines_are_found_past_multi_line_strings_and_arrays() -> None:
     with pytest.raises(ScenarioError) as err:
         parse(bad, "multi.toml")
     assert str(err.value).startswith(f"multi.toml:{_last_line_of(bad, 'cutt')}:"), err.value
+
+
+EVERY_ACTION = [
+    ('do = "phase"\nname = "cut off"', "phase cut off", False),
+    ('do = "blackhole"\nnode = "vr07-a"', "blackhole broker path of node vr07-a", False),
+    ('do = "cut"\nregion = "VR07"\nbroker = "national"',
+     "cut broker path of region VR07 to broker national", False),
+    ('do = "restore"\nnode = "hq"', "restore broker path of node hq", True),
+    ('do = "stop_broker"\nbroker = "national"', "stop broker national", False),
+    ('do = "start_broker"\nbroker = "national"', "start broker national", True),
+    ('do = "unplug"\nnode = "vr07-b"', "unplug the radio of vr07-b", False),
+    ('do = "replug"\nnode = "vr07-b"', "replug the radio of vr07-b", True),
+    ('do = "kill"\nnode = "hq"', "kill -9 hq", False),
+    ('do = "restart"\nnode = "hq"', "restart hq", True),
+    ('do = "clock"\nnode = "hq"\nskew = 0', "restart hq with its clock off by +0 s", True),
+    ('do = "set_loss"\na = "vr07-a"\nb = "vr07-b"\nloss = 0.5', "set loss vr07-a-vr07-b to 0.5",
+     False),
+]  # fmt: skip
+
+
+def test_every_action_becomes_its_own_step_class() -> None:
+    """Test that each timeline action is parsed into the step class of its name, with its own
+    description and whether it undoes a fault."""
+    extra = "".join(f"\n[[timeline]]\nat = 5\n{body}\n" for body, _, _ in EVERY_ACTION)
+    sc = parse(GOOD + extra, "all.toml")
+    steps = [s for s in sc.timeline if s.at == 5]
+    assert [s.action for s in steps] == [body.split('"')[1] for body, _, _ in EVERY_ACTION]
+    assert [type(s) for s in steps] == [steps_module.ACTIONS[s.action] for s in steps]
+    assert [(s.describe(), s.restores) for s in steps] == [(d, r) for _, d, r in EVERY_ACTION]
+    assert {s.action for s in steps} | {"inject"} == set(steps_module.ACTIONS)
