@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import heal
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, IssuerSpec, MeshProcess, NodeSpec
-from relay.sim.faultproxy import ThreadedFaultProxy
+from relay.sim.faultthread import ThreadedFaultProxy
 
 KEEPALIVE_S = 30  # relay.config default for mqtt.keepalive
 POLL_S = 0.01

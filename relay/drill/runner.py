@@ -45,7 +45,7 @@ from relay.drill.steps import Step
 from relay.envelope import Precedence
 from relay.sim.broker import BrokerError, Mosquitto
 from relay.sim.cluster import Cluster, EmulatorError, EmulatorProcess, IssuerSpec, NodeSpec
-from relay.sim.faultproxy import ThreadedFaultProxy
+from relay.sim.faultthread import ThreadedFaultProxy
 from relay.sim.net import LOOPBACK, free_port
 
 READY_TIMEOUT_S = 60.0

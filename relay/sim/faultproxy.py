@@ -24,8 +24,9 @@ Three ways to drive it:
 * asyncio: ``await proxy.run()`` inside your own TaskGroup (runs until cancelled; ``await
   proxy.wait_started()`` before reading ``proxy.port``), or ``async with FaultProxy(...) as
   proxy:``; switch with ``proxy.cut()``, ``proxy.blackhole()``, ``proxy.restore()`` on the loop.
-* sync: ``with ThreadedFaultProxy(upstream_port=p) as proxy: proxy.cut()`` runs the same core on a
-  background thread with its own event loop; the mode methods wait until the switch took effect.
+* sync: ``with ThreadedFaultProxy(upstream_port=p) as proxy: proxy.cut()`` (relay.sim.faultthread)
+  runs the same core on a background thread with its own event loop; the mode methods wait until
+  the switch took effect.
 * another process: start ``python -m relay.sim.faultproxy --upstream-port P --control-port C``
   (it prints one JSON line ``{"port": …, "control_port": …}`` when ready) and send JSON lines to
   the control port, one request per line, one answer line each::
@@ -49,7 +50,6 @@ import json
 import socket
 import struct
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -59,7 +59,7 @@ import structlog
 
 from relay.sim.net import LOOPBACK, require_loopback
 
-__all__ = ["FaultProxy", "Mode", "ThreadedFaultProxy", "control", "main"]
+__all__ = ["FaultProxy", "Mode", "ModeSwitch", "control", "main"]
 
 _log = structlog.get_logger("relay.sim.faultproxy")
 
@@ -102,7 +102,23 @@ class _Conn:
         self.finished.set()
 
 
-class FaultProxy:
+class ModeSwitch:
+    """``cut()``, ``blackhole()`` and ``restore()``: shorthands for ``set_mode``."""
+
+    def set_mode(self, mode: Mode | str) -> object:
+        raise NotImplementedError
+
+    def cut(self) -> None:
+        self.set_mode(Mode.CUT)
+
+    def blackhole(self) -> None:
+        self.set_mode(Mode.BLACKHOLE)
+
+    def restore(self) -> None:
+        self.set_mode(Mode.PASS)
+
+
+class FaultProxy(ModeSwitch):
     """The asyncio core: one listener, two pumps per connection, all tasks in one TaskGroup."""
 
     def __init__(
@@ -165,15 +181,6 @@ class FaultProxy:
             case Mode.PASS:
                 pass
         _log.info("faultproxy mode", old=str(old), new=str(new), port=self._port)
-
-    def cut(self) -> None:
-        self.set_mode(Mode.CUT)
-
-    def blackhole(self) -> None:
-        self.set_mode(Mode.BLACKHOLE)
-
-    def restore(self) -> None:
-        self.set_mode(Mode.PASS)
 
     def statistics(self) -> dict[str, int | str]:
         return {
@@ -366,125 +373,6 @@ class FaultProxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
-
-
-class ThreadedFaultProxy:
-    """``FaultProxy`` on a background thread with its own event loop, for sync code."""
-
-    def __init__(
-        self,
-        *,
-        upstream_port: int,
-        upstream_host: str = LOOPBACK,
-        port: int = 0,
-        control_port: int | None = None,
-    ) -> None:
-        self._upstream_port = upstream_port
-        self._upstream_host = require_loopback(upstream_host)
-        self._listen_port = port
-        self._requested_control_port = control_port
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._proxy: FaultProxy | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def port(self) -> int:
-        return self._require()[1].port
-
-    @property
-    def control_port(self) -> int | None:
-        return self._require()[1].control_port
-
-    def start(self, *, timeout: float = 5.0) -> None:
-        self._thread = threading.Thread(target=self._main, name="faultproxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"fault proxy did not start within {timeout} s")
-        if self._error is not None:
-            raise RuntimeError("fault proxy failed to start") from self._error
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._amain())
-        except asyncio.CancelledError:
-            pass  # stop() cancelled the main task: the normal way out
-        except Exception as exc:
-            self._error = exc  # start() raises it in the starting thread
-            raise
-        finally:
-            self._ready.set()
-
-    async def _amain(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        proxy = FaultProxy(
-            upstream_port=self._upstream_port,
-            upstream_host=self._upstream_host,
-            port=self._listen_port,
-            control_port=self._requested_control_port,
-        )
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(proxy.run(), name="faultproxy-run")
-            await proxy.wait_started()
-            self._proxy = proxy
-            self._ready.set()
-        # run() only ends by cancellation, which propagates out of the TaskGroup.
-
-    def _require(self) -> tuple[asyncio.AbstractEventLoop, FaultProxy]:
-        if self._loop is None or self._proxy is None:
-            raise RuntimeError("threaded fault proxy is not running")
-        return self._loop, self._proxy
-
-    def set_mode(self, mode: Mode | str, *, timeout: float = 5.0) -> dict[str, int | str]:
-        """Switch mode on the proxy's loop and return its statistics once the switch is done."""
-        loop, proxy = self._require()
-
-        async def switch() -> dict[str, int | str]:
-            proxy.set_mode(mode)
-            return proxy.statistics()
-
-        return asyncio.run_coroutine_threadsafe(switch(), loop).result(timeout)
-
-    def cut(self) -> None:
-        self.set_mode(Mode.CUT)
-
-    def blackhole(self) -> None:
-        self.set_mode(Mode.BLACKHOLE)
-
-    def restore(self) -> None:
-        self.set_mode(Mode.PASS)
-
-    def statistics(self) -> dict[str, int | str]:
-        loop, proxy = self._require()
-
-        async def read() -> dict[str, int | str]:
-            return proxy.statistics()
-
-        return asyncio.run_coroutine_threadsafe(read(), loop).result(5.0)
-
-    def stop(self, *, timeout: float = 5.0) -> None:
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise TimeoutError(f"fault proxy thread did not stop within {timeout} s")
-        self._thread = self._loop = self._task = self._proxy = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def control(port: int, op: str, *, host: str = LOOPBACK, timeout: float = 5.0) -> dict[str, object]:

@@ -30,7 +30,7 @@ from relay.envelope import Audience, Decision, Envelope, Precedence, open_envelo
 from relay.keys import load_private
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, MeshProcess, NodeSpec
-from relay.sim.faultproxy import ThreadedFaultProxy
+from relay.sim.faultthread import ThreadedFaultProxy
 from tests.node.util import ISSUERS, inbox_ids, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.radio, pytest.mark.subprocess]

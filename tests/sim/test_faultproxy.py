@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from relay.sim.faultproxy import FaultProxy, Mode, ThreadedFaultProxy, control
+from relay.sim.faultproxy import FaultProxy, Mode, control
+from relay.sim.faultthread import ThreadedFaultProxy
 
 WAIT_S = 5.0
 SILENCE_S = 0.3  # how long "nothing arrives" is observed; absence has no event to await
