@@ -262,14 +262,10 @@ class MeshCore:
             self._finish_now(ticket, "too many transmissions in progress on this radio")
             return ticket
         prec = Precedence(min(max(t.precedence, Precedence.FLASH), Precedence.ROUTINE))
+        if too_large := _size_refusal(t):
+            self._finish_now(ticket, too_large, refused="too-large")
+            return ticket
         if t.channel == "rcpt":
-            if len(t.raw) > MAX_BUNDLE_ITEM:
-                self._finish_now(
-                    ticket,
-                    f"receipt of {len(t.raw)} B exceeds {MAX_BUNDLE_ITEM}",
-                    refused="too-large",
-                )
-                return ticket
             if len(self._held) >= self.settings.max_held_receipts:
                 self._flush_receipts(now, everything=True)
             self._tickets[ticket] = _Ticket(held=True)
@@ -277,23 +273,9 @@ class MeshCore:
             self._flush_receipts(now, everything=prec is Precedence.FLASH)
             return ticket
         if t.channel == "sync":
-            if len(t.raw) > MAX_SUMMARY:
-                self._finish_now(
-                    ticket,
-                    f"summary of {len(t.raw)} B exceeds {MAX_SUMMARY}",
-                    refused="too-large",
-                )
-                return ticket
             self._tickets[ticket] = _Ticket()
             self.counters["summaries_sent"] += 1
             self._enqueue((encode_summary(t.raw),), (ticket,), prec, BROADCAST, now)
-            return ticket
-        if not 1 <= len(t.raw) <= MAX_MESSAGE:
-            self._finish_now(
-                ticket,
-                f"message of {len(t.raw)} B; the mesh carries 1..{MAX_MESSAGE}",
-                refused="too-large",
-            )
             return ticket
         self._tickets[ticket] = _Ticket()
         frames = self.fragmenter.fragment(t.raw, now, prec)
@@ -561,6 +543,18 @@ class MeshCore:
         self.counters["done_failed"] += 1
         self.counters["refused"] += 1
         self._events.append(Done(ticket, False, detail, refused))
+
+
+def _size_refusal(t: Transmit) -> str:
+    """Why ``t`` is too large (or empty) for the frames of its channel; empty when it fits."""
+    size = len(t.raw)
+    if t.channel == "rcpt":
+        return f"receipt of {size} B exceeds {MAX_BUNDLE_ITEM}" if size > MAX_BUNDLE_ITEM else ""
+    if t.channel == "sync":
+        return f"summary of {size} B exceeds {MAX_SUMMARY}" if size > MAX_SUMMARY else ""
+    if not 1 <= size <= MAX_MESSAGE:
+        return f"message of {size} B; the mesh carries 1..{MAX_MESSAGE}"
+    return ""
 
 
 def _pack(held: list[_HeldReceipt]) -> list[tuple[bytes, list[_HeldReceipt]]]:

@@ -50,16 +50,15 @@ import json
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Self
 
 import structlog
 
 from relay.sim.net import LOOPBACK, require_loopback
 
-__all__ = ["FaultProxy", "Mode", "ModeSwitch", "control", "main"]
+__all__ = ["FaultProxy", "Mode", "ModeSwitch", "control", "main", "serve"]
 
 _log = structlog.get_logger("relay.sim.faultproxy")
 
@@ -362,17 +361,21 @@ class FaultProxy(ModeSwitch):
             await self._runner  # raises the reason it could not start
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
+
+
+async def serve(proxy: FaultProxy, started: Callable[[], None]) -> None:
+    """Run ``proxy`` until cancelled; call ``started`` once it listens."""
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(proxy.run(), name="faultproxy-run")
+        await proxy.wait_started()
+        started()
+        # run() only ends by cancellation, which propagates out of the TaskGroup.
 
 
 def control(port: int, op: str, *, host: str = LOOPBACK, timeout: float = 5.0) -> dict[str, object]:
@@ -397,20 +400,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--control-port", type=int, default=0, help="0: any free port")
     args = parser.parse_args(argv)
 
-    async def serve() -> None:
+    async def run_proxy() -> None:
         proxy = FaultProxy(
             upstream_port=args.upstream_port,
             upstream_host=args.upstream_host,
             port=args.port,
             control_port=args.control_port,
         )
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(proxy.run(), name="faultproxy-run")
-            await proxy.wait_started()
+
+        def started() -> None:
             print(json.dumps({"port": proxy.port, "control_port": proxy.control_port}), flush=True)
 
+        await serve(proxy, started)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+        asyncio.run(run_proxy())
     return 0
 
 

@@ -7,7 +7,7 @@ import asyncio
 import threading
 from typing import Self
 
-from relay.sim.faultproxy import FaultProxy, Mode, ModeSwitch
+from relay.sim.faultproxy import FaultProxy, Mode, ModeSwitch, serve
 from relay.sim.net import LOOPBACK, require_loopback
 
 __all__ = ["ThreadedFaultProxy"]
@@ -71,12 +71,12 @@ class ThreadedFaultProxy(ModeSwitch):
             port=self._listen_port,
             control_port=self._requested_control_port,
         )
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(proxy.run(), name="faultproxy-run")
-            await proxy.wait_started()
+
+        def started() -> None:
             self._proxy = proxy
             self._ready.set()
-        # run() only ends by cancellation, which propagates out of the TaskGroup.
+
+        await serve(proxy, started)
 
     def _require(self) -> tuple[asyncio.AbstractEventLoop, FaultProxy]:
         if self._loop is None or self._proxy is None:
