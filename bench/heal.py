@@ -46,7 +46,8 @@ from relay.engine.core import Engine, EngineConfig, LinkInfo
 from relay.engine.ops import Action, Persist, SendSummary, Transmit
 from relay.envelope import Audience, Decision, Envelope, Precedence, open_envelope, seal
 from relay.keys import raw_public
-from relay.mesh.core import Done, MeshCore, OutFrame, Received, frame_airtime
+from relay.mesh.core import MeshCore
+from relay.mesh.events import Done, OutFrame, Received, frame_airtime
 from relay.mesh.frames import FrameType, encode_message, frame_type
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, IssuerSpec, NodeSpec

@@ -9,7 +9,8 @@ import pytest
 
 from relay import airtime
 from relay.config import ConfigError, parse
-from relay.mesh.core import CoreSettings, MeshCore
+from relay.mesh.core import MeshCore
+from relay.mesh.events import CoreSettings
 
 CONFIG = Path("/etc/crisis-relay/relay.toml")
 

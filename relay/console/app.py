@@ -39,7 +39,7 @@ from relay.console.accounts import NAME, AccountError, Accounts, User
 from relay.console.settings import SESSION_MAX_S, ConsoleSettings
 from relay.console.text import LANGUAGES, decimal, t
 from relay.envelope import ID_LEN, Audience, Decision, Kind, Precedence, message_id, seal
-from relay.mesh.core import frame_airtime
+from relay.mesh.events import frame_airtime
 from relay.mesh.frames import MAX_FRAME, encode_message
 from relay.trust import Scope
 

@@ -33,17 +33,13 @@ from relay.links.meshtastic_bridge import (
     PRIORITY_HIGH,
     PRIORITY_RELIABLE,
     BridgeSettings,
-    Connected,
-    Disconnected,
-    Endpoint,
-    PacketIn,
     RadioBridge,
     RadioError,
-    RadioLora,
-    Routed,
 )
+from relay.links.radio_events import Connected, Disconnected, Endpoint, PacketIn, RadioLora, Routed
 from relay.mesh import Precedence
-from relay.mesh.core import CoreSettings, Done, MeshCore, Received
+from relay.mesh.core import MeshCore
+from relay.mesh.events import CoreSettings, Done, Received
 
 log = structlog.get_logger("relay.links.mesh_driver")
 

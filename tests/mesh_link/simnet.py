@@ -16,13 +16,8 @@ from meshtastic.protobuf import mesh_pb2, portnums_pb2
 from relay.engine.core import LinkInfo
 from relay.engine.ops import DeliveredAt, Rejected, Transmit
 from relay.envelope import Reason
-from relay.mesh.core import (
-    CoreSettings,
-    Done,
-    MeshCore,
-    OutFrame,
-    Received,
-)
+from relay.mesh.core import MeshCore
+from relay.mesh.events import CoreSettings, Done, OutFrame, Received
 from relay.mesh.routing import PRIVATE_APP
 from relay.sim.framing import FrameDecoder, encode_frame
 from relay.sim.mesh import Mesh

@@ -5,13 +5,8 @@ from __future__ import annotations
 from relay.engine.ops import Rejected, Transmit
 from relay.envelope import Reason
 from relay.mesh import Precedence
-from relay.mesh.core import (
-    CoreSettings,
-    Done,
-    MeshCore,
-    OutFrame,
-    Received,
-)
+from relay.mesh.core import MeshCore
+from relay.mesh.events import CoreSettings, Done, OutFrame, Received
 from relay.mesh.frames import ReceiptBundle, decode_frame, encode_message
 from relay.mesh.routing import RoutingError
 

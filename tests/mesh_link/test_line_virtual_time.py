@@ -6,7 +6,7 @@ import dataclasses
 
 from relay.envelope import Precedence, message_id
 from relay.mesh import Precedence as MeshPrecedence
-from relay.mesh.core import CoreSettings
+from relay.mesh.events import CoreSettings
 from relay.mesh.frames import fragment_count
 from relay.trust import Role
 from tests.mesh_link.simnet import SimNetwork
