@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay import api
 from relay.console.accounts import AccountError, Accounts
-from relay.console.app import LOGIN_FAILURES, Console, Throttle
+from relay.console.app import Console
+from relay.console.auth import LOGIN_FAILURES, Throttle
 from relay.console.settings import ConsoleSettings, is_loopback, parse_listen
 from relay.keys import raw_public
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from relay import api
-from relay.console.app import CSP, PROTECTED_ROUTES
+from relay.console.app import PROTECTED_ROUTES
+from relay.console.core import CSP
 from relay.keys import load_private
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster
