@@ -250,10 +250,30 @@ def _bad(why: str) -> dict[str, Any]:
     return {"ok": False, "error": f"bad request: {why}", "reason": "bad-request"}
 
 
+# sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+class SocketPathTooLong(OSError):
+    """The socket path is longer than a Unix socket address can hold."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(
+            f"the path is {size} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}"
+        )
+        self.path = path
+        self.size = size
+
+
 def bind_socket(path: Path) -> socket.socket:
     """A Unix socket bound at ``path`` with mode 0660 from the start: the umask is set around
     ``bind`` (the only call that creates the file), so no client can connect through a wider
-    mode in between. A stale socket left by a killed process is removed first."""
+    mode in between. A stale socket left by a killed process is removed first.
+
+    Raises SocketPathTooLong (an OSError) when the path does not fit a Unix socket address."""
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise SocketPathTooLong(path, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

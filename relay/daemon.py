@@ -256,6 +256,10 @@ class Node:
         path = self.config.api_socket
         try:
             sock = api.bind_socket(path)
+        except api.SocketPathTooLong as exc:
+            raise CannotStart(
+                f"{path}: cannot create the API socket ({exc}): set api.socket to a shorter path"
+            ) from exc
         except OSError as exc:
             raise CannotStart(
                 f"{path}: cannot create the API socket ({exc.strerror or exc}): fix the "

@@ -87,3 +87,28 @@ def test_relative_store_goes_to_state_directory_with_read_only_etc(tmp_path: Pat
         etc.chmod(0o755)
     assert proc.returncode == 0, (tmp_path / "node.log").read_text()[-3000:]
     assert sorted(p.name for p in etc.iterdir()) == ["keys", "relay.toml", "roster.cbor"]
+
+
+def test_api_socket_path_too_long_is_named_as_such(tmp_path: Path) -> None:
+    """Test that `relay run` with an api.socket longer than a Unix socket address exits non-zero
+    with a one-line reason that names the length, not the permissions."""
+    c = Cluster(tmp_path / "c")
+    c.create([NodeSpec("vr07-post", ("VR07",))], ISSUERS)
+    etc = tmp_path / "etc"
+    (etc / "keys").mkdir(parents=True)
+    for name in ("vr07-post.key", "root.pub"):
+        shutil.copy2(c.keys / name, etc / "keys" / name)
+    shutil.copy2(c.roster_path, etc / "roster.cbor")
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    config = RELATIVE_CONFIG.format(port=free_port()).replace(
+        'store = "var/relay.db"', f'store = "{tmp_path / "relay.db"}"'
+    )
+    (etc / "relay.toml").write_text(config + f'\n[api]\nsocket = "{deep / "relay.sock"}"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "relay", "run", "--config", str(etc / "relay.toml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "a Unix socket path holds at most 107" in run.stderr, run.stderr
+    assert "set api.socket to a shorter path" in run.stderr
+    assert "permissions" not in run.stderr
