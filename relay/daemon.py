@@ -64,6 +64,7 @@ from relay.notify import Notifier
 from relay.render import as_json
 from relay.rosterfile import load_trust
 from relay.store import Store, StoreError, StoreFull
+from relay.vocab import LinkKind, LinkState
 
 log = structlog.get_logger("relay")
 
@@ -184,7 +185,7 @@ class Node:
                 ),
                 trust,
                 key,
-                [LinkInfo(n, d.kind) for n, d in self.links.items()],
+                [LinkInfo(n, LinkKind(d.kind)) for n, d in self.links.items()],
                 snapshot,
             )
             self.log.info(
@@ -388,7 +389,7 @@ class Node:
     async def _engine_loop(self) -> None:
         engine = self.engine
         for name in self.links:
-            self._dispatch(engine.link_state(name, "down", self.clock()))
+            self._dispatch(engine.link_state(name, LinkState.DOWN, self.clock()))
         self._dispatch(engine.roster_file(self._roster_raw, self.clock()))
         while True:
             self._pet_watchdog()
@@ -475,7 +476,11 @@ class Node:
                     self._store_batches.append(action)
                     self._store_wake.set()
                 case Transmit():
-                    queues = self._flash_senders if action.precedence == 0 else self._senders
+                    queues = (
+                        self._flash_senders
+                        if action.precedence == Precedence.FLASH
+                        else self._senders
+                    )
                     queues[action.link].put_nowait(action)
                 case SendSummary(link=link, raw=raw):
                     # A summary has no message id and no outbox row: it goes once, as ROUTINE.

@@ -75,6 +75,7 @@ from relay.envelope import (
     seal,
 )
 from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
+from relay.vocab import Channel, LinkKind, LinkKindName, LinkState, LinkStateName
 
 LOCAL_LINK = "local"
 ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
@@ -84,7 +85,7 @@ CLOCK_WARN_S = WARN_S
 TIME_REASONS = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
 MAX_REFUSAL_KEYS = 64  # distinct (link, what, reason) refusal counters kept; the rest: "other"
 ANY_LINK = "*"  # outbox entry for "the best usable link at the time of sending"
-KIND_RANK = {"mqtt": 0, "mesh": 1}
+KIND_RANK = {LinkKind.MQTT: 0, LinkKind.MESH: 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,11 @@ class EngineConfig:
 @dataclass(frozen=True, slots=True)
 class LinkInfo:
     name: str
-    kind: str  # "mqtt" | "mesh"
+    kind: LinkKind
+
+    def __init__(self, name: str, kind: LinkKind | LinkKindName) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "kind", LinkKind(kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,7 @@ class _Msg:
     expires_at: int
     received_at: float
     origin: bool
-    via_kind: str = "local"  # the kind of link it arrived by
+    via_kind: LinkKind | None = None  # the kind of link it arrived by (None: not a link)
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
     meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
@@ -328,15 +333,22 @@ class Engine:
         # it, rosters first), and gateways bridge it from MQTT to nodes not heard there. Not
         # "submitted here" (LOCAL_LINK) either: a node going quiet soon after our start would
         # make us bridge a roster of many frames into the mesh (_bridge_missed).
-        targets = tuple((n, 0.0) for n, info in self.links.items() if info.kind == "mqtt")
+        targets = tuple((n, 0.0) for n, info in self.links.items() if info.kind == LinkKind.MQTT)
         return self._accept(ROSTER_FILE, verdict, now, None, targets=targets)
 
     def _known(self, msg_id: bytes) -> bool:
         return msg_id in self._msgs or msg_id in self._pending_ids or msg_id in self._tombstones
 
     def received(
-        self, link: str, raw: bytes, now: float, *, channel: str | None = None, peer: str = ""
+        self,
+        link: str,
+        raw: bytes,
+        now: float,
+        *,
+        channel: Channel | str | None = None,  # a link's own spelling (our bug if unknown)
+        peer: str = "",
     ) -> list[Action]:
+        channel = None if channel is None else Channel(channel)
         if peer:
             self.peer_heard(link, peer, now)
         if channel == sync.SYNC_CHANNEL:
@@ -352,7 +364,7 @@ class Engine:
         if not self._admit_peer(node):
             return
         self.peers[node] = now
-        if self._kind(link) == "mqtt":
+        if self._kind(link) == LinkKind.MQTT:
             before = self.mqtt_peers.get(node, float("-inf"))
             self.mqtt_peers[node] = now
             if gateway:
@@ -460,14 +472,18 @@ class Engine:
                 actions.append(item)
         return actions + self._pump(now) if activated else actions
 
-    def link_state(self, link: str, state: str | bool, now: float) -> list[Action]:
-        """The link's own measurement: "up", "degraded" or "down" (True/False accepted)."""
+    def link_state(
+        self, link: str, reported: LinkState | LinkStateName | bool, now: float
+    ) -> list[Action]:
+        """The link's own measurement: up, degraded or down (True/False accepted)."""
         self._saw_time(now)
-        if isinstance(state, bool):
-            state = "up" if state else "down"
+        if isinstance(reported, bool):
+            state = LinkState.UP if reported else LinkState.DOWN
+        else:
+            state = LinkState(reported)
         health = self.health[link]
         changed = [] if state == health.reported else [self._audit(now, "link", None, link, state)]
-        if health.reported == "down" and state != "down":
+        if health.reported == LinkState.DOWN and state != LinkState.DOWN:
             self.sync.link_up(link, now)  # (back) up: summarise soon (partition healing)
         if health.report(state, now):
             self._revive(now)
@@ -528,7 +544,7 @@ class Engine:
         if ok:
             airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
             actions.append(self._audit(now, "sent", msg_id, link, airtime))
-            if self._kind(link) == "mesh":
+            if self._kind(link) == LinkKind.MESH:
                 m.meshed.add(link)
         if not ok and refused:
             cfg = self.config
@@ -575,7 +591,7 @@ class Engine:
         if not ok:
             return []  # nobody waits for it any more: no retry
         self.counters["transmitted"] += 1
-        if (m := self._msgs.get(msg_id)) is not None and self._kind(link) == "mesh":
+        if (m := self._msgs.get(msg_id)) is not None and self._kind(link) == LinkKind.MESH:
             m.meshed.add(link)
         airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
         return [self._audit(now, "sent", msg_id, link, airtime)]
@@ -597,8 +613,8 @@ class Engine:
         reached it (a decision sent in the first seconds of a cut is published to a broker that
         can no longer reach the node). A gateway bridges those it has no receipt of from that
         node into its meshes, taking its turn as for fresh messages."""
-        mqtt = [n for n, info in self.links.items() if info.kind == "mqtt"]
-        meshes = [n for n, info in self.links.items() if info.kind == "mesh"]
+        mqtt = [n for n, info in self.links.items() if info.kind == LinkKind.MQTT]
+        meshes = [n for n, info in self.links.items() if info.kind == LinkKind.MESH]
         roster = self.trust.roster
         if not mqtt or not meshes or roster is None:
             return []
@@ -617,7 +633,7 @@ class Engine:
             if (
                 m.received_at < since
                 or m.kind == Kind.ACK
-                or not (m.origin or m.via_kind == "mqtt")
+                or not (m.origin or m.via_kind == LinkKind.MQTT)
                 or m.expires_at + self.trust.skew_s < self.trusted_now(now)
             ):
                 continue
@@ -674,7 +690,7 @@ class Engine:
         return actions
 
     def _ingest(
-        self, link: str, raw: bytes, now: float, *, channel: str | None, ticket: int | None
+        self, link: str, raw: bytes, now: float, *, channel: Channel | None, ticket: int | None
     ) -> list[Action]:
         self.counters["received"] += 1
         env = open_envelope(raw, max_bytes=self.config.max_inbound_bytes)
@@ -683,7 +699,7 @@ class Engine:
         if env.id in self._msgs or env.id in self._pending_ids or env.id in self._tombstones:
             return self._duplicate(link, env, ticket, now)
         d = env.decision
-        if channel is not None and (channel == "rcpt") != (d.kind == Kind.ACK):
+        if channel is not None and (channel == Channel.RCPT) != (d.kind == Kind.ACK):
             why = Rejection(Reason.WRONG_TOPIC, f"{d.kind.name} message on the {channel} topic")
             return self._reject(link, why, ticket, now, env.id)
         verdict = self._check(env, now)
@@ -709,7 +725,7 @@ class Engine:
         actions: list[Action] = []
         if ticket is not None:
             actions.append(Submitted(ticket, env.id, duplicate=True))
-        if self._kind(link) == "mesh":
+        if self._kind(link) == LinkKind.MESH:
             # Heard on this mesh: another gateway (or the origin) has put it there already.
             # Only this mesh: a gateway with radios in two meshes still owes the other one.
             if (heard := self._msgs.get(env.id)) is not None:
@@ -747,7 +763,7 @@ class Engine:
         self._pending_ids.add(env.id)
         self.counters["accepted"] += 1
         self.sync.accepted(link, now)
-        if verdict.role == Role.NODE and self._kind(link) == "mesh":
+        if verdict.role == Role.NODE and self._kind(link) == LinkKind.MESH:
             self.mesh_peers[verdict.signer] = now  # bounded: roster nodes only
         ops: list[StoreOp] = [
             PutMessage(
@@ -856,7 +872,7 @@ class Engine:
         self._own_receipts[env.id] = rid
         self._pending_ids.add(rid)
         targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
-        if self._kind(arrived) == "mqtt":
+        if self._kind(arrived) == LinkKind.MQTT:
             # Reply on the link that has just carried the decision: it works. Not "every link"
             # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
             # best usable link": right after an outage MQTT is held down for a while, and every
@@ -891,16 +907,16 @@ class Engine:
 
     # ------------------------------------------------------------------ scheduling
 
-    def _kind(self, link: str) -> str:
+    def _kind(self, link: str) -> LinkKind | None:
         info = self.links.get(link)
-        return info.kind if info is not None else link
+        return info.kind if info is not None else None
 
     def _usable(self, link: str, now: float) -> bool:
         return self.health[link].usable(now)
 
     def _best_link(self, now: float, skip: set[str] | frozenset[str] = frozenset()) -> str | None:
         usable = [
-            (KIND_RANK.get(info.kind, 9), self.health[name].effective(now) != "up", i, name)
+            (KIND_RANK.get(info.kind, 9), self.health[name].effective(now) != LinkState.UP, i, name)
             for i, (name, info) in enumerate(self.links.items())
             if self._usable(name, now) and name not in skip
         ]
@@ -924,14 +940,14 @@ class Engine:
                 return [(name, 0.0) for name in self.links]
             return [(ANY_LINK, 0.0), *self._mesh_targets(kind, d, now)]
         arrived_kind = self._kind(arrived) if arrived else None
-        if arrived_kind == "mesh":
+        if arrived_kind == LinkKind.MESH:
             # Bridge fresh mesh traffic to MQTT; what MQTT missed meanwhile, healing catches up.
             return [
                 (n, 0.0)
                 for n, info in self.links.items()
-                if info.kind == "mqtt" and self._usable(n, now)
+                if info.kind == LinkKind.MQTT and self._usable(n, now)
             ]
-        if arrived_kind == "mqtt" and d is not None and self._mesh_needed(d, now):
+        if arrived_kind == LinkKind.MQTT and d is not None and self._mesh_needed(d, now):
             turn = self._bridge_turn(d, now)
             return [
                 (
@@ -940,7 +956,7 @@ class Engine:
                     + self._rng.uniform(0.0, self.config.trickle_s),
                 )
                 for n, info in self.links.items()
-                if info.kind == "mesh"
+                if info.kind == LinkKind.MESH
             ]
         return []
 
@@ -975,8 +991,8 @@ class Engine:
         until ``peer_grace_s`` after that, and is dropped if every such node has been heard on
         MQTT meanwhile (``_pump``)."""
         roster = self.trust.roster
-        meshes = [n for n, info in self.links.items() if info.kind == "mesh"]
-        has_mqtt = any(info.kind == "mqtt" for info in self.links.values())
+        meshes = [n for n, info in self.links.items() if info.kind == LinkKind.MESH]
+        has_mqtt = any(info.kind == LinkKind.MQTT for info in self.links.values())
         if d is None or kind not in SHOWN_KINDS or roster is None or not meshes or not has_mqtt:
             return []  # without MQTT "the best link" is a mesh link already
         members = set(roster.recipients(d.audience)) - {self.config.node}
@@ -985,7 +1001,7 @@ class Engine:
         heard_from = [
             h.usable_since
             for n, h in self.health.items()
-            if self.links[n].kind == "mqtt" and h.usable(now) and h.usable_since is not None
+            if self.links[n].kind == LinkKind.MQTT and h.usable(now) and h.usable_since is not None
         ]
         grace_end = min(heard_from) + self.config.peer_grace_s if heard_from else now
         return [(n, max(0.0, grace_end - now)) for n in meshes]
@@ -1000,7 +1016,7 @@ class Engine:
             and out.awaiting_receipts
             and not out.answer
             and m.kind in SHOWN_KINDS
-            and self._kind(link) == "mesh"
+            and self._kind(link) == LinkKind.MESH
         )
 
     def _mesh_needed(self, d: Decision, now: float) -> bool:
@@ -1008,7 +1024,8 @@ class Engine:
         if d.kind == Kind.ACK:
             # A receipt matters on the mesh side when what it acknowledges came from there.
             return any(
-                (m := self._msgs.get(ref)) is not None and m.via_kind == "mesh" for ref in d.refs
+                (m := self._msgs.get(ref)) is not None and m.via_kind == LinkKind.MESH
+                for ref in d.refs
             )
         roster = self.trust.roster
         if roster is None:
@@ -1089,7 +1106,7 @@ class Engine:
                 self.counters["retries"] += 1
             out.inflight, out.via = True, via
             inflight[via] += 1  # decremented in transmitted() (or _drop_key)
-            channel = "rcpt" if m.kind == Kind.ACK else "msg"
+            channel = Channel.RCPT if m.kind == Kind.ACK else Channel.MSG
             actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
         for item in deferred:
             heapq.heappush(self._due, item)
@@ -1105,7 +1122,7 @@ class Engine:
         usable = [n for n in self.links if self._usable(n, now)]
         for link, target, why in self.sync.due(now, usable):
             if not target:
-                target = self._sync_peer(now) if self._kind(link) == "mqtt" else ""
+                target = self._sync_peer(now) if self._kind(link) == LinkKind.MQTT else ""
                 target = target or self.sync.recent_peer(link, now)
             raw = self._summary(link, target)
             self.counters["sync_summaries_sent"] += 1
@@ -1123,8 +1140,8 @@ class Engine:
         return self._sync_rng.choice(alive) if alive else ""
 
     def _summary(self, link: str, to: str) -> bytes:
-        cfg, kind = self.config.heal, self._kind(link)
-        max_runs = int(cfg.per_kind(kind, "max_runs"))
+        kind = self.links[link].kind
+        max_runs = self.config.heal.of(kind).max_runs
         signers = [
             s
             for kid, w in self.replay.windows.items()
@@ -1140,10 +1157,10 @@ class Engine:
         self._sync_rotate[link] = signers[count].kid if count < len(signers) else b""
         return raw
 
-    def _sync_max(self, kind: str) -> int:
+    def _sync_max(self, kind: LinkKind) -> int:
         """Summary size bound: the link kind's, and never above what an MQTT link accepts."""
-        limit = int(self.config.heal.per_kind(kind, "max_bytes"))
-        return limit if kind == "mesh" else min(limit, self.config.max_inbound_bytes)
+        limit = self.config.heal.of(kind).max_bytes
+        return limit if kind == LinkKind.MESH else min(limit, self.config.max_inbound_bytes)
 
     def _sync_in(self, link: str, raw: bytes, now: float) -> list[Action]:
         """A peer's summary: send it (by the outbox) what it lacks, unexpired and in scope."""
@@ -1151,7 +1168,8 @@ class Engine:
         if link not in self.links:
             why = Rejection(Reason.WRONG_TOPIC, f"summary on {link!r}, which is not a link")
             return self._reject(link, why, None, now, None)
-        cfg, kind = self.config.heal, self._kind(link)
+        cfg, kind = self.config.heal, self.links[link].kind
+        timing = cfg.of(kind)
         summary = sync.decode(raw, max_bytes=self._sync_max(kind))
         if isinstance(summary, Rejection):
             return self._reject(link, summary, None, now, None)
@@ -1171,13 +1189,13 @@ class Engine:
             for i, m in self._msgs.items()
             if m.seq >= 0 and m.expires_at >= horizon
         )
-        cap = int(cfg.per_kind(kind, "max_per_round"))
-        fresh = cfg.per_kind(kind, "fresh_s")
+        cap = timing.max_per_round
+        fresh = timing.fresh_s
         # On the mesh several nodes may answer one summary addressed to anyone: each starts at
         # a random moment and spaces its answers, so the first copy heard cancels the others'.
-        spread = cfg.per_kind(kind, "answer_spread_s") if not summary.to else 0.0
+        spread = timing.answer_spread_s if not summary.to else 0.0
         start = now + (self._sync_rng.uniform(0.0, spread) if spread else 0.0)
-        spacing = cfg.per_kind(kind, "answer_spacing_s")
+        spacing = timing.answer_spacing_s
         round_id = next(self._tokens)
         keys = self._answers[round_id] = []
         while len(self._answers) > 64:  # bounded: old rounds are done or no longer cancelled
@@ -1189,13 +1207,13 @@ class Engine:
             if now - h.received_at < fresh:
                 young = True  # still carried the ordinary way, maybe: ask again later
                 continue
-            if kind == "mesh" and not self._mesh_scope(h.id, summary.sender):
+            if kind == LinkKind.MESH and not self._mesh_scope(h.id, summary.sender):
                 continue
             if pushed >= cap:
                 self.counters["sync_capped"] += 1
                 break
             out = self._schedule(h.id, link, 0, start + pushed * spacing, False)
-            out.suppressible, out.answer = kind == "mesh", round_id
+            out.suppressible, out.answer = kind == LinkKind.MESH, round_id
             keys.append((h.id, link))
             pushed += 1
         self.counters["sync_pushed"] += pushed
@@ -1226,7 +1244,7 @@ class Engine:
         if d.kind == Kind.ACK:
             return depth == 0 and any(
                 (r := self._msgs.get(ref)) is not None
-                and (r.via_kind == "mesh" or self._mesh_scope(ref, peer, 1))
+                and (r.via_kind == LinkKind.MESH or self._mesh_scope(ref, peer, 1))
                 for ref in d.refs
             )
         roster = self.trust.roster

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-UP, DEGRADED, DOWN = "up", "degraded", "down"
+from relay.vocab import LinkState, LinkStateName
+
+UP, DEGRADED, DOWN = LinkState.UP, LinkState.DEGRADED, LinkState.DOWN
 
 
 @dataclass(slots=True)
@@ -26,18 +28,19 @@ class LinkHealth:
     hold_s: float = 2.0
     max_hold_s: float = 60.0
     flap_window_s: float = 60.0
-    reported: str = DOWN
+    reported: LinkState = DOWN
     reported_at: float = 0.0
     usable_since: float | None = None  # when the current hold-down ends (None: link is down)
     last_down_at: float | None = None
     current_hold_s: float = 2.0
     changed_at: float = 0.0  # last change of the *effective* state
-    _effective: str = DOWN
+    _effective: LinkState = DOWN
 
-    def report(self, state: str, now: float) -> bool:
+    def report(self, measured: LinkState | LinkStateName, now: float) -> bool:
         """Record a measurement; returns True when the effective state changed."""
-        if state not in (UP, DEGRADED, DOWN):
-            raise ValueError(f"unknown link state {state!r}")
+        if measured not in (UP, DEGRADED, DOWN):
+            raise ValueError(f"unknown link state {measured!r}")
+        state = LinkState(measured)
         if self.reported_at == 0.0 and self.changed_at == 0.0:
             self.changed_at = now  # the first report: "down since start", not since 1970
         if state == DOWN:
@@ -55,7 +58,7 @@ class LinkHealth:
         self.reported, self.reported_at = state, now
         return self._settle(now)
 
-    def effective(self, now: float) -> str:
+    def effective(self, now: float) -> LinkState:
         if self.reported == DOWN or self.usable_since is None or now < self.usable_since:
             return DOWN
         return self.reported

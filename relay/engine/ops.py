@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relay.envelope import Reason
+from relay.vocab import Channel, OutboundChannelName
 
 # ----------------------------------------------------------------------- store operations
 
@@ -127,7 +128,7 @@ class Persist:
 @dataclass(frozen=True, slots=True)
 class Transmit:
     link: str
-    channel: str  # "msg" or "rcpt"
+    channel: Channel | OutboundChannelName  # msg or rcpt
     id: bytes
     raw: bytes
     precedence: int

@@ -31,7 +31,7 @@ import io
 import itertools
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,8 +39,9 @@ import cbor2
 
 from relay.envelope import KID_LEN, Kind, Reason, Rejection
 from relay.trust import REPLAY_WINDOW, ReplayWindow
+from relay.vocab import Channel, LinkKind
 
-SYNC_CHANNEL: Final = "sync"
+SYNC_CHANNEL: Final = Channel.SYNC
 SUMMARY_VERSION: Final = 1
 MAX_SIGNERS: Final = 512  # more signer keys than any roster we expect; a bound on decoding work
 MAX_RUNS: Final = 64  # runs per signer in a summary we accept
@@ -53,59 +54,88 @@ KIND_ORDER: Final = {Kind.ROSTER: 0, Kind.REVOCATION: 0, Kind.ACK: 2}
 
 
 @dataclass(frozen=True, slots=True)
-class SyncConfig:
-    """Triggers, rates and bounds of healing, per kind of link ("mqtt", "mesh")."""
+class SyncTiming:
+    """Triggers, rates and bounds of healing for one kind of link (SyncConfig.mqtt, .mesh)."""
 
-    enabled: bool = True
     # First summary after a link comes up (statuses of peers arrive meanwhile), then after
-    # healing: again while the last round brought something new, for at most max_followups.
-    mqtt_first_delay_s: float = 1.0
-    mesh_first_delay_s: float = 30.0
-    mqtt_followup_s: float = 2.0
-    mesh_followup_s: float = 300.0
-    max_followups: int = 30
+    # healing: again while the last round brought something new (SyncConfig.max_followups).
+    first_delay_s: float
+    followup_s: float
     # Follow-ups after a round that brought nothing, before healing counts as done. One on MQTT:
     # a round's answers can be lost (a peer's inbound queue overflowing), and a round that
     # brings nothing cannot tell "healed" from "answers lost". None on the mesh, where each
     # summary is a frame of airtime and the periodic summary follows anyway.
-    mqtt_empty_followups: int = 1
-    mesh_empty_followups: int = 0
-    mqtt_period_s: float = 300.0  # periodic summary, jittered to 0.5x..1.5x
-    mesh_period_s: float = 1800.0
-    mqtt_pull_delay_s: float = 1.0  # a peer's summary shows it has what we lack: ask it
-    mesh_pull_delay_s: float = 60.0
+    empty_followups: int
+    period_s: float  # periodic summary, jittered to 0.5x..1.5x
+    pull_delay_s: float  # a peer's summary shows it has what we lack: ask it
     # Pulls and follow-ups wait until nothing new has arrived on the link for this long, so that
     # a second peer is not asked for what the first one's answers are still bringing.
-    mqtt_quiet_s: float = 1.0
-    mesh_quiet_s: float = 60.0
+    quiet_s: float
     # Bounds on answering. Messages younger than fresh_s are still being carried the ordinary
     # way: not answered at once (the asker gets our summary later and pulls if still missing).
-    mqtt_fresh_s: float = 5.0
-    mesh_fresh_s: float = 120.0
-    mqtt_max_per_round: int = 2000
-    mesh_max_per_round: int = 8
-    mqtt_peer_gap_s: float = 1.0  # answer one peer at most this often
-    mesh_peer_gap_s: float = 240.0  # below mesh_followup_s: a follow-up is answered
-    mqtt_link_gap_s: float = 0.2  # answer anyone on this link at most this often
-    mesh_link_gap_s: float = 60.0
-    mqtt_max_bytes: int = 4096  # summary size (inbound: at most max_inbound_bytes too)
-    mesh_max_bytes: int = 229  # relay.mesh.frames.MAX_SUMMARY: one SUMMARY frame
-    mqtt_max_runs: int = MAX_RUNS
-    mesh_max_runs: int = 8
+    fresh_s: float
+    max_per_round: int
+    peer_gap_s: float  # answer one peer at most this often
+    link_gap_s: float  # answer anyone on this link at most this often
+    max_bytes: int  # summary size (MQTT inbound: at most max_inbound_bytes too)
+    max_runs: int
     # Answers to a summary addressed to anyone start after a random 0..spread and are spaced
     # (mesh: about two LONG_FAST frames), so that a second answering node hears the first one's
     # copies before it sends its own and cancels them (Trickle-style suppression).
-    mqtt_answer_spread_s: float = 0.0
-    mesh_answer_spread_s: float = 30.0
-    mqtt_answer_spacing_s: float = 0.002  # at most 500 answers per second: the links stay live
-    mesh_answer_spacing_s: float = 3.0
+    answer_spread_s: float
+    answer_spacing_s: float
     # While a round runs on a link (a summary heard lately), duplicates there are answers to it,
     # not a sender retrying: they do not make us re-send our receipt.
-    mqtt_round_s: float = 10.0
-    mesh_round_s: float = 600.0
+    round_s: float
 
-    def per_kind(self, kind: str, what: str) -> float:
-        return float(getattr(self, f"{'mesh' if kind == 'mesh' else 'mqtt'}_{what}"))
+
+MQTT_TIMING: Final = SyncTiming(
+    first_delay_s=1.0,
+    followup_s=2.0,
+    empty_followups=1,
+    period_s=300.0,
+    pull_delay_s=1.0,
+    quiet_s=1.0,
+    fresh_s=5.0,
+    max_per_round=2000,
+    peer_gap_s=1.0,
+    link_gap_s=0.2,
+    max_bytes=4096,
+    max_runs=MAX_RUNS,
+    answer_spread_s=0.0,
+    answer_spacing_s=0.002,  # at most 500 answers per second: the links stay live
+    round_s=10.0,
+)
+MESH_TIMING: Final = SyncTiming(
+    first_delay_s=30.0,
+    followup_s=300.0,
+    empty_followups=0,
+    period_s=1800.0,
+    pull_delay_s=60.0,
+    quiet_s=60.0,
+    fresh_s=120.0,
+    max_per_round=8,
+    peer_gap_s=240.0,  # below followup_s: a follow-up is answered
+    link_gap_s=60.0,
+    max_bytes=229,  # relay.mesh.frames.MAX_SUMMARY: one SUMMARY frame
+    max_runs=8,
+    answer_spread_s=30.0,
+    answer_spacing_s=3.0,
+    round_s=600.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Healing on or off, and its timing per kind of link."""
+
+    enabled: bool = True
+    max_followups: int = 30  # follow-up rounds after a link or peer comes back, at most
+    mqtt: SyncTiming = MQTT_TIMING
+    mesh: SyncTiming = MESH_TIMING
+
+    def of(self, kind: LinkKind) -> SyncTiming:
+        return self.mesh if kind == LinkKind.MESH else self.mqtt
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -318,7 +348,7 @@ def peer_has_more(summary: Summary, seen: dict[bytes, ReplayWindow], own: bytes)
 
 @dataclass(slots=True)
 class _LinkSync:
-    kind: str
+    kind: LinkKind
     due: float = float("inf")
     target: str = ""
     periodic_at: float = float("inf")
@@ -339,19 +369,21 @@ class SyncState:
     """When to send summaries, and whom we answered when (rate limits). Pure; the random
     generator (seeded by the caller) only jitters the periodic summaries."""
 
-    def __init__(self, config: SyncConfig, links: dict[str, str], rng: random.Random) -> None:
+    def __init__(
+        self, config: SyncConfig, links: Mapping[str, LinkKind], rng: random.Random
+    ) -> None:
         self.config = config
         self.links = {name: _LinkSync(kind) for name, kind in links.items()}
         self.answered: dict[tuple[str, str], float] = {}  # (link, peer) -> when
         self._rng = rng
 
-    def _param(self, link: str, what: str) -> float:
-        return self.config.per_kind(self.links[link].kind, what)
+    def _timing(self, link: str) -> SyncTiming:
+        return self.config.of(self.links[link].kind)
 
     def link_up(self, link: str, now: float) -> None:
         """A link came (back) up: summarise soon, follow up while that heals something."""
         ls = self.links[link]
-        ls.due = min(ls.due, now + self._param(link, "first_delay_s"))
+        ls.due = min(ls.due, now + self._timing(link).first_delay_s)
         ls.followups, ls.empty = self.config.max_followups, 0
         if ls.periodic_at == float("inf"):
             self._periodic(link, now)
@@ -359,7 +391,7 @@ class SyncState:
     def peer_returned(self, link: str, peer: str, now: float) -> None:
         """A peer is heard again after a silence (or for the first time): ask it soon."""
         ls = self.links[link]
-        at = now + self._param(link, "first_delay_s")
+        at = now + self._timing(link).first_delay_s
         if at < ls.due:
             ls.due, ls.target = at, peer
         ls.followups, ls.empty = self.config.max_followups, 0
@@ -368,7 +400,7 @@ class SyncState:
 
     def _periodic(self, link: str, now: float) -> None:
         jitter = 0.5 + self._rng.random()  # 0.5x..1.5x the period
-        self.links[link].periodic_at = now + self._param(link, "period_s") * jitter
+        self.links[link].periodic_at = now + self._timing(link).period_s * jitter
 
     def accepted(self, link: str, now: float) -> None:
         ls = self.links.get(link)
@@ -380,7 +412,7 @@ class SyncState:
         """A peer's summary shows it has what we lack: ask it (soon, once)."""
         ls = self.links[link]
         if not ls.pull_from:  # one at a time: the next one after this round has settled
-            ls.pull_from, ls.pull_at = peer, now + self._param(link, "pull_delay_s")
+            ls.pull_from, ls.pull_at = peer, now + self._timing(link).pull_delay_s
         ls.followups = max(ls.followups, 1)
 
     def ask(self, link: str, peer: str, at: float) -> None:
@@ -392,7 +424,7 @@ class SyncState:
 
     def _quiet_at(self, name: str, ls: _LinkSync) -> float:
         """Pulls and follow-ups wait until what the last round brought has stopped arriving."""
-        return ls.last_accepted + self._param(name, "quiet_s")
+        return ls.last_accepted + self._timing(name).quiet_s
 
     def _pull_at(self, name: str, ls: _LinkSync) -> float:
         if not ls.pull_from or ls.due != float("inf"):
@@ -404,9 +436,9 @@ class SyncState:
         if ls.followups <= 0 or pending:
             return float("inf")
         if ls.accepted_since:
-            return max(ls.last_sent + self._param(name, "followup_s"), self._quiet_at(name, ls))
-        if ls.empty < self._param(name, "empty_followups"):
-            return ls.last_sent + self._param(name, "followup_s")
+            return max(ls.last_sent + self._timing(name).followup_s, self._quiet_at(name, ls))
+        if ls.empty < self._timing(name).empty_followups:
+            return ls.last_sent + self._timing(name).followup_s
         return float("inf")
 
     def next_deadline(self) -> float:
@@ -442,13 +474,13 @@ class SyncState:
             elif (
                 ls.due == float("inf")
                 and ls.followups
-                and now >= ls.last_sent + self._param(name, "followup_s")
+                and now >= ls.last_sent + self._timing(name).followup_s
             ):
                 if ls.accepted_since and now >= self._quiet_at(name, ls):
                     why = "follow-up"
                     ls.followups -= 1
                     ls.empty = 0
-                elif not ls.accepted_since and ls.empty < self._param(name, "empty_followups"):
+                elif not ls.accepted_since and ls.empty < self._timing(name).empty_followups:
                     why = "follow-up"  # nothing came: healed, or the answers were lost
                     ls.followups -= 1
                     ls.empty += 1
@@ -475,7 +507,7 @@ class SyncState:
 
     def healing(self, link: str, now: float) -> bool:
         ls = self.links.get(link)
-        return ls is not None and now - ls.round_at < self._param(link, "round_s")
+        return ls is not None and now - ls.round_at < self._timing(link).round_s
 
     def recent_peer(self, link: str, now: float) -> str:
         """The peer heard summarising on this link most recently (within a period), or ""."""
@@ -483,14 +515,14 @@ class SyncState:
         if not ls.heard:
             return ""
         peer = max(ls.heard, key=ls.heard.__getitem__)
-        return peer if now - ls.heard[peer] < self._param(link, "period_s") else ""
+        return peer if now - ls.heard[peer] < self._timing(link).period_s else ""
 
     def may_answer(self, link: str, peer: str, now: float) -> bool:
         """Rate limits: per peer and per link. Records the answer when allowed."""
         ls = self.links[link]
-        if now - ls.answered_at < self._param(link, "link_gap_s"):
+        if now - ls.answered_at < self._timing(link).link_gap_s:
             return False
-        if now - self.answered.get((link, peer), float("-inf")) < self._param(link, "peer_gap_s"):
+        if now - self.answered.get((link, peer), float("-inf")) < self._timing(link).peer_gap_s:
             return False
         ls.answered_at = now
         self.answered[(link, peer)] = now

@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -58,6 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from relay.links import LinkError, LinkRefused, LinkUnavailable
+from relay.vocab import OUTBOUND_CHANNELS, Channel, LinkState, OutboundChannelName
 
 __all__ = [
     "BrokerConfig",
@@ -78,13 +79,11 @@ __all__ = [
     "topic_for",
 ]
 
-LinkState = Literal["up", "degraded", "down"]
-Channel = Literal["msg", "rcpt", "sync"]
-InboundChannel = Literal["msg", "rcpt", "sync", "status"]
+InboundChannel = Channel  # msg, rcpt, sync, status (relay.vocab)
 RejectReason = Literal["oversized", "wrong-topic", "queue-full", "bad-probe"]
 
-_CHANNELS: Final = frozenset(get_args(Channel))
-_INBOUND_CHANNELS: Final = frozenset(get_args(InboundChannel))
+_CHANNELS: Final = OUTBOUND_CHANNELS
+_INBOUND_CHANNELS: Final = frozenset(Channel)
 _NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OFFLINE: Final = b'{"state":"offline"}'
 _LEAVE_TIMEOUT_S: Final = 2.0  # bound on the goodbye (offline status + DISCONNECT)
@@ -483,7 +482,7 @@ class MqttLink:
         self._sign_offline = sign_offline
         self._on_event = on_event
         self._log = structlog.get_logger("relay.links.mqtt").bind(link="mqtt", node=settings.node)
-        self._state: LinkState = "down"
+        self._state: LinkState = LinkState.DOWN
         self._broker_url: str | None = None
         self._session: _Session | None = None
         self._running = False
@@ -537,7 +536,7 @@ class MqttLink:
     def topic(self, channel: str) -> str:
         return topic_for(self._settings.topic_prefix, self._settings.node, channel)
 
-    async def publish(self, channel: Channel, payload: bytes) -> None:
+    async def publish(self, channel: Channel | OutboundChannelName, payload: bytes) -> None:
         """Publish ``payload`` on our ``channel`` topic with QoS 1 and wait for the PUBACK."""
         if channel not in _CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
@@ -569,7 +568,7 @@ class MqttLink:
             await self._supervise()
         finally:
             self._running = False
-            self._set_state("down", None, "stopped")
+            self._set_state(LinkState.DOWN, None, "stopped")
 
     # -- supervisor ------------------------------------------------------------------------------
 
@@ -746,7 +745,7 @@ class MqttLink:
         log = session.log
         self._session = session
         self._set_state(
-            "up",
+            LinkState.UP,
             session.broker.url,
             "connected" if not session.client.session_present else "connected, session resumed",
             session_present=session.client.session_present,
@@ -791,7 +790,7 @@ class MqttLink:
             if session.handover is None and not stopping:
                 ended = session.ended
                 why = ended.result() if ended.done() and not ended.cancelled() else "link error"
-                self._set_state("down", session.broker.url, why)
+                self._set_state(LinkState.DOWN, session.broker.url, why)
 
     async def _leave(self, session: _Session) -> None:
         """Graceful goodbye: let pending PUBACKs arrive, mark us offline, DISCONNECT."""
@@ -844,7 +843,7 @@ class MqttLink:
                 self._probe_echo(session, topic, payload)
             case (node, ("msg" | "rcpt" | "sync" | "status") as channel):
                 self._stats["inbound"] += 1
-                self._on_event(Inbound(channel, node, payload, url, message.retain, ack))
+                self._on_event(Inbound(Channel(channel), node, payload, url, message.retain, ack))
             case _:
                 raise AssertionError(f"parse_topic returned {parsed!r}")
 
@@ -904,11 +903,13 @@ class MqttLink:
                     self._stats["probe_timeouts"] += 1
                     reason = f"no probe echo for {age:.1f} s"
                     session.log.warning("mqtt link down", reason=reason)
-                    self._set_state("down", session.broker.url, reason)
+                    self._set_state(LinkState.DOWN, session.broker.url, reason)
                     session.end(reason)
                     return
                 if age >= s.degraded_rtt_s:
-                    self._set_state("degraded", session.broker.url, f"probe overdue {age:.1f} s")
+                    self._set_state(
+                        LinkState.DEGRADED, session.broker.url, f"probe overdue {age:.1f} s"
+                    )
                 else:
                     wake = min(wake, oldest + s.degraded_rtt_s)
                 wake = min(wake, deadline)
@@ -935,9 +936,9 @@ class MqttLink:
             now - t >= self._settings.degraded_rtt_s for t in session.outstanding.values()
         )
         if rtt >= self._settings.degraded_rtt_s:
-            self._set_state("degraded", session.broker.url, f"probe rtt {rtt:.2f} s")
+            self._set_state(LinkState.DEGRADED, session.broker.url, f"probe rtt {rtt:.2f} s")
         elif not overdue:
-            self._set_state("up", session.broker.url, f"probe rtt {rtt * 1000:.0f} ms")
+            self._set_state(LinkState.UP, session.broker.url, f"probe rtt {rtt * 1000:.0f} ms")
 
     # -- failback --------------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class MqttDriver:
     async def send(self, t: Transmit) -> None:
         """Publish and wait for the PUBACK; raises ``LinkUnavailable`` (broken) or
         ``LinkRefused`` (``PublishRejected``: the broker refused it, e.g. an ACL)."""
-        await self.link.publish(t.channel, t.raw)  # type: ignore[arg-type]
+        await self.link.publish(t.channel, t.raw)
 
     async def publish_status(self, status: dict[str, Any]) -> None:
         """Set our retained status, signed with the node key; raises like ``send``. When it

@@ -9,11 +9,12 @@ from relay.mesh.core import MeshCore
 from relay.mesh.events import CoreSettings, Done, OutFrame, Received
 from relay.mesh.frames import ReceiptBundle, decode_frame, encode_message
 from relay.mesh.routing import RoutingError
+from relay.vocab import OutboundChannelName
 
 SENDER = 0x5E1A0002
 
 
-def tx(raw: bytes, channel: str = "msg", precedence: int = 2) -> Transmit:
+def tx(raw: bytes, channel: OutboundChannelName = "msg", precedence: int = 2) -> Transmit:
     return Transmit("mesh", channel, raw[:8], raw, precedence)
 
 

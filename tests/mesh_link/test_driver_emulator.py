@@ -16,6 +16,7 @@ from relay.links import LinkUnavailable
 from relay.links.mesh_driver import MeshDriver
 from relay.links.meshtastic_bridge import BridgeSettings
 from relay.mesh.frames import fragment_count
+from relay.vocab import OutboundChannelName
 from tests.mesh_link.support import WAIT_S, RecordingHost
 from tests.sim.conftest import RunningMesh, loopback_spec
 from tests.world import standard_world
@@ -23,7 +24,7 @@ from tests.world import standard_world
 FAST_RECONNECT = BridgeSettings(backoff_initial_s=0.2, backoff_max_s=1.0)
 
 
-def transmit(raw: bytes, *, channel: str = "msg", precedence: int = 2) -> Transmit:
+def transmit(raw: bytes, *, channel: OutboundChannelName = "msg", precedence: int = 2) -> Transmit:
     return Transmit("mesh", channel, message_id(raw), raw, precedence)
 
 
