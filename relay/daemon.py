@@ -42,6 +42,17 @@ from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.api_console import CONSOLE_OPS, console_op
 from relay.config import Config
 from relay.engine.core import CLOCK_WARN_S, SEQ_COUNTER, Engine, EngineConfig, LinkInfo
+from relay.engine.inputs import (
+    EngineInput,
+    LinkChanged,
+    LinkRejected,
+    Persisted,
+    Received,
+    Refused,
+    StatusHeard,
+    Submit,
+    Transmitted,
+)
 from relay.engine.ops import (
     Action,
     AuditEvent,
@@ -64,7 +75,7 @@ from relay.notify import Notifier
 from relay.render import as_json
 from relay.rosterfile import load_trust
 from relay.store import Store, StoreError, StoreFull
-from relay.vocab import LinkKind, LinkState
+from relay.vocab import Channel, LinkKind, LinkState
 
 log = structlog.get_logger("relay")
 
@@ -101,8 +112,8 @@ class Node:
         self.config = config
         self.clock = clock
         self.log = log.bind(node=config.node)
-        self._inputs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(INPUT_QUEUE)
-        self._internal: deque[tuple[Any, ...]] = deque()
+        self._inputs: asyncio.Queue[EngineInput] = asyncio.Queue(INPUT_QUEUE)
+        self._internal: deque[EngineInput] = deque()
         self._wake = asyncio.Event()
         # Engine batches, and inbound acknowledgements to send once what precedes them commits.
         self._store_batches: deque[Persist | Callable[[], None]] = deque()
@@ -346,14 +357,14 @@ class Node:
         engine is this far behind. A dropped message is not acknowledged: an MQTT broker keeps
         it for us; a mesh sender retries until our receipt arrives."""
         try:
-            self._inputs.put_nowait(("received", link, raw, channel, peer, ack))
+            self._inputs.put_nowait(Received(link, raw, Channel(channel), peer, ack))
         except asyncio.QueueFull:
             self.overload_drops += 1
             self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
         self._wake.set()
 
     def link_rejected(self, link: str, reason: Any, detail: str) -> None:
-        self._internal.append(("link_rejected", link, reason, detail))
+        self._internal.append(LinkRejected(link, reason, detail))
         self._wake.set()
 
     def link_state(self, link: str, state: str, detail: str = "") -> None:
@@ -362,14 +373,14 @@ class Node:
             self.log.info("link_state", link=link, state=state, was=view.state, detail=detail)
             self.link_changes[link] = self.link_changes.get(link, 0) + 1
             view.state, view.since, view.detail = state, self.clock(), detail
-        self._internal.append(("link", link, state))
+        self._internal.append(LinkChanged(link, LinkState(state)))
         self._wake.set()
 
     def peer_status(self, peer: str, raw: bytes, *, link: str = "mqtt") -> None:
         """A status from ``peer``'s status topic: the engine verifies it (signed by that roster
         node) before the peer counts as heard. Bounded like any other input."""
         try:
-            self._inputs.put_nowait(("status", link, peer, raw))
+            self._inputs.put_nowait(StatusHeard(link, peer, raw))
         except asyncio.QueueFull:
             self.overload_drops += 1
             self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
@@ -410,11 +421,11 @@ class Node:
             while (self._internal or not (held or self._inputs.empty())) and budget:
                 budget -= 1
                 event = self._internal.popleft() if self._internal else self._inputs.get_nowait()
-                self._dispatch(self._feed(event, self.clock()))
-                if event[0] == "received" and event[5] is not None:
+                self._dispatch(self.engine.handle(event, self.clock()))
+                if isinstance(event, Received) and event.ack is not None:
                     # Behind the Persist the engine has just asked for (if any), and behind
                     # the batch of an earlier copy still being committed (a duplicate).
-                    self._store_batches.append(event[5])
+                    self._store_batches.append(event.ack)
                     self._store_wake.set()
             self._note_clock()
             await asyncio.sleep(0)
@@ -447,27 +458,6 @@ class Node:
         if mono - self._watchdog_at >= interval / 2:
             self._watchdog_at = mono
             self.notifier.watchdog()
-
-    def _feed(self, event: tuple[Any, ...], now: float) -> list[Action]:
-        engine = self.engine
-        match event:
-            case ("received", link, raw, channel, peer, _):
-                return engine.received(link, raw, now, channel=channel, peer=peer)
-            case ("submit", raw, ticket):
-                return engine.submit(raw, now, ticket=ticket)
-            case ("persisted", token):
-                return engine.persisted(token, now)
-            case ("transmitted", link, msg_id, ok):
-                return engine.transmitted(link, msg_id, ok, now)
-            case ("link", link, state):
-                return engine.link_state(link, state, now)
-            case ("status", link, node, raw):
-                return engine.status_received(link, node, raw, now)
-            case ("link_rejected", link, reason, detail):
-                return engine.rejected_by_link(link, reason, detail, now)
-            case ("refused", link, msg_id, target, reason):
-                return engine.refused(link, msg_id, target, reason, now)
-        raise AssertionError(f"unknown engine input {event[0]!r}")
 
     def _dispatch(self, actions: list[Action]) -> None:
         for action in actions:
@@ -550,7 +540,7 @@ class Node:
                             await self._stop.wait()
                     continue
                 for b in batches:
-                    self._internal.append(("persisted", b.token))
+                    self._internal.append(Persisted(b.token))
                 batches = []
                 self._clear_store_fault()
                 self._wake.set()
@@ -613,7 +603,7 @@ class Node:
                 await driver.send(t)
             except LinkUnavailable as exc:
                 self.log.debug("transmit_failed", link=name, msg_id=t.id.hex(), error=str(exc))
-                self._internal.append(("transmitted", name, t.id, False))
+                self._internal.append(Transmitted(name, t.id, False))
             except LinkRefused as exc:
                 self.log.warning(
                     "transmit_refused",
@@ -624,9 +614,9 @@ class Node:
                     reason=exc.reason,
                     error=str(exc),
                 )
-                self._internal.append(("refused", name, t.id, exc.target, exc.reason))
+                self._internal.append(Refused(name, t.id, exc.target, exc.reason))
             else:
-                self._internal.append(("transmitted", name, t.id, True))
+                self._internal.append(Transmitted(name, t.id, True))
             self._wake.set()
 
     async def _publish_status(self, name: str, driver: LinkDriver, status: dict[str, Any]) -> None:
@@ -654,7 +644,7 @@ class Node:
                 retry_in_s=pause,
                 error=str(exc),
             )
-            self._internal.append(("refused", name, b"", exc.target, exc.reason))
+            self._internal.append(Refused(name, b"", exc.target, exc.reason))
             self._wake.set()
             return
         self._status_refused.pop(name, None)
@@ -694,7 +684,7 @@ class Node:
         ticket = self._next_ticket
         fut: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
         self._tickets[ticket] = fut
-        await self._inputs.put(("submit", raw, ticket))
+        await self._inputs.put(Submit(raw, ticket))
         self._wake.set()
         return await fut
 

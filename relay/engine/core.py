@@ -37,6 +37,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay.engine import sync
 from relay.engine.clock import WARN_S, ClockEvidence
 from relay.engine.health import LinkHealth
+from relay.engine.inputs import (
+    EngineInput,
+    LinkChanged,
+    LinkRejected,
+    Persisted,
+    Received,
+    Refused,
+    StatusHeard,
+    Submit,
+    Transmitted,
+)
+from relay.engine.model import (
+    LinkInfo as LinkInfo,  # re-exported: the engine's constructor takes it
+)
+from relay.engine.model import Snapshot as Snapshot
+from relay.engine.model import StoredMessage as StoredMessage
 from relay.engine.ops import (
     Action,
     AuditEvent,
@@ -75,7 +91,7 @@ from relay.envelope import (
     seal,
 )
 from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
-from relay.vocab import Channel, LinkKind, LinkKindName, LinkState, LinkStateName
+from relay.vocab import Channel, LinkKind, LinkState, LinkStateName
 
 LOCAL_LINK = "local"
 ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
@@ -125,40 +141,6 @@ class EngineConfig:
     seed: int | None = None  # for the gateway's random delays (tests fix it)
     drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
     heal: sync.SyncConfig = field(default_factory=sync.SyncConfig)  # relay.engine.sync
-
-
-@dataclass(frozen=True, slots=True)
-class LinkInfo:
-    name: str
-    kind: LinkKind
-
-    def __init__(self, name: str, kind: LinkKind | LinkKindName) -> None:
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "kind", LinkKind(kind))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """What the engine needs to know about a stored message after a restart."""
-
-    raw: bytes
-    received_via: str
-    received_at: float
-    origin: bool
-    signer: str
-
-
-@dataclass
-class Snapshot:
-    """Durable state loaded from the store at start-up."""
-
-    messages: list[StoredMessage] = field(default_factory=list)
-    tombstones: dict[bytes, float] = field(default_factory=dict)
-    replay: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
-    outbox: list[PutOutbox] = field(default_factory=list)
-    receipts: list[tuple[bytes, str]] = field(default_factory=list)  # (msg id, node)
-    own_receipts: dict[bytes, bytes] = field(default_factory=dict)  # msg id -> our receipt id
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -304,6 +286,26 @@ class Engine:
                 self._schedule(row.id, row.link, row.attempts, row.next_at, row.awaiting_receipts)
 
     # ------------------------------------------------------------------ inputs
+
+    def handle(self, event: EngineInput, now: float) -> list[Action]:
+        """One input from the daemon (relay.engine.inputs), dispatched on its class."""
+        match event:
+            case Received(link, raw, channel, peer):
+                return self.received(link, raw, now, channel=channel, peer=peer)
+            case StatusHeard(link, peer, raw):
+                return self.status_received(link, peer, raw, now)
+            case Submit(raw, ticket):
+                return self.submit(raw, now, ticket=ticket)
+            case Persisted(token):
+                return self.persisted(token, now)
+            case Transmitted(link, msg_id, ok):
+                return self.transmitted(link, msg_id, ok, now)
+            case Refused(link, msg_id, target, reason):
+                return self.refused(link, msg_id, target, reason, now)
+            case LinkChanged(link, state):
+                return self.link_state(link, state, now)
+            case LinkRejected(link, reason, detail):
+                return self.rejected_by_link(link, reason, detail, now)
 
     def submit(self, raw: bytes, now: float, *, ticket: int) -> list[Action]:
         """A message signed by a local operator; answered by ``Submitted(ticket, …)``, which is

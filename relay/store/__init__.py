@@ -20,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from relay.engine.core import Snapshot, StoredMessage
+from relay.engine.model import Snapshot, StoredMessage
 from relay.engine.ops import (
     AuditEvent,
     DeleteMessages,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from relay.engine.core import Engine, EngineConfig, LinkInfo, Snapshot, StoredMessage
+from relay.engine.core import Engine, EngineConfig, LinkInfo
+from relay.engine.model import Snapshot, StoredMessage
 from relay.engine.ops import (
     Action,
     DeleteMessages,
