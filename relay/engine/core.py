@@ -23,7 +23,6 @@ Routing (docs/failover.md):
 from __future__ import annotations
 
 import hashlib
-import heapq
 import itertools
 import random
 from collections import Counter
@@ -74,6 +73,7 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
+from relay.engine.outbox import ANY_LINK, Entry, Outbox
 from relay.engine.status import check_status
 from relay.envelope import (
     PAYLOAD_VERSION,
@@ -100,7 +100,6 @@ SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
 TIME_REASONS = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
 MAX_REFUSAL_KEYS = 64  # distinct (link, what, reason) refusal counters kept; the rest: "other"
-ANY_LINK = "*"  # outbox entry for "the best usable link at the time of sending"
 KIND_RANK = {LinkKind.MQTT: 0, LinkKind.MESH: 1}
 
 
@@ -169,17 +168,6 @@ class _Activate:
     awaiting: bool
 
 
-@dataclass(slots=True)
-class _Out:
-    attempts: int
-    next_at: float
-    awaiting_receipts: bool
-    inflight: bool = False
-    via: str | None = None  # the link actually used (for ANY_LINK entries)
-    suppressible: bool = False  # a gateway's bridged copy: cancelled when heard on the mesh
-    answer: int = 0  # the healing round this entry answers (0: none)
-
-
 Held = Action | _Activate
 
 
@@ -210,15 +198,10 @@ class Engine:
         self._msgs: dict[bytes, _Msg] = {}
         self._tombstones: dict[bytes, float] = {}
         self._pending_ids: set[bytes] = set()
-        self._outbox: dict[tuple[bytes, str], _Out] = {}
-        self._due: list[tuple[float, bytes, str]] = []  # heap; stale entries are skipped lazily
+        self._outbox = Outbox(dropped_bound=4 * config.max_inflight_per_link * len(self.links))
         self._own_receipts: dict[bytes, bytes] = {}
         self._held: dict[int, list[Held]] = {}
         self._evictions: list[DeleteMessages] = []
-        self._inflight: Counter[str] = Counter()  # per link, kept incrementally
-        # (message, link) -> sends dropped from the outbox while in flight (every recipient
-        # signed meanwhile): their link still reports the outcome, and it is audited then.
-        self._dropped_inflight: Counter[tuple[bytes, str]] = Counter()
         self._tokens = itertools.count(1)
         self._seq = 0
         self._next_gc = 0.0
@@ -283,7 +266,13 @@ class Engine:
         self._own_receipts = dict(snap.own_receipts)
         for row in snap.outbox:
             if row.id in self._msgs and (row.link in self.links or row.link == ANY_LINK):
-                self._schedule(row.id, row.link, row.attempts, row.next_at, row.awaiting_receipts)
+                self._outbox.add(
+                    row.id,
+                    row.link,
+                    attempts=row.attempts,
+                    at=row.next_at,
+                    awaiting=row.awaiting_receipts,
+                )
 
     # ------------------------------------------------------------------ inputs
 
@@ -467,7 +456,9 @@ class Engine:
                 self._pending_ids.discard(item.id)
                 item.msg.signed |= self._early_receipts.pop(item.id, set())
                 for name, delay in item.targets:
-                    out = self._schedule(item.id, name, 0, now + delay, item.awaiting)
+                    out = self._outbox.add(
+                        item.id, name, attempts=0, at=now + delay, awaiting=item.awaiting
+                    )
                     out.suppressible = delay > 0
                 activated = True
             else:
@@ -539,9 +530,7 @@ class Engine:
         if out is None or m is None or not out.inflight:
             # A late or repeated report: nothing is in flight, unless its entry was dropped.
             return self._dropped_transmitted(link, msg_id, ok, now, airtime_s) + self._pump(now)
-        out.inflight = False
-        self._inflight[link] -= 1
-        out.attempts += 1
+        self._outbox.sent_back(out, link)
         actions: list[Action] = []
         if ok:
             airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
@@ -551,13 +540,13 @@ class Engine:
         if not ok and refused:
             cfg = self.config
             delay = cfg.refused_retry_base_s * 2 ** min(out.attempts - 1, 16)
-            self._reschedule(msg_id, key[1], out, now + min(delay, cfg.refused_retry_max_s))
+            self._outbox.wait(out, now + min(delay, cfg.refused_retry_max_s))
         elif not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
             if key[1] == ANY_LINK and self._best_link(now) not in (None, link):
                 delay = 0.0  # another link is usable: fail over now, do not wait
-            self._reschedule(msg_id, key[1], out, now + min(delay, self.config.fail_retry_max_s))
+            self._outbox.wait(out, now + min(delay, self.config.fail_retry_max_s))
         elif out.awaiting_receipts and (
             self._mesh_pending(m, now)
             if self._serves_mesh_only(key[1], out, m)
@@ -570,10 +559,10 @@ class Engine:
                 else self.config.retry_base_s
             )
             delay = min(base * 2 ** min(out.attempts - 1, 16), self.config.retry_max_s)
-            self._reschedule(msg_id, key[1], out, now + delay)
+            self._outbox.wait(out, now + delay)
         else:
             self.counters["transmitted"] += 1
-            del self._outbox[key]
+            self._outbox.remove(key)
             actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
         return actions + self._pump(now)
 
@@ -583,13 +572,8 @@ class Engine:
         """The outcome of a send whose entry was dropped while it was in flight (``_drop_key``).
         A mesh frame is done only when a neighbour relays it, often after the receipt it
         brought has come back; what went on the air is audited like any other send."""
-        key = (msg_id, link)
-        if not self._dropped_inflight[key]:
-            self._dropped_inflight.pop(key, None)
+        if not self._outbox.take_dropped(msg_id, link):
             return []
-        self._dropped_inflight[key] -= 1
-        if not self._dropped_inflight[key]:
-            del self._dropped_inflight[key]
         if not ok:
             return []  # nobody waits for it any more: no retry
         self.counters["transmitted"] += 1
@@ -653,7 +637,9 @@ class Engine:
                     continue
                 at = now + turn * self.config.bridge_slot_s
                 at += self._rng.uniform(0.0, self.config.trickle_s)
-                self._schedule(msg_id, link, 0, at, False).suppressible = True
+                self._outbox.add(
+                    msg_id, link, attempts=0, at=at, awaiting=False
+                ).suppressible = True
                 ops.append(PutOutbox(msg_id, link, 0, at, False))
                 ops.append(AuditEvent(now, "bridge", msg_id, link, None,
                                       "missed by " + ",".join(sorted(missed))))  # fmt: skip
@@ -667,14 +653,8 @@ class Engine:
             change = h.next_change_at()
             if change is not None:
                 deadline = min(deadline, change)
-        while self._due:
-            at, msg_id, link = self._due[0]
-            out = self._outbox.get((msg_id, link))
-            if out is None or out.inflight or out.next_at != at:
-                heapq.heappop(self._due)  # stale
-                continue
-            return min(at, deadline)
-        return deadline
+        due = self._outbox.next_at()
+        return deadline if due is None else min(due, deadline)
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -734,7 +714,7 @@ class Engine:
                 heard.meshed.add(link)
             out = self._outbox.get((env.id, link))
             if out is not None and out.suppressible and not out.inflight and not out.attempts:
-                del self._outbox[(env.id, link)]
+                self._outbox.remove((env.id, link))
                 self.counters["bridge_suppressed"] += 1
                 actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
                 self._drop_answers(out.answer)  # another node answers that summary
@@ -745,7 +725,7 @@ class Engine:
         healing = self.sync.healing(link, now)
         if rid is not None and rid in self._msgs and link in self.links and not healing:
             if (rid, link) not in self._outbox and (rid, ANY_LINK) not in self._outbox:
-                self._schedule(rid, link, 0, now, False)
+                self._outbox.add(rid, link, attempts=0, at=now, awaiting=False)
                 actions.append(Persist(next(self._tokens), (PutOutbox(rid, link, 0, now, False),)))
             actions += self._pump(now)
         return actions
@@ -844,8 +824,8 @@ class Engine:
                 held.append(DeliveredAt(ref, verdict.signer, link))
                 ops.append(AuditEvent(now, "receipt", ref, link, verdict.signer, None))
                 if not m.recipients - m.signed:
-                    for key in self._keys_of(ref):
-                        self._drop_key(key)
+                    for key in self._outbox.keys_of(ref, self.links):
+                        self._outbox.drop(key)
                         ops.append(DeleteOutbox(*key))
         return held
 
@@ -1008,7 +988,7 @@ class Engine:
         grace_end = min(heard_from) + self.config.peer_grace_s if heard_from else now
         return [(n, max(0.0, grace_end - now)) for n in meshes]
 
-    def _serves_mesh_only(self, link: str, out: _Out, m: _Msg) -> bool:
+    def _serves_mesh_only(self, link: str, out: Entry, m: _Msg) -> bool:
         """Is this the mesh entry of an own decision (``_mesh_targets``, or FLASH's copy for
         every link)? It is retried (and, below FLASH, first sent) only while a recipient that
         only the mesh reaches has not signed: nodes healthy on MQTT cost no airtime."""
@@ -1040,50 +1020,25 @@ class Engine:
             if node != self.config.node
         )
 
-    def _drop_key(self, key: tuple[bytes, str]) -> None:
-        out = self._outbox.pop(key, None)
-        if out is not None and out.inflight and out.via is not None:
-            self._inflight[out.via] -= 1
-            self._dropped_inflight[(key[0], out.via)] += 1  # its outcome is still to come
-            bound = 4 * self.config.max_inflight_per_link * len(self.links)
-            if len(self._dropped_inflight) > bound:
-                del self._dropped_inflight[next(iter(self._dropped_inflight))]  # never reported
-
-    def _keys_of(self, msg_id: bytes) -> list[tuple[bytes, str]]:
-        """The outbox keys of one message, found directly (no scan of the whole outbox)."""
-        return [k for k in ((msg_id, n) for n in (*self.links, ANY_LINK)) if k in self._outbox]
-
-    def _schedule(self, msg_id: bytes, link: str, attempts: int, at: float, awaiting: bool) -> _Out:
-        out = self._outbox[(msg_id, link)] = _Out(attempts, at, awaiting)
-        heapq.heappush(self._due, (at, msg_id, link))
-        return out
-
     def _revive(self, now: float) -> None:
         """A link changed state. Entries parked for want of a link go back on the heap; an entry
         that has not been carried yet (or whose last try failed) becomes due at once, so it fails
         over (or back) without waiting out its backoff."""
-        for (msg_id, name), out in self._outbox.items():
+        for out in self._outbox.entries():
             if out.inflight:
                 continue
             fresh = not out.awaiting_receipts or out.attempts == 0
-            if name != ANY_LINK and not self._usable(name, now):
+            if out.link != ANY_LINK and not self._usable(out.link, now):
                 continue
             at = min(out.next_at, now) if fresh else out.next_at
-            self._reschedule(msg_id, name, out, at)
-
-    def _reschedule(self, msg_id: bytes, link: str, out: _Out, at: float) -> None:
-        out.next_at = at
-        heapq.heappush(self._due, (at, msg_id, link))
+            self._outbox.wait(out, at)
 
     def _pump(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        inflight = self._inflight
-        deferred: list[tuple[float, bytes, str]] = []
-        while self._due and self._due[0][0] <= now:
-            at, msg_id, link = heapq.heappop(self._due)
-            out = self._outbox.get((msg_id, link))
-            if out is None or out.inflight or out.next_at != at:
-                continue
+        inflight = self._outbox.inflight
+        deferred: list[Entry] = []
+        for out in self._outbox.pop_due(now):
+            msg_id, link = out.key
             # A mesh link with its own entry for this message (_mesh_targets) carries it there.
             skip = {n for n in self.links if (msg_id, n) in self._outbox}
             via = self._best_link(now, skip) if link == ANY_LINK else link
@@ -1091,27 +1046,26 @@ class Engine:
                 continue  # parked; a link state change (_revive) makes it due again
             m = self._msgs.get(msg_id)
             if m is None or m.expires_at + self.trust.skew_s < self.trusted_now(now):
-                self._outbox.pop((msg_id, link), None)
+                self._outbox.remove((msg_id, link))
                 continue
             if (
                 (out.attempts or m.precedence != Precedence.FLASH)  # FLASH: every link at once
                 and self._serves_mesh_only(link, out, m)
                 and not self._mesh_pending(m, now)
             ):
-                del self._outbox[(msg_id, link)]  # all heard on MQTT meanwhile (or have signed)
+                self._outbox.remove((msg_id, link))  # all heard on MQTT meanwhile (or signed)
                 actions.append(Persist(next(self._tokens), (DeleteOutbox(msg_id, link),)))
                 continue
             if inflight[via] >= self.config.max_inflight_per_link:
-                deferred.append((at, msg_id, link))
+                deferred.append(out)
                 continue
             if out.attempts and out.awaiting_receipts:
                 self.counters["retries"] += 1
-            out.inflight, out.via = True, via
-            inflight[via] += 1  # decremented in transmitted() (or _drop_key)
+            self._outbox.send(out, via)  # back in transmitted() (or dropped)
             channel = Channel.RCPT if m.kind == Kind.ACK else Channel.MSG
             actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
-        for item in deferred:
-            heapq.heappush(self._due, item)
+        for out in deferred:
+            self._outbox.wait(out, out.next_at)
         return actions
 
     # ------------------------------------------------------------------ healing (docs/failover.md)
@@ -1214,7 +1168,9 @@ class Engine:
             if pushed >= cap:
                 self.counters["sync_capped"] += 1
                 break
-            out = self._schedule(h.id, link, 0, start + pushed * spacing, False)
+            out = self._outbox.add(
+                h.id, link, attempts=0, at=start + pushed * spacing, awaiting=False
+            )
             out.suppressible, out.answer = kind == LinkKind.MESH, round_id
             keys.append((h.id, link))
             pushed += 1
@@ -1228,7 +1184,7 @@ class Engine:
         for key in self._answers.pop(round_id, []) if round_id else []:
             out = self._outbox.get(key)
             if out is not None and out.answer == round_id and not out.inflight:
-                del self._outbox[key]
+                self._outbox.remove(key)
                 self.counters["sync_answers_withdrawn"] += 1
 
     def _mesh_scope(self, msg_id: bytes, peer: str, depth: int = 0) -> bool:
@@ -1278,8 +1234,8 @@ class Engine:
             m = self._msgs.pop(msg_id)
             self._tombstones[msg_id] = m.expires_at + self.trust.skew_s
             self._own_receipts.pop(msg_id, None)
-            for key in self._keys_of(msg_id):
-                self._drop_key(key)
+            for key in self._outbox.keys_of(msg_id, self.links):
+                self._outbox.drop(key)
         self.counters["evicted"] += len(ids)
         self._evictions.append(DeleteMessages(ids, tombstone=True))
         return True
@@ -1297,8 +1253,8 @@ class Engine:
             for msg_id in expired:
                 del self._msgs[msg_id]
                 self._own_receipts.pop(msg_id, None)
-                for key in self._keys_of(msg_id):
-                    self._drop_key(key)
+                for key in self._outbox.keys_of(msg_id, self.links):
+                    self._outbox.drop(key)
             ops.append(DeleteMessages(expired, tombstone=False))
             self.counters["expired"] += len(expired)
         stale = [i for i, t in self._tombstones.items() if t < now]
@@ -1356,7 +1312,7 @@ class Engine:
         return {
             "messages": len(self._msgs),
             "outbox": len(self._outbox),
-            "inflight": sum(self._inflight.values()),
+            "inflight": sum(self._outbox.inflight.values()),
             "counters": dict(self.counters),
             "rejections": dict(self.rejections),
             "refusals": dict(self.refusals),
@@ -1379,10 +1335,10 @@ class Engine:
         }
 
     def outbox_depths(self) -> Mapping[str, int]:
-        return Counter(name for (_, name) in self._outbox)
+        return self._outbox.depths()
 
     def waiting_for_any_link(self) -> int:
-        return sum(1 for (_, n), o in self._outbox.items() if n == ANY_LINK and not o.inflight)
+        return self._outbox.waiting_for_any_link()
 
     def outbox_of(self, msg_id: bytes) -> list[dict[str, object]]:
         """The live outbox entries of one message: link ("*" = the best link at the time),
@@ -1390,14 +1346,14 @@ class Engine:
         store's outbox rows keep the attempts of when they were written (0); these are current."""
         return [
             {
-                "link": link,
+                "link": out.link,
                 "attempts": out.attempts,
                 "next_at": out.next_at,
                 "inflight": out.inflight,
                 "via": out.via,
                 "awaiting_receipts": out.awaiting_receipts,
             }
-            for (_, link), out in ((k, self._outbox[k]) for k in self._keys_of(msg_id))
+            for out in self._outbox.of(msg_id, self.links)
         ]
 
     def recipients_of(self, msg_id: bytes) -> tuple[frozenset[str], set[str]] | None:
