@@ -22,7 +22,6 @@ Routing (docs/failover.md):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 from collections import Counter
@@ -33,7 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.engine import sync
+from relay.engine import routing, sync
 from relay.engine.clock import WARN_S, ClockEvidence
 from relay.engine.health import LinkHealth
 from relay.engine.inputs import (
@@ -74,6 +73,7 @@ from relay.engine.ops import (
     Transmit,
 )
 from relay.engine.outbox import ANY_LINK, Entry, Outbox
+from relay.engine.routing import SHOWN_KINDS
 from relay.engine.status import check_status
 from relay.envelope import (
     PAYLOAD_VERSION,
@@ -84,7 +84,6 @@ from relay.envelope import (
     Precedence,
     Reason,
     Rejection,
-    encode_payload,
     key_id,
     message_id,
     open_envelope,
@@ -95,12 +94,10 @@ from relay.vocab import Channel, LinkKind, LinkState, LinkStateName
 
 LOCAL_LINK = "local"
 ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
-SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
 TIME_REASONS = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
 MAX_REFUSAL_KEYS = 64  # distinct (link, what, reason) refusal counters kept; the rest: "other"
-KIND_RANK = {LinkKind.MQTT: 0, LinkKind.MESH: 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +141,33 @@ class EngineConfig:
 
 @dataclass(slots=True)
 class _Msg:
+    """A held message, parsed once (when it was accepted, or restored)."""
+
     raw: bytes
-    kind: Kind
-    precedence: Precedence
-    expires_at: int
+    decision: Decision
     received_at: float
     origin: bool
     via_kind: LinkKind | None = None  # the kind of link it arrived by (None: not a link)
     recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
     signed: set[str] = field(default_factory=set)
     meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
-    kid: bytes = b""  # signer key id and sequence number: what healing summaries describe
-    seq: int = -1
+    kid: bytes = b""  # signer key id (and decision.seq): what healing summaries describe
+
+    @property
+    def kind(self) -> Kind:
+        return self.decision.kind
+
+    @property
+    def precedence(self) -> Precedence:
+        return self.decision.precedence
+
+    @property
+    def expires_at(self) -> int:
+        return self.decision.expires_at
+
+    @property
+    def seq(self) -> int:
+        return self.decision.seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +203,15 @@ class Engine:
         self.mqtt_peers: dict[str, float] = {}
         self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
         self.mesh_peers: dict[str, float] = {}  # roster nodes last heard signing on a mesh link
+        self.net = routing.Net(
+            node=config.node,
+            links=self.links,
+            health=self.health,
+            mqtt_peers=self.mqtt_peers,
+            gateway_peers=self.gateway_peers,
+            mesh_peers=self.mesh_peers,
+            peer_timeout_s=config.peer_timeout_s,
+        )
         self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
         self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
@@ -246,17 +267,7 @@ class Engine:
                 self.trust.apply(verdict)
         for env, sm in parsed:
             d = env.decision
-            m = _Msg(
-                sm.raw,
-                d.kind,
-                d.precedence,
-                d.expires_at,
-                sm.received_at,
-                sm.origin,
-                self._kind(sm.received_via),
-                kid=env.kid,
-                seq=d.seq,
-            )
+            m = _Msg(sm.raw, d, sm.received_at, sm.origin, self._kind(sm.received_via), kid=env.kid)
             if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
                 m.recipients = frozenset(self.trust.roster.recipients(d.audience))
             self._msgs[env.id] = m
@@ -544,7 +555,7 @@ class Engine:
         elif not ok:
             self.counters["transmit_failed"] += 1
             delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
-            if key[1] == ANY_LINK and self._best_link(now) not in (None, link):
+            if key[1] == ANY_LINK and routing.best_link(self.net, now) not in (None, link):
                 delay = 0.0  # another link is usable: fail over now, do not wait
             self._outbox.wait(out, now + min(delay, self.config.fail_retry_max_s))
         elif out.awaiting_receipts and (
@@ -623,15 +634,11 @@ class Engine:
                 or m.expires_at + self.trust.skew_s < self.trusted_now(now)
             ):
                 continue
-            env = open_envelope(m.raw, max_bytes=1 << 20)
-            if isinstance(env, Rejection):  # stored after verification: a bug if it fails
-                raise AssertionError(f"stored message {msg_id.hex()} no longer parses")
-            d = env.decision
-            audience = Audience.all() if d.kind in (Kind.ROSTER, Kind.REVOCATION) else d.audience
-            missed = (newly & set(roster.recipients(audience))) - m.signed - {self.config.node}
+            d = m.decision
+            missed = routing.missed_by(self.net, d, roster, m.signed, newly)
             if not missed:
                 continue
-            turn = self._bridge_turn(d, now)
+            turn = routing.bridge_turn(self.net, d, now)
             for link in meshes:
                 if (msg_id, link) in self._outbox or link in m.meshed:
                     continue
@@ -768,8 +775,7 @@ class Engine:
             AuditEvent(now, "accepted", env.id, link, verdict.signer, d.kind.name.lower()),
         ]
         held: list[Held] = []
-        m = _Msg(env.raw, d.kind, d.precedence, d.expires_at, now, origin, self._kind(link))
-        m.kid, m.seq = env.kid, d.seq
+        m = _Msg(env.raw, d, now, origin, self._kind(link), kid=env.kid)
         if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
             m.recipients = frozenset(self.trust.roster.recipients(d.audience))
         if d.kind in (Kind.ROSTER, Kind.REVOCATION):
@@ -789,9 +795,7 @@ class Engine:
             if origin:
                 m.signed.add(self.config.node)
         if targets is None:
-            targets = tuple(
-                self._targets(d.precedence, d.kind, d, origin=origin, now=now, arrived=link)
-            )
+            targets = tuple(self._targets(d.precedence, d, origin=origin, now=now, arrived=link))
         awaiting = bool(origin and m.recipients - m.signed)
         ops += [PutOutbox(env.id, name, 0, now + delay, awaiting) for name, delay in targets]
         ops += self._evictions
@@ -853,7 +857,7 @@ class Engine:
         rid = message_id(raw)
         self._own_receipts[env.id] = rid
         self._pending_ids.add(rid)
-        targets = tuple(self._targets(d.precedence, Kind.ACK, None, origin=True, now=now))
+        targets = tuple(self._targets(d.precedence, None, origin=True, now=now))
         if self._kind(arrived) == LinkKind.MQTT:
             # Reply on the link that has just carried the decision: it works. Not "every link"
             # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
@@ -884,112 +888,50 @@ class Engine:
             PutReceipt(env.id, self.config.node, rid, issued, now, LOCAL_LINK),
         ]
         ops += [PutOutbox(rid, name, 0, now, False) for name, _ in targets]
-        rm = _Msg(raw, Kind.ACK, d.precedence, expires, now, True, kid=self._own_kid, seq=self._seq)
+        rm = _Msg(raw, receipt, now, True, kid=self._own_kid)
         return _Activate(rid, rm, targets, False)
 
     # ------------------------------------------------------------------ scheduling
 
     def _kind(self, link: str) -> LinkKind | None:
-        info = self.links.get(link)
-        return info.kind if info is not None else None
+        return self.net.kind(link)
 
     def _usable(self, link: str, now: float) -> bool:
         return self.health[link].usable(now)
 
-    def _best_link(self, now: float, skip: set[str] | frozenset[str] = frozenset()) -> str | None:
-        usable = [
-            (KIND_RANK.get(info.kind, 9), self.health[name].effective(now) != LinkState.UP, i, name)
-            for i, (name, info) in enumerate(self.links.items())
-            if self._usable(name, now) and name not in skip
-        ]
-        return min(usable)[3] if usable else None
-
     def _targets(
-        self,
-        precedence: Precedence,
-        kind: Kind,
-        d: Decision | None,
-        *,
-        origin: bool,
-        now: float,
+        self, precedence: Precedence, d: Decision | None, *, origin: bool, now: float,
         arrived: str | None = None,
-    ) -> list[tuple[str, float]]:
-        """Outbox entries for a new message: (link or ANY_LINK, delay before the first send)."""
-        if not self.links:
-            return []
-        if origin:
-            if precedence == Precedence.FLASH:
-                return [(name, 0.0) for name in self.links]
-            return [(ANY_LINK, 0.0), *self._mesh_targets(kind, d, now)]
-        arrived_kind = self._kind(arrived) if arrived else None
-        if arrived_kind == LinkKind.MESH:
-            # Bridge fresh mesh traffic to MQTT; what MQTT missed meanwhile, healing catches up.
-            return [
-                (n, 0.0)
-                for n, info in self.links.items()
-                if info.kind == LinkKind.MQTT and self._usable(n, now)
-            ]
-        if arrived_kind == LinkKind.MQTT and d is not None and self._mesh_needed(d, now):
-            turn = self._bridge_turn(d, now)
-            return [
-                (
-                    n,
-                    turn * self.config.bridge_slot_s
-                    + self._rng.uniform(0.0, self.config.trickle_s),
-                )
-                for n, info in self.links.items()
-                if info.kind == LinkKind.MESH
-            ]
-        return []
+    ) -> list[tuple[str, float]]:  # fmt: skip
+        """Outbox entries for a new message (relay.engine.routing.targets)."""
+        net, cfg = self.net, self.config
 
-    def _bridge_turn(self, d: Decision, now: float) -> int:
-        """Our place among the gateways heard on MQTT lately, in an order all of them agree on
-        for this message, so they take turns instead of all sending at once. (Random delays
-        alone fail at LONG_FAST: a frame is on the air for seconds, and two gateways whose
-        delays fall within that time both send.)"""
-        cutoff = now - self.config.peer_timeout_s
-        others = {n for n, t in self.gateway_peers.items() if t >= cutoff}
-        salt = hashlib.sha256(encode_payload(d)).digest()
-        order = sorted(others | {self.config.node},
-                       key=lambda n: hashlib.sha256(salt + n.encode()).digest())  # fmt: skip
-        return order.index(self.config.node)
+        def bridge_delay() -> float:
+            assert d is not None
+            turn = routing.bridge_turn(net, d, now)
+            return turn * cfg.bridge_slot_s + self._rng.uniform(0.0, cfg.trickle_s)
 
-    def _mesh_only(self, node: str, now: float) -> bool:
-        """Can we reach ``node`` only by mesh? Yes when it has not been heard on MQTT within
-        ``peer_timeout_s`` (or never: a radio-only post), or when it was heard signing on the
-        mesh since it was last heard on MQTT."""
-        mqtt = self.mqtt_peers.get(node, float("-inf"))
-        return mqtt < now - self.config.peer_timeout_s or self.mesh_peers.get(node, mqtt) > mqtt
+        return routing.targets(
+            net, precedence, d, origin=origin, arrived=arrived, now=now,
+            mesh_first=lambda: routing.mesh_targets(
+                net, d, self.trust.roster, now, peer_grace_s=cfg.peer_grace_s
+            ),
+            mesh_is_needed=lambda: d is not None and routing.mesh_needed(
+                net, d, self.trust.roster, now, arrived_by=self._arrived_by
+            ),
+            bridge_delay=bridge_delay,
+        )  # fmt: skip
+
+    def _arrived_by(self, msg_id: bytes) -> LinkKind | None:
+        m = self._msgs.get(msg_id)
+        return None if m is None else m.via_kind
 
     def _mesh_pending(self, m: _Msg, now: float) -> set[str]:
         """Recipients of our own message that have not signed and that only the mesh reaches."""
-        return {n for n in m.recipients - m.signed if self._mesh_only(n, now)}
-
-    def _mesh_targets(self, kind: Kind, d: Decision | None, now: float) -> list[tuple[str, float]]:
-        """Own non-FLASH decision: besides "the best link", one entry per mesh link when a
-        recipient is reachable only by mesh (docs/failover.md). Without this a gateway sends its
-        own decision by MQTT alone, and nobody bridges it to its region's radio-only posts.
-        Right after MQTT came up the peers' statuses may not all be in: the entry then waits
-        until ``peer_grace_s`` after that, and is dropped if every such node has been heard on
-        MQTT meanwhile (``_pump``)."""
-        roster = self.trust.roster
-        meshes = [n for n, info in self.links.items() if info.kind == LinkKind.MESH]
-        has_mqtt = any(info.kind == LinkKind.MQTT for info in self.links.values())
-        if d is None or kind not in SHOWN_KINDS or roster is None or not meshes or not has_mqtt:
-            return []  # without MQTT "the best link" is a mesh link already
-        members = set(roster.recipients(d.audience)) - {self.config.node}
-        if not any(self._mesh_only(n, now) for n in members):
-            return []
-        heard_from = [
-            h.usable_since
-            for n, h in self.health.items()
-            if self.links[n].kind == LinkKind.MQTT and h.usable(now) and h.usable_since is not None
-        ]
-        grace_end = min(heard_from) + self.config.peer_grace_s if heard_from else now
-        return [(n, max(0.0, grace_end - now)) for n in meshes]
+        return routing.mesh_pending(self.net, m.recipients - m.signed, now)
 
     def _serves_mesh_only(self, link: str, out: Entry, m: _Msg) -> bool:
-        """Is this the mesh entry of an own decision (``_mesh_targets``, or FLASH's copy for
+        """Is this the mesh entry of an own decision (``mesh_targets``, or FLASH's copy for
         every link)? It is retried (and, below FLASH, first sent) only while a recipient that
         only the mesh reaches has not signed: nodes healthy on MQTT cost no airtime."""
         return (
@@ -999,25 +941,6 @@ class Engine:
             and not out.answer
             and m.kind in SHOWN_KINDS
             and self._kind(link) == LinkKind.MESH
-        )
-
-    def _mesh_needed(self, d: Decision, now: float) -> bool:
-        """Does a node that should get this message depend on the mesh right now?"""
-        if d.kind == Kind.ACK:
-            # A receipt matters on the mesh side when what it acknowledges came from there.
-            return any(
-                (m := self._msgs.get(ref)) is not None and m.via_kind == LinkKind.MESH
-                for ref in d.refs
-            )
-        roster = self.trust.roster
-        if roster is None:
-            return False
-        audience = Audience.all() if d.kind in (Kind.ROSTER, Kind.REVOCATION) else d.audience
-        cutoff = now - self.config.peer_timeout_s
-        return any(
-            self.mqtt_peers.get(node, float("-inf")) < cutoff
-            for node in roster.recipients(audience)
-            if node != self.config.node
         )
 
     def _revive(self, now: float) -> None:
@@ -1041,7 +964,7 @@ class Engine:
             msg_id, link = out.key
             # A mesh link with its own entry for this message (_mesh_targets) carries it there.
             skip = {n for n in self.links if (msg_id, n) in self._outbox}
-            via = self._best_link(now, skip) if link == ANY_LINK else link
+            via = routing.best_link(self.net, now, skip) if link == ANY_LINK else link
             if via is None or not self._usable(via, now):
                 continue  # parked; a link state change (_revive) makes it due again
             m = self._msgs.get(msg_id)
@@ -1195,10 +1118,7 @@ class Engine:
             return False
         if m.kind in (Kind.ROSTER, Kind.REVOCATION):
             return True
-        env = open_envelope(m.raw, max_bytes=1 << 20)
-        if isinstance(env, Rejection):
-            return False
-        d = env.decision
+        d = m.decision
         if d.kind == Kind.ACK:
             return depth == 0 and any(
                 (r := self._msgs.get(ref)) is not None
