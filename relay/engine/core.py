@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.engine import routing, sync
 from relay.engine.clock import WARN_S, ClockEvidence
+from relay.engine.healing import Healer, SyncConfig
 from relay.engine.health import LinkHealth
 from relay.engine.inputs import (
     EngineInput,
@@ -46,9 +47,8 @@ from relay.engine.inputs import (
     Submit,
     Transmitted,
 )
-from relay.engine.model import (
-    LinkInfo as LinkInfo,  # re-exported: the engine's constructor takes it
-)
+from relay.engine.model import HeldMessage
+from relay.engine.model import LinkInfo as LinkInfo  # re-exported: Engine(...) takes it
 from relay.engine.model import Snapshot as Snapshot
 from relay.engine.model import StoredMessage as StoredMessage
 from relay.engine.ops import (
@@ -66,7 +66,6 @@ from relay.engine.ops import (
     PutReceipt,
     PutReplay,
     Rejected,
-    SendSummary,
     SetCounter,
     StoreOp,
     Submitted,
@@ -136,38 +135,7 @@ class EngineConfig:
     bridge_slot_s: float = 6.0
     seed: int | None = None  # for the gateway's random delays (tests fix it)
     drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
-    heal: sync.SyncConfig = field(default_factory=sync.SyncConfig)  # relay.engine.sync
-
-
-@dataclass(slots=True)
-class _Msg:
-    """A held message, parsed once (when it was accepted, or restored)."""
-
-    raw: bytes
-    decision: Decision
-    received_at: float
-    origin: bool
-    via_kind: LinkKind | None = None  # the kind of link it arrived by (None: not a link)
-    recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
-    signed: set[str] = field(default_factory=set)
-    meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
-    kid: bytes = b""  # signer key id (and decision.seq): what healing summaries describe
-
-    @property
-    def kind(self) -> Kind:
-        return self.decision.kind
-
-    @property
-    def precedence(self) -> Precedence:
-        return self.decision.precedence
-
-    @property
-    def expires_at(self) -> int:
-        return self.decision.expires_at
-
-    @property
-    def seq(self) -> int:
-        return self.decision.seq
+    heal: SyncConfig = field(default_factory=SyncConfig)  # relay.engine.healing
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +143,7 @@ class _Activate:
     """Held until persistence: then the message becomes known and its transmissions due."""
 
     id: bytes
-    msg: _Msg
+    msg: HeldMessage
     targets: tuple[tuple[str, float], ...]  # (link or ANY_LINK, delay before the first send)
     awaiting: bool
 
@@ -216,7 +184,7 @@ class Engine:
         self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
-        self._msgs: dict[bytes, _Msg] = {}
+        self._msgs: dict[bytes, HeldMessage] = {}
         self._tombstones: dict[bytes, float] = {}
         self._pending_ids: set[bytes] = set()
         self._outbox = Outbox(dropped_bound=4 * config.max_inflight_per_link * len(self.links))
@@ -236,12 +204,22 @@ class Engine:
         self.peer_statuses: dict[str, dict[str, Any]] = {}  # accepted signed statuses, by node
         self._status_issued: dict[str, dict[str, int]] = {}  # node -> state -> last issued-at
         self._own_kid = key_id(node_key.public_key().public_bytes_raw())
-        self._sync_rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
-        self.sync = sync.SyncState(
-            config.heal, {n: i.kind for n, i in self.links.items()}, self._sync_rng
+        self.healer = Healer(
+            node=config.node,
+            config=config.heal,
+            max_inbound_bytes=config.max_inbound_bytes,
+            peer_timeout_s=config.peer_timeout_s,
+            links=self.links,
+            msgs=self._msgs,
+            replay=self.replay,
+            own_kid=self._own_kid,
+            outbox=self._outbox,
+            counters=self.counters,
+            tokens=self._tokens,
+            # Its own stream: summaries' jitter does not shift the gateways' bridge delays.
+            rng=random.Random(config.seed),  # noqa: S311 - jitter, not cryptography
         )
-        self._sync_rotate: dict[str, bytes] = {}
-        self._answers: dict[int, list[tuple[bytes, str]]] = {}  # healing round -> its entries
+        self.sync = self.healer.state  # when to summarise (tests look at it)
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -267,7 +245,9 @@ class Engine:
                 self.trust.apply(verdict)
         for env, sm in parsed:
             d = env.decision
-            m = _Msg(sm.raw, d, sm.received_at, sm.origin, self._kind(sm.received_via), kid=env.kid)
+            m = HeldMessage(
+                sm.raw, d, sm.received_at, sm.origin, self._kind(sm.received_via), kid=env.kid
+            )
             if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
                 m.recipients = frozenset(self.trust.roster.recipients(d.audience))
             self._msgs[env.id] = m
@@ -602,7 +582,12 @@ class Engine:
             self._next_gc = now + self.config.gc_interval_s
             actions += self._collect(now)
         actions += self._bridge_missed(now)
-        actions += self._sync_due(now)
+        actions += self.healer.due(
+            now,
+            [n for n in self.links if self._usable(n, now)],
+            seq=self._seq,
+            mqtt_peers=self.mqtt_peers,
+        )
         return actions + self._pump(now)
 
     def _bridge_missed(self, now: float) -> list[Action]:
@@ -724,7 +709,7 @@ class Engine:
                 self._outbox.remove((env.id, link))
                 self.counters["bridge_suppressed"] += 1
                 actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
-                self._drop_answers(out.answer)  # another node answers that summary
+                self.healer.drop_answers(out.answer)  # another node answers that summary
         # The sender is retrying, so our receipt may have been lost: send it again, back the way
         # the copy came (a FLASH retry heard on MQTT is no reason to spend airtime on a mesh).
         # Not while a healing round runs on the link: that copy answers someone else's summary.
@@ -775,7 +760,7 @@ class Engine:
             AuditEvent(now, "accepted", env.id, link, verdict.signer, d.kind.name.lower()),
         ]
         held: list[Held] = []
-        m = _Msg(env.raw, d, now, origin, self._kind(link), kid=env.kid)
+        m = HeldMessage(env.raw, d, now, origin, self._kind(link), kid=env.kid)
         if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
             m.recipients = frozenset(self.trust.roster.recipients(d.audience))
         if d.kind in (Kind.ROSTER, Kind.REVOCATION):
@@ -888,7 +873,7 @@ class Engine:
             PutReceipt(env.id, self.config.node, rid, issued, now, LOCAL_LINK),
         ]
         ops += [PutOutbox(rid, name, 0, now, False) for name, _ in targets]
-        rm = _Msg(raw, receipt, now, True, kid=self._own_kid)
+        rm = HeldMessage(raw, receipt, now, True, kid=self._own_kid)
         return _Activate(rid, rm, targets, False)
 
     # ------------------------------------------------------------------ scheduling
@@ -926,11 +911,11 @@ class Engine:
         m = self._msgs.get(msg_id)
         return None if m is None else m.via_kind
 
-    def _mesh_pending(self, m: _Msg, now: float) -> set[str]:
+    def _mesh_pending(self, m: HeldMessage, now: float) -> set[str]:
         """Recipients of our own message that have not signed and that only the mesh reaches."""
         return routing.mesh_pending(self.net, m.recipients - m.signed, now)
 
-    def _serves_mesh_only(self, link: str, out: Entry, m: _Msg) -> bool:
+    def _serves_mesh_only(self, link: str, out: Entry, m: HeldMessage) -> bool:
         """Is this the mesh entry of an own decision (``mesh_targets``, or FLASH's copy for
         every link)? It is retried (and, below FLASH, first sent) only while a recipient that
         only the mesh reaches has not signed: nodes healthy on MQTT cost no airtime."""
@@ -993,141 +978,18 @@ class Engine:
 
     # ------------------------------------------------------------------ healing (docs/failover.md)
 
-    def _sync_due(self, now: float) -> list[Action]:
-        """Summaries that are due (link up, follow-up, pull, periodic) on usable links."""
-        if not self.config.heal.enabled:
-            return []
-        actions: list[Action] = []
-        usable = [n for n in self.links if self._usable(n, now)]
-        for link, target, why in self.sync.due(now, usable):
-            if not target:
-                target = self._sync_peer(now) if self._kind(link) == LinkKind.MQTT else ""
-                target = target or self.sync.recent_peer(link, now)
-            raw = self._summary(link, target)
-            self.counters["sync_summaries_sent"] += 1
-            self.counters["sync_summary_bytes"] += len(raw)
-            self.counters[f"sync_summaries_{why}"] += 1
-            actions.append(SendSummary(link, raw))
-        return actions
-
-    def _sync_peer(self, now: float) -> str:
-        """Whom to ask on MQTT: a node heard there lately (random), or anyone."""
-        cutoff = now - self.config.peer_timeout_s
-        alive = sorted(
-            n for n, t in self.mqtt_peers.items() if t >= cutoff and n != self.config.node
-        )
-        return self._sync_rng.choice(alive) if alive else ""
-
-    def _summary(self, link: str, to: str) -> bytes:
-        kind = self.links[link].kind
-        max_runs = self.config.heal.of(kind).max_runs
-        signers = [
-            s
-            for kid, w in self.replay.windows.items()
-            if kid != self._own_kid and (s := sync.describe(kid, w, max_runs=max_runs))
-        ]
-        if (own := sync.contiguous(self._own_kid, self._seq)) is not None:
-            signers.append(own)
-        signers.sort(key=lambda s: s.kid)
-        # A summary cut to fit starts where the last one stopped (cyclic key-id order).
-        start = self._sync_rotate.get(link, b"")
-        signers = [s for s in signers if s.kid >= start] + [s for s in signers if s.kid < start]
-        raw, count = sync.encode(self.config.node, to, signers, max_bytes=self._sync_max(kind))
-        self._sync_rotate[link] = signers[count].kid if count < len(signers) else b""
-        return raw
-
-    def _sync_max(self, kind: LinkKind) -> int:
-        """Summary size bound: the link kind's, and never above what an MQTT link accepts."""
-        limit = self.config.heal.of(kind).max_bytes
-        return limit if kind == LinkKind.MESH else min(limit, self.config.max_inbound_bytes)
-
     def _sync_in(self, link: str, raw: bytes, now: float) -> list[Action]:
-        """A peer's summary: send it (by the outbox) what it lacks, unexpired and in scope."""
-        self.counters["sync_summaries_received"] += 1
-        if link not in self.links:
-            why = Rejection(Reason.WRONG_TOPIC, f"summary on {link!r}, which is not a link")
-            return self._reject(link, why, None, now, None)
-        cfg, kind = self.config.heal, self.links[link].kind
-        timing = cfg.of(kind)
-        summary = sync.decode(raw, max_bytes=self._sync_max(kind))
-        if isinstance(summary, Rejection):
-            return self._reject(link, summary, None, now, None)
-        if not cfg.enabled or summary.sender == self.config.node:
-            return []
-        self.sync.heard(link, summary.sender, now)
-        if summary.to not in ("", self.config.node):
-            return []  # another node was asked
-        if sync.peer_has_more(summary, self.replay.windows, self._own_kid):
-            self.sync.want_pull(link, summary.sender, now)
-        if not self.sync.may_answer(link, summary.sender, now):
-            self.counters["sync_rate_limited"] += 1
-            return []
-        horizon = self.trusted_now(now) - self.trust.skew_s
-        held = (
-            sync.Held(i, m.kid, m.seq, m.kind, int(m.precedence), m.received_at)
-            for i, m in self._msgs.items()
-            if m.seq >= 0 and m.expires_at >= horizon
+        """A peer's summary: what it lacks goes back through the outbox (relay.engine.healing)."""
+        verdict = self.healer.summary_in(
+            link,
+            raw,
+            now,
+            horizon=lambda: self.trusted_now(now) - self.trust.skew_s,
+            roster=self.trust.roster,
         )
-        cap = timing.max_per_round
-        fresh = timing.fresh_s
-        # On the mesh several nodes may answer one summary addressed to anyone: each starts at
-        # a random moment and spaces its answers, so the first copy heard cancels the others'.
-        spread = timing.answer_spread_s if not summary.to else 0.0
-        start = now + (self._sync_rng.uniform(0.0, spread) if spread else 0.0)
-        spacing = timing.answer_spacing_s
-        round_id = next(self._tokens)
-        keys = self._answers[round_id] = []
-        while len(self._answers) > 64:  # bounded: old rounds are done or no longer cancelled
-            del self._answers[next(iter(self._answers))]
-        pushed, young = 0, False
-        for h in sync.missing_at(summary, held):
-            if (h.id, link) in self._outbox:
-                continue  # already on its way there
-            if now - h.received_at < fresh:
-                young = True  # still carried the ordinary way, maybe: ask again later
-                continue
-            if kind == LinkKind.MESH and not self._mesh_scope(h.id, summary.sender):
-                continue
-            if pushed >= cap:
-                self.counters["sync_capped"] += 1
-                break
-            out = self._outbox.add(
-                h.id, link, attempts=0, at=start + pushed * spacing, awaiting=False
-            )
-            out.suppressible, out.answer = kind == LinkKind.MESH, round_id
-            keys.append((h.id, link))
-            pushed += 1
-        self.counters["sync_pushed"] += pushed
-        if young:  # our summary makes the peer ask again, if it still lacks them then
-            self.sync.ask(link, summary.sender, now + fresh)
-        return self._pump(now)
-
-    def _drop_answers(self, round_id: int) -> None:
-        """Someone else's answer to the same summary was heard: withdraw what of ours waits."""
-        for key in self._answers.pop(round_id, []) if round_id else []:
-            out = self._outbox.get(key)
-            if out is not None and out.answer == round_id and not out.inflight:
-                self._outbox.remove(key)
-                self.counters["sync_answers_withdrawn"] += 1
-
-    def _mesh_scope(self, msg_id: bytes, peer: str, depth: int = 0) -> bool:
-        """Does a mesh node need this message? Trust always; decisions for it; receipts for
-        what came from the mesh or is for it. (MQTT nodes keep everything: no filter there.)"""
-        m = self._msgs.get(msg_id)
-        if m is None:
-            return False
-        if m.kind in (Kind.ROSTER, Kind.REVOCATION):
-            return True
-        d = m.decision
-        if d.kind == Kind.ACK:
-            return depth == 0 and any(
-                (r := self._msgs.get(ref)) is not None
-                and (r.via_kind == LinkKind.MESH or self._mesh_scope(ref, peer, 1))
-                for ref in d.refs
-            )
-        roster = self.trust.roster
-        regions = roster.node_regions().get(peer, frozenset()) if roster else frozenset()
-        return d.kind in SHOWN_KINDS and d.audience.includes(peer, regions)
+        if isinstance(verdict, Rejection):
+            return self._reject(link, verdict, None, now, None)
+        return self._pump(now) if verdict else []
 
     # ------------------------------------------------------------------ bounds and expiry
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from relay.engine.ops import PutOutbox
+from relay.envelope import Decision, Kind, Precedence
 from relay.vocab import LinkKind, LinkKindName
 
 
@@ -44,3 +45,34 @@ class Snapshot:
     receipts: list[tuple[bytes, str]] = field(default_factory=list)  # (msg id, node)
     own_receipts: dict[bytes, bytes] = field(default_factory=dict)  # msg id -> our receipt id
     counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HeldMessage:
+    """A held message, parsed once (when it was accepted, or restored)."""
+
+    raw: bytes
+    decision: Decision
+    received_at: float
+    origin: bool
+    via_kind: LinkKind | None = None  # the kind of link it arrived by (None: not a link)
+    recipients: frozenset[str] = frozenset()  # for origin messages: who must sign
+    signed: set[str] = field(default_factory=set)
+    meshed: set[str] = field(default_factory=set)  # mesh links it went out on or was heard on
+    kid: bytes = b""  # signer key id (and decision.seq): what healing summaries describe
+
+    @property
+    def kind(self) -> Kind:
+        return self.decision.kind
+
+    @property
+    def precedence(self) -> Precedence:
+        return self.decision.precedence
+
+    @property
+    def expires_at(self) -> int:
+        return self.decision.expires_at
+
+    @property
+    def seq(self) -> int:
+        return self.decision.seq
