@@ -32,7 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.engine import routing, sync
+from relay.engine import receipts, routing, sync
 from relay.engine.clock import WARN_S, ClockEvidence
 from relay.engine.healing import Healer, SyncConfig
 from relay.engine.health import LinkHealth
@@ -57,13 +57,11 @@ from relay.engine.ops import (
     DeleteMessages,
     DeleteOutbox,
     Deliver,
-    DeliveredAt,
     Persist,
     PruneTombstones,
     PutInbox,
     PutMessage,
     PutOutbox,
-    PutReceipt,
     PutReplay,
     Rejected,
     SetCounter,
@@ -72,11 +70,11 @@ from relay.engine.ops import (
     Transmit,
 )
 from relay.engine.outbox import ANY_LINK, Entry, Outbox
+from relay.engine.receipts import LOCAL_LINK
 from relay.engine.routing import SHOWN_KINDS
 from relay.engine.status import check_status
 from relay.envelope import (
     PAYLOAD_VERSION,
-    Audience,
     Decision,
     Envelope,
     Kind,
@@ -84,14 +82,11 @@ from relay.envelope import (
     Reason,
     Rejection,
     key_id,
-    message_id,
     open_envelope,
-    seal,
 )
 from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
 from relay.vocab import Channel, LinkKind, LinkState, LinkStateName
 
-LOCAL_LINK = "local"
 ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
@@ -181,7 +176,6 @@ class Engine:
             peer_timeout_s=config.peer_timeout_s,
         )
         self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
-        self._early_receipts: dict[bytes, set[str]] = {}  # for messages still being persisted
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, HeldMessage] = {}
@@ -198,6 +192,7 @@ class Engine:
         self._first_now: float | None = None  # the first time we were called (clock_grace_s)
         self._last_now = 0.0  # the latest time we were given (for statistics)
         self.counters: Counter[str] = Counter()
+        self._receipts = receipts.Intake(self.counters)
         self.rejections: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
         self.peers: dict[str, float] = {}
@@ -445,7 +440,7 @@ class Engine:
             if isinstance(item, _Activate):
                 self._msgs[item.id] = item.msg
                 self._pending_ids.discard(item.id)
-                item.msg.signed |= self._early_receipts.pop(item.id, set())
+                item.msg.signed |= self._receipts.take_early(item.id)
                 for name, delay in item.targets:
                     out = self._outbox.add(
                         item.id, name, attempts=0, at=now + delay, awaiting=item.awaiting
@@ -795,53 +790,27 @@ class Engine:
     def _receipt_in(
         self, verdict: Accepted, link: str, now: float, ops: list[StoreOp]
     ) -> list[Held]:
-        d = verdict.envelope.decision
-        held: list[Held] = []
-        for ref in d.refs:
-            ops.append(PutReceipt(ref, verdict.signer, verdict.envelope.id, d.issued_at, now, link))
-            m = self._msgs.get(ref)
-            if m is None and ref in self._pending_ids:
-                # The receipt overtook the decision's own persistence (FLASH receipts come
-                # back within milliseconds): remember the signer until the decision is known.
-                self._early_receipts.setdefault(ref, set()).add(verdict.signer)
-                continue
-            if m is None or verdict.signer in m.signed:
-                continue
-            m.signed.add(verdict.signer)
-            self.counters["receipts"] += 1
-            if m.origin:
-                held.append(DeliveredAt(ref, verdict.signer, link))
-                ops.append(AuditEvent(now, "receipt", ref, link, verdict.signer, None))
-                if not m.recipients - m.signed:
-                    for key in self._outbox.keys_of(ref, self.links):
-                        self._outbox.drop(key)
-                        ops.append(DeleteOutbox(*key))
-        return held
+        told, complete = self._receipts.receive(
+            verdict, link, now, msgs=self._msgs, pending=self._pending_ids, ops=ops
+        )
+        for ref in complete:  # every recipient has signed: no more retries
+            for key in self._outbox.keys_of(ref, self.links):
+                self._outbox.drop(key)
+                ops.append(DeleteOutbox(*key))
+        return list(told)
 
     def _sign_receipt(
         self, env: Envelope, d: Decision, now: float, ops: list[StoreOp], *, arrived: str
     ) -> _Activate:
         """Sign for a delivered decision with the node key (persisted with the delivery)."""
         self._seq += 1
-        issued = int(self.trusted_now(now))  # peers check our receipts against their clocks
-        expires = max(d.expires_at, issued + 60)
-        expires += -(expires - issued) % 60
-        receipt = Decision(
-            issued_at=issued,
-            expires_at=expires,
-            precedence=d.precedence,
-            audience=Audience.all(),
-            seq=self._seq,
-            kind=Kind.ACK,
-            exercise=d.exercise,
-            refs=(env.id,),
-        )
-        # Our own bytes, just made: their id and key id are known without parsing them again.
         version = self.trust.roster.emit_version if self.trust.roster else PAYLOAD_VERSION
-        raw = seal(receipt, self._key, kid=self._own_kid, version=version)
-        rid = message_id(raw)
-        self._own_receipts[env.id] = rid
-        self._pending_ids.add(rid)
+        made = receipts.sign(
+            env.id, d, now, issued=int(self.trusted_now(now)), seq=self._seq,
+            node=self.config.node, key=self._key, kid=self._own_kid, version=version,
+        )  # fmt: skip
+        self._own_receipts[env.id] = made.id
+        self._pending_ids.add(made.id)
         targets = tuple(self._targets(d.precedence, None, origin=True, now=now))
         if self._kind(arrived) == LinkKind.MQTT:
             # Reply on the link that has just carried the decision: it works. Not "every link"
@@ -852,29 +821,9 @@ class Engine:
             targets = ((arrived, 0.0),)
         elif d.precedence == Precedence.FLASH and arrived == LOCAL_LINK:
             targets = ((ANY_LINK, 0.0),) if self.links else ()  # our own: one link is enough
-        ops += [
-            SetCounter(SEQ_COUNTER, self._seq),
-            PutMessage(
-                id=rid,
-                raw=raw,
-                kid=self._own_kid,
-                signer=self.config.node,
-                seq=self._seq,
-                kind=int(Kind.ACK),
-                precedence=int(d.precedence),
-                exercise=d.exercise,
-                audience="all",
-                issued_at=issued,
-                expires_at=expires,
-                received_at=now,
-                received_via=LOCAL_LINK,
-                origin=True,
-            ),
-            PutReceipt(env.id, self.config.node, rid, issued, now, LOCAL_LINK),
-        ]
-        ops += [PutOutbox(rid, name, 0, now, False) for name, _ in targets]
-        rm = HeldMessage(raw, receipt, now, True, kid=self._own_kid)
-        return _Activate(rid, rm, targets, False)
+        ops += [SetCounter(SEQ_COUNTER, self._seq), *made.ops]
+        ops += [PutOutbox(made.id, name, 0, now, False) for name, _ in targets]
+        return _Activate(made.id, made.msg, targets, False)
 
     # ------------------------------------------------------------------ scheduling
 
