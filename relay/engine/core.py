@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -70,6 +69,7 @@ from relay.engine.ops import (
     Transmit,
 )
 from relay.engine.outbox import ANY_LINK, Entry, Outbox
+from relay.engine.peers import PeerTable
 from relay.engine.receipts import LOCAL_LINK
 from relay.engine.routing import SHOWN_KINDS
 from relay.engine.status import check_status
@@ -163,9 +163,12 @@ class Engine:
             name: LinkHealth(hold_s=config.link_hold_s, current_hold_s=config.link_hold_s)
             for name in self.links
         }
-        self.mqtt_peers: dict[str, float] = {}
-        self.gateway_peers: dict[str, float] = {}  # nodes whose status says they bridge to mesh
-        self.mesh_peers: dict[str, float] = {}  # roster nodes last heard signing on a mesh link
+        self.counters: Counter[str] = Counter()
+        self._peers = PeerTable(max_peers=config.max_peers, counters=self.counters)
+        # The peer tables by their old names (the daemon's status shows them).
+        self.peers, self.peer_statuses = self._peers.heard, self._peers.statuses
+        self.mqtt_peers, self.gateway_peers = self._peers.mqtt, self._peers.gateways
+        self.mesh_peers = self._peers.mesh
         self.net = routing.Net(
             node=config.node,
             links=self.links,
@@ -175,7 +178,6 @@ class Engine:
             mesh_peers=self.mesh_peers,
             peer_timeout_s=config.peer_timeout_s,
         )
-        self._quiet: set[str] = set()  # nodes not heard on MQTT for peer_timeout_s
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, HeldMessage] = {}
@@ -191,13 +193,9 @@ class Engine:
         self.clock = ClockEvidence()
         self._first_now: float | None = None  # the first time we were called (clock_grace_s)
         self._last_now = 0.0  # the latest time we were given (for statistics)
-        self.counters: Counter[str] = Counter()
         self._receipts = receipts.Intake(self.counters)
         self.rejections: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
-        self.peers: dict[str, float] = {}
-        self.peer_statuses: dict[str, dict[str, Any]] = {}  # accepted signed statuses, by node
-        self._status_issued: dict[str, dict[str, int]] = {}  # node -> state -> last issued-at
         self._own_kid = key_id(node_key.public_key().public_bytes_raw())
         self.healer = Healer(
             node=config.node,
@@ -338,44 +336,14 @@ class Engine:
 
         Only nodes on the roster become peers (a topic name is no proof of anything), and the
         table holds at most ``max_peers``: a new one evicts the least recently heard."""
-        if not self._admit_peer(node):
+        if not self._peers.admit(node, self.trust.roster):
             return
         self.peers[node] = now
         if self._kind(link) == LinkKind.MQTT:
-            before = self.mqtt_peers.get(node, float("-inf"))
-            self.mqtt_peers[node] = now
-            if gateway:
-                self.gateway_peers[node] = now
-            elif gateway is not None:
-                self.gateway_peers.pop(node, None)
+            before = self._peers.heard_on_mqtt(node, now, gateway=gateway)
             back = before < now - self.config.peer_timeout_s  # new, or back from a partition
             if back and link in self.links and node != self.config.node:
                 self.sync.peer_returned(link, node, now)
-
-    def _admit_peer(self, node: str) -> bool:
-        roster = self.trust.roster
-        entry = roster.by_name(node) if roster is not None else None
-        if entry is None or entry.role != Role.NODE:
-            self.counters["peers_not_on_roster"] += 1
-            return False
-        if node not in self.peers and len(self.peers) >= self.config.max_peers:
-            oldest = min(self.peers, key=self.peers.__getitem__)
-            self._forget_peer(oldest)
-            self.counters["peers_evicted"] += 1
-        return True
-
-    def _forget_peer(self, node: str) -> None:
-        tables = (
-            self.peers,
-            self.mqtt_peers,
-            self.gateway_peers,
-            self.peer_statuses,
-            self.mesh_peers,
-        )
-        for table in tables:
-            table.pop(node, None)
-        self._status_issued.pop(node, None)
-        self._quiet.discard(node)
 
     def status_received(self, link: str, peer: str, raw: bytes, now: float) -> list[Action]:
         """A status published on ``peer``'s status topic (relay.engine.status): verified, then
@@ -396,7 +364,7 @@ class Engine:
             peer,
             raw,
             before,
-            last_issued=self._status_issued.get(peer, {}),
+            last_issued=self._peers.status_issued.get(peer, {}),
             max_bytes=self.config.max_inbound_bytes,
             observe=observe,
         )
@@ -408,7 +376,7 @@ class Engine:
                     peer,
                     raw,
                     after,
-                    last_issued=self._status_issued.get(peer, {}),
+                    last_issued=self._peers.status_issued.get(peer, {}),
                     max_bytes=self.config.max_inbound_bytes,
                 )
         if isinstance(heard, Rejection):
@@ -417,9 +385,11 @@ class Engine:
             self.counters["statuses_rejected"] += 1
             self.rejections[str(heard.reason)] += 1
             return [Rejected(link, heard.reason, f"status: {heard.detail}", None)]
-        if not self._admit_peer(peer):  # checked by the trust rules already; kept for the bound
+        if not self._peers.admit(
+            peer, self.trust.roster
+        ):  # checked by the trust rules already; kept for the bound
             return []
-        self._status_issued.setdefault(peer, {})[str(heard.fields["state"])] = heard.issued_at
+        self._peers.status_issued.setdefault(peer, {})[str(heard.fields["state"])] = heard.issued_at
         self.peer_statuses[peer] = {**heard.fields, "heard_at": now}
         if heard.online:
             gateway = heard.fields.get("gateway")
@@ -597,11 +567,9 @@ class Engine:
             return []
         if not any(self.health[n].usable(now) for n in mqtt):
             # Without MQTT ourselves we hear nobody there: that says nothing about the others.
-            self._quiet = set(self.mqtt_peers)
+            self._peers.all_quiet()
             return []
-        cutoff = now - self.config.peer_timeout_s
-        quiet = {n for n, t in self.mqtt_peers.items() if t < cutoff}
-        newly, self._quiet = quiet - self._quiet, quiet
+        newly = self._peers.newly_quiet(now, self.config.peer_timeout_s)
         if not newly:
             return []
         since = min(self.mqtt_peers[n] for n in newly) - self.config.peer_timeout_s
