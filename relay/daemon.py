@@ -74,6 +74,7 @@ from relay.links import LinkDriver, LinkRefused, LinkUnavailable
 from relay.notify import Notifier
 from relay.render import as_json
 from relay.rosterfile import load_trust
+from relay.senders import SenderQueues, run_sender
 from relay.store import Store, StoreError, StoreFull
 from relay.vocab import Channel, LinkKind, LinkState
 
@@ -118,10 +119,7 @@ class Node:
         # Engine batches, and inbound acknowledgements to send once what precedes them commits.
         self._store_batches: deque[Persist | Callable[[], None]] = deque()
         self._store_wake = asyncio.Event()
-        self._senders: dict[str, asyncio.Queue[Transmit]] = {}
-        # FLASH has its own queue and sender per link, so it never waits behind a backlog of
-        # lower precedence that is itself waiting for airtime.
-        self._flash_senders: dict[str, asyncio.Queue[Transmit]] = {}
+        self._send_queues = SenderQueues(logger=self.log)  # per link, bounded (relay.senders)
         self._tickets: dict[int, asyncio.Future[Submitted]] = {}
         self._next_ticket = 0
         self._audit_tokens = -1  # below the store writer's -1 sentinel: never an engine token
@@ -155,8 +153,7 @@ class Node:
     def add_link(self, driver: LinkDriver) -> None:
         self.links[driver.name] = driver
         self.views[driver.name] = LinkView(driver.kind, since=self.clock())
-        self._senders[driver.name] = asyncio.Queue()
-        self._flash_senders[driver.name] = asyncio.Queue()
+        self._send_queues.add_link(driver.name)
 
     def stop(self) -> None:
         self._stop.set()
@@ -297,12 +294,10 @@ class Node:
                     tg.create_task(self._supervise_link(name, driver), name=f"link-{name}")
                 )
                 workers += [
-                    tg.create_task(self._sender(name, self._senders), name=f"send-{name}-{i}")
+                    tg.create_task(self._sender(name, flash=False), name=f"send-{name}-{i}")
                     for i in range(SENDERS_PER_LINK)
                 ]
-                workers.append(
-                    tg.create_task(self._sender(name, self._flash_senders), name=f"flash-{name}")
-                )
+                workers.append(tg.create_task(self._sender(name, flash=True), name=f"flash-{name}"))
             await api_ready.wait()
             self.ready.set()
             # systemd (Type=notify): the links' tasks are started and the API answers.
@@ -466,16 +461,13 @@ class Node:
                     self._store_batches.append(action)
                     self._store_wake.set()
                 case Transmit():
-                    queues = (
-                        self._flash_senders
-                        if action.precedence == Precedence.FLASH
-                        else self._senders
-                    )
-                    queues[action.link].put_nowait(action)
+                    if not self._send_queues.put(action):
+                        # Not sent: it stays in the outbox, and is tried again after a backoff.
+                        self._internal.append(Transmitted(action.link, action.id, False))
                 case SendSummary(link=link, raw=raw):
                     # A summary has no message id and no outbox row: it goes once, as ROUTINE.
                     summary = Transmit(link, "sync", b"", raw, int(Precedence.ROUTINE))
-                    self._senders[link].put_nowait(summary)
+                    self._send_queues.put(summary)  # (when full: counted; the next round)
                 case Deliver():
                     self.log.info(
                         "delivered",
@@ -595,29 +587,14 @@ class Node:
 
     # ------------------------------------------------------------------ link senders
 
-    async def _sender(self, name: str, queues: dict[str, asyncio.Queue[Transmit]]) -> None:
-        queue, driver = queues[name], self.links[name]
-        while True:
-            t = await queue.get()
-            try:
-                await driver.send(t)
-            except LinkUnavailable as exc:
-                self.log.debug("transmit_failed", link=name, msg_id=t.id.hex(), error=str(exc))
-                self._internal.append(Transmitted(name, t.id, False))
-            except LinkRefused as exc:
-                self.log.warning(
-                    "transmit_refused",
-                    link=name,
-                    msg_id=t.id.hex() or None,
-                    channel=t.channel,
-                    target=exc.target,
-                    reason=exc.reason,
-                    error=str(exc),
-                )
-                self._internal.append(Refused(name, t.id, exc.target, exc.reason))
-            else:
-                self._internal.append(Transmitted(name, t.id, True))
-            self._wake.set()
+    async def _sender(self, name: str, *, flash: bool) -> None:
+        queues = self._send_queues.flash if flash else self._send_queues.ordinary
+        await run_sender(name, queues[name], self.links[name], self._report, logger=self.log)
+
+    def _report(self, event: EngineInput) -> None:
+        """A sender's outcome, for the engine loop."""
+        self._internal.append(event)
+        self._wake.set()
 
     async def _publish_status(self, name: str, driver: LinkDriver, status: dict[str, Any]) -> None:
         """Publish our status on one link. Broken: the next heartbeat tries again. Refused (an
@@ -796,7 +773,7 @@ class Node:
                 "routing_since": health[name]["changed_at"],
                 "detail": view.detail,
                 "outbox": depths.get(name, 0),
-                "queued": self._senders[name].qsize(),
+                **self._send_queues.statistics(name),
                 **self.links[name].describe(),
             }
             for name, view in self.views.items()
