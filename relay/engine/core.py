@@ -50,7 +50,6 @@ from relay.engine.ops import (
     PruneTombstones,
     PutInbox,
     PutMessage,
-    PutOutbox,
     PutReplay,
     Rejected,
     SetCounter,
@@ -58,7 +57,7 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
-from relay.engine.outbox import ANY_LINK, Entry, Outbox
+from relay.engine.outbox import ANY_LINK, Entry, Outbox, backoff, new_row
 from relay.engine.peers import PeerTable
 from relay.engine.receipts import LOCAL_LINK
 from relay.engine.routing import SHOWN_KINDS
@@ -444,29 +443,25 @@ class Engine:
             actions.append(self._audit(now, "sent", msg_id, link, airtime))
             if self._kind(link) == LinkKind.MESH:
                 m.meshed.add(link)
+        cfg = self.config
         if not ok and refused:
-            cfg = self.config
-            delay = cfg.refused_retry_base_s * 2 ** min(out.attempts - 1, 16)
-            self._outbox.wait(out, now + min(delay, cfg.refused_retry_max_s))
+            delay = backoff(cfg.refused_retry_base_s, out.attempts, cfg.refused_retry_max_s)
+            self._outbox.wait(out, now + delay)
         elif not ok:
             self.counters["transmit_failed"] += 1
-            delay = self.config.fail_retry_base_s * 2 ** min(out.attempts - 1, 16)
+            delay = backoff(cfg.fail_retry_base_s, out.attempts, cfg.fail_retry_max_s)
             if key[1] == ANY_LINK and routing.best_link(self.net, now) not in (None, link):
                 delay = 0.0  # another link is usable: fail over now, do not wait
-            self._outbox.wait(out, now + min(delay, self.config.fail_retry_max_s))
+            self._outbox.wait(out, now + delay)
         elif out.awaiting_receipts and (
             self._mesh_pending(m, now)
             if self._serves_mesh_only(key[1], out, m)
             else m.recipients - m.signed
         ):
             self.counters["transmitted"] += 1
-            base = (
-                self.config.flash_retry_base_s
-                if m.precedence == Precedence.FLASH
-                else self.config.retry_base_s
-            )
-            delay = min(base * 2 ** min(out.attempts - 1, 16), self.config.retry_max_s)
-            self._outbox.wait(out, now + delay)
+            flash = m.precedence == Precedence.FLASH
+            base = cfg.flash_retry_base_s if flash else cfg.retry_base_s
+            self._outbox.wait(out, now + backoff(base, out.attempts, cfg.retry_max_s))
         else:
             self.counters["transmitted"] += 1
             self._outbox.remove(key)
@@ -546,7 +541,7 @@ class Engine:
                 self._outbox.add(
                     msg_id, link, attempts=0, at=at, awaiting=False
                 ).suppressible = True
-                ops.append(PutOutbox(msg_id, link, 0, at, False))
+                ops.append(new_row(msg_id, link, at=at, awaiting=False))
                 ops.append(AuditEvent(now, "bridge", msg_id, link, None,
                                       "missed by " + ",".join(sorted(missed))))  # fmt: skip
                 self.counters["bridged_missed"] += 1
@@ -632,7 +627,8 @@ class Engine:
         if rid is not None and rid in self._msgs and link in self.links and not healing:
             if (rid, link) not in self._outbox and (rid, ANY_LINK) not in self._outbox:
                 self._outbox.add(rid, link, attempts=0, at=now, awaiting=False)
-                actions.append(Persist(next(self._tokens), (PutOutbox(rid, link, 0, now, False),)))
+                row = new_row(rid, link, at=now, awaiting=False)
+                actions.append(Persist(next(self._tokens), (row,)))
             actions += self._pump(now)
         return actions
 
@@ -696,7 +692,7 @@ class Engine:
         if targets is None:
             targets = tuple(self._targets(d.precedence, d, origin=origin, now=now, arrived=link))
         awaiting = bool(origin and m.recipients - m.signed)
-        ops += [PutOutbox(env.id, name, 0, now + delay, awaiting) for name, delay in targets]
+        ops += [new_row(env.id, n, at=now + delay, awaiting=awaiting) for n, delay in targets]
         ops += self._evictions
         self._evictions.clear()
         held.append(_Activate(env.id, m, targets, awaiting))
@@ -741,7 +737,7 @@ class Engine:
         elif d.precedence == Precedence.FLASH and arrived == LOCAL_LINK:
             targets = ((ANY_LINK, 0.0),) if self.links else ()  # our own: one link is enough
         ops += [SetCounter(SEQ_COUNTER, self._seq), *made.ops]
-        ops += [PutOutbox(made.id, name, 0, now, False) for name, _ in targets]
+        ops += [new_row(made.id, name, at=now, awaiting=False) for name, _ in targets]
         return _Activate(made.id, made.msg, targets, False)
 
     # ------------------------------------------------------------------ scheduling

@@ -23,9 +23,21 @@ from enum import StrEnum
 
 from sortedcontainers import SortedSet
 
+from relay.engine.ops import PutOutbox
+
 ANY_LINK = "*"  # outbox entry for "the best usable link at the time of sending"
 
 Key = tuple[bytes, str]  # (message id, link or ANY_LINK)
+
+
+def backoff(base_s: float, attempts: int, max_s: float) -> float:
+    """Delay before the next try after ``attempts`` tries: doubling from ``base_s``, capped."""
+    return min(base_s * 2.0 ** min(attempts - 1, 16), max_s)
+
+
+def new_row(msg_id: bytes, link: str, *, at: float, awaiting: bool) -> PutOutbox:
+    """The store row of a new entry (no attempts yet)."""
+    return PutOutbox(msg_id, link, attempts=0, next_at=at, awaiting_receipts=awaiting)
 
 
 class EntryState(StrEnum):
