@@ -1,13 +1,17 @@
 """The relay engine: verify -> dedupe -> persist -> deliver -> route -> retry -> expire. Sans-I/O.
 
-Inputs are method calls with the current time; outputs are lists of actions (relay.engine.ops).
-Nothing here reads a clock, touches a socket or a file, so hours of retries and expiry run in
-milliseconds in tests.
+Inputs are method calls with the current time, or ``handle(event, now)`` with one of
+relay.engine.inputs; outputs are lists of actions (relay.engine.ops). Nothing here reads a clock,
+touches a socket or a file, so hours of retries and expiry run in milliseconds in tests.
+
+This module is the pipeline and the delegation; the parts live beside it: the outbox
+(relay.engine.outbox), the routing policy (relay.engine.routing), receipts (relay.engine.receipts),
+partition healing (relay.engine.healing) and the peer table (relay.engine.peers).
 
 Ordering guarantee (invariant 1): every action that shows, acknowledges or forwards a message is
 held back until the ``Persist`` that stores it has been reported durable through ``persisted``.
 
-Routing (docs/failover.md):
+Routing (docs/failover.md; the policy's functions are in relay.engine.routing):
 
 * FLASH goes out on every link at once (one outbox entry per link).
 * Everything else gets one outbox entry for "the best usable link" (``ANY_LINK``): MQTT before
