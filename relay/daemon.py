@@ -26,7 +26,6 @@ import asyncio
 import base64
 import contextlib
 import math
-import random
 import signal
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay import api
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.api_console import CONSOLE_OPS, console_op
+from relay.backoff import equal_jitter, exponential
 from relay.config import Config
 from relay.engine.core import CLOCK_WARN_S, SEQ_COUNTER, Engine, EngineConfig, LinkInfo
 from relay.engine.inputs import (
@@ -319,7 +319,7 @@ class Node:
         path cannot silently leave a node without its link while the rest keeps running.
         """
         loop = asyncio.get_running_loop()
-        delay = LINK_RESTART_MIN_S
+        attempt = 0
         while True:
             began = loop.time()
             try:
@@ -333,9 +333,11 @@ class Node:
             self.link_crashes[name] = self.link_crashes.get(name, 0) + 1
             self.link_state(name, "down", f"crashed: {error}")
             if loop.time() - began > LINK_RESTART_MAX_S:
-                delay = LINK_RESTART_MIN_S  # it ran well for a while: start backoff afresh
-            await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))  # noqa: S311
-            delay = min(delay * 2, LINK_RESTART_MAX_S)
+                attempt = 0  # it ran well for a while: start backoff afresh
+            await asyncio.sleep(
+                equal_jitter(attempt, base=LINK_RESTART_MIN_S, cap=LINK_RESTART_MAX_S)
+            )
+            attempt += 1
 
     # ------------------------------------------------------------------ inputs from links
 
@@ -611,7 +613,7 @@ class Node:
             return
         except LinkRefused as exc:
             refused += 1
-            pause = min(STATUS_REFUSED_MIN_S * 2 ** min(refused - 1, 16), STATUS_REFUSED_MAX_S)
+            pause = exponential(refused - 1, base=STATUS_REFUSED_MIN_S, cap=STATUS_REFUSED_MAX_S)
             self._status_refused[name] = (refused, self.clock() + pause)
             self.log.warning(
                 "status_refused",

@@ -45,6 +45,7 @@ import structlog
 from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
+from relay.backoff import equal_jitter, exponential
 from relay.links import LinkUnavailable
 from relay.links.radio_events import (
     BridgeEvent,
@@ -216,7 +217,7 @@ class RadioBridge:
         """Connect, watch, reconnect with jittered exponential backoff; until cancelled."""
         self._loop = asyncio.get_running_loop()
         self._subscribe()
-        delay = self.settings.backoff_initial_s
+        attempt = 0  # waits since the last good connection
         try:
             while True:
                 self._generation += 1
@@ -229,7 +230,9 @@ class RadioBridge:
                 except Exception as exc:  # noqa: BLE001 - any failure (timeouts too): retry
                     self._opening = None  # a late success must not feed us packets
                     self.counters["connect_failures"] += 1
-                    self.log.warning("radio_connect_failed", error=repr(exc), retry_in=delay)
+                    self.log.warning(
+                        "radio_connect_failed", error=repr(exc), retry_in=self._backoff(attempt)
+                    )
                     worker.stop()
                     self._emit(Disconnected(f"connect failed: {exc!r}", gen))
                 else:
@@ -238,14 +241,14 @@ class RadioBridge:
                     self.counters["connects"] += 1
                     self.log.info("radio_connected", node_num=f"!{self.node_num:08x}", gen=gen)
                     self._emit(Connected(self.node_num, gen, lora))
-                    delay = self.settings.backoff_initial_s
+                    attempt = 0
                     await self._lost.wait()
                     self.log.warning("radio_lost", detail=self._lost_detail, gen=gen)
                     self._emit(Disconnected(self._lost_detail, gen))
                     await self._close(worker, iface)
-                # Full jitter: concurrent nodes must not reconnect in lockstep.
-                await asyncio.sleep(self._rng.uniform(0.5, 1.0) * delay)
-                delay = min(delay * 2, self.settings.backoff_max_s)
+                # Jittered: concurrent nodes must not reconnect in lockstep.
+                await asyncio.sleep(self._backoff(attempt, rng=self._rng))
+                attempt += 1
         finally:
             iface, self._iface = self._iface, None
             if iface is not None and self._worker is not None:
@@ -254,6 +257,13 @@ class RadioBridge:
                 threading.Thread(target=self._quiet_close, args=(iface,), daemon=True).start()
                 self._worker.stop()
             self._unsubscribe()
+
+    def _backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait before reconnect ``attempt + 1``: with ``rng`` jittered, else its ceiling."""
+        s = self.settings
+        if rng is None:
+            return exponential(attempt, base=s.backoff_initial_s, cap=s.backoff_max_s)
+        return equal_jitter(attempt, base=s.backoff_initial_s, cap=s.backoff_max_s, rng=rng)
 
     def _open(self) -> tuple[Any, RadioLora | None]:
         """Build and connect an interface (worker thread); waits for the config download, and
