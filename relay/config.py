@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay import airtime, tomlcheck
+from relay.links.mqtt_config import BrokerConfig, MqttSettings, connect_timeout_for
 from relay.tomlcheck import KeyPath, TomlProblem
 
 DEFAULT_MQTT_PORT = 1883
@@ -46,31 +47,6 @@ def _problem(p: TomlProblem) -> ConfigError:
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerEntry:
-    url: str
-    host: str
-    port: int
-    tls: bool
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    username: str | None = None
-    password: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MqttOptions:
-    brokers: tuple[BrokerEntry, ...]
-    protocol: str = "v5"
-    topic_prefix: str = "crisis"
-    session_expiry_s: int = 86400
-    keepalive_s: int = 30
-    probe_interval_s: float = 1.0
-    probe_timeout_s: float = 3.0
-    inbound_queue: int = 1000  # also the MQTT v5 Receive Maximum
-
-
-@dataclass(frozen=True, slots=True)
 class RadioEntry:
     name: str
     tcp: tuple[str, int] | None = None
@@ -88,7 +64,7 @@ class Config:
     root: Path
     roster: Path
     api_socket: Path
-    mqtt: MqttOptions | None
+    mqtt: MqttSettings | None  # [mqtt] and [[mqtt.broker]], exactly what the MQTT link takes
     radios: tuple[RadioEntry, ...] = ()
     max_messages: int = 20_000
     max_inbound_bytes: int = 4096
@@ -143,7 +119,7 @@ def _unknown(t: dict[str, Any], section: str, known: set[str]) -> None:
         raise _problem(p) from None
 
 
-def _broker(base: Path, i: int, b: Any) -> BrokerEntry:
+def _broker(base: Path, i: int, b: Any) -> BrokerConfig:
     sec = f"mqtt.broker[{i}]"
     if not isinstance(b, dict):
         raise ConfigError(f"{sec}: must be a table")
@@ -155,7 +131,7 @@ def _broker(base: Path, i: int, b: Any) -> BrokerEntry:
     if not parts.hostname:
         raise ConfigError(f"{sec}.url: no host in {url!r}")
     try:
-        port = parts.port
+        _ = parts.port
     except ValueError as exc:
         raise ConfigError(f"{sec}.url: bad port in {url!r}") from exc
     tls = parts.scheme == "mqtts"
@@ -164,20 +140,20 @@ def _broker(base: Path, i: int, b: Any) -> BrokerEntry:
         raise ConfigError(f"{sec}: cert and key go together (client certificate)")
     if not tls and any(paths.values()):
         raise ConfigError(f"{sec}: ca/cert/key need an mqtts:// url")
-    return BrokerEntry(
-        url=url,
-        host=parts.hostname,
-        port=port or (DEFAULT_MQTTS_PORT if tls else DEFAULT_MQTT_PORT),
-        tls=tls,
-        ca=paths["ca"],
-        cert=paths["cert"],
-        key=paths["key"],
-        username=b.get("username"),
-        password=b.get("password"),
-    )
+    try:
+        return BrokerConfig(
+            url=url,
+            ca=paths["ca"],
+            cert=paths["cert"],
+            key=paths["key"],
+            username=b.get("username"),
+            password=b.get("password"),
+        )
+    except ValueError as exc:  # what the checks above let through (a path in the url, ...)
+        raise ConfigError(f"{sec}: {exc}") from None
 
 
-def _check_identity(node: str, mqtt: MqttOptions, client_id: object) -> None:
+def _check_identity(node: str, mqtt: MqttSettings, client_id: object) -> None:
     """The MQTT client id is the node name, and so are a broker's username and the CN of the
     node's client certificate: with the broker kit's ``use_username_as_clientid`` the client id
     *is* the certificate's CN, and a node under another id would publish where the ACL refuses
@@ -206,7 +182,9 @@ def _check_identity(node: str, mqtt: MqttOptions, client_id: object) -> None:
                 )
 
 
-def _mqtt(base: Path, doc: dict[str, Any]) -> MqttOptions | None:
+def _mqtt(
+    base: Path, doc: dict[str, Any], node: str, max_inbound_bytes: int
+) -> MqttSettings | None:
     t = _table(doc, "mqtt", required=False)
     if not t:
         return None
@@ -226,16 +204,22 @@ def _mqtt(base: Path, doc: dict[str, Any]) -> MqttOptions | None:
     timeout = _num(t, "mqtt", "probe_timeout", 3.0, lo=0.2, hi=120)
     if timeout <= interval:
         raise ConfigError("mqtt.probe_timeout: must be longer than mqtt.probe_interval")
-    return MqttOptions(
-        brokers=tuple(_broker(base, i, b) for i, b in enumerate(brokers)),
-        protocol=protocol,
-        topic_prefix=prefix,
-        session_expiry_s=int(_num(t, "mqtt", "session_expiry", 86400, lo=60, hi=2**32 - 1)),
-        keepalive_s=int(_num(t, "mqtt", "keepalive", 30, lo=5, hi=65535)),
-        probe_interval_s=interval,
-        probe_timeout_s=timeout,
-        inbound_queue=int(_num(t, "mqtt", "inbound_queue", 1000, lo=10, hi=65535)),
-    )
+    try:
+        return MqttSettings(
+            node=node,
+            brokers=tuple(_broker(base, i, b) for i, b in enumerate(brokers)),
+            protocol="v311" if protocol == "v311" else "v5",
+            topic_prefix=prefix,
+            session_expiry_s=int(_num(t, "mqtt", "session_expiry", 86400, lo=60, hi=2**32 - 1)),
+            keepalive_s=int(_num(t, "mqtt", "keepalive", 30, lo=5, hi=65535)),
+            probe_interval_s=interval,
+            probe_timeout_s=timeout,
+            connect_timeout_s=connect_timeout_for(timeout),
+            max_inbound_bytes=max_inbound_bytes,
+            inbound_queue=int(_num(t, "mqtt", "inbound_queue", 1000, lo=10, hi=65535)),
+        )
+    except ValueError as exc:  # e.g. a node name that cannot be an MQTT client id
+        raise ConfigError(f"mqtt: {exc}") from None
 
 
 def _radios(doc: dict[str, Any]) -> tuple[RadioEntry, ...]:
@@ -381,7 +365,8 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
     fmt = _str(log, "log", "format", "json")
     if fmt not in ("json", "console"):
         raise ConfigError(f"log.format: must be 'json' or 'console', got {fmt!r}")
-    mqtt = _mqtt(base, doc)
+    max_inbound = int(_num(node, "node", "max_inbound_bytes", 4096, lo=256, hi=65536))
+    mqtt = _mqtt(base, doc, name, max_inbound)
     if mqtt is not None:
         _check_identity(name, mqtt, _table(doc, "mqtt").get("client_id"))
     radios = _radios(doc)
@@ -399,7 +384,7 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
         mqtt=mqtt,
         radios=radios,
         max_messages=int(_num(node, "node", "max_messages", 20_000, lo=10, hi=10_000_000)),
-        max_inbound_bytes=int(_num(node, "node", "max_inbound_bytes", 4096, lo=256, hi=65536)),
+        max_inbound_bytes=max_inbound,
         skew_s=int(_num(node, "node", "clock_skew", 6 * 3600, lo=0, hi=7 * 86400)),
         log_level=level,
         log_format=fmt,

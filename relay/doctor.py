@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 
 from relay import api
 from relay.checks import Check, key_mode_checks, run_checks
-from relay.config import BrokerEntry, Config, RadioEntry
+from relay.config import Config, RadioEntry
 from relay.envelope import Rejection, open_envelope
+from relay.links.mqtt_config import BrokerConfig
 
 CERT_WARN_DAYS = 30
 DISK_FAIL_BYTES = 50 * 1024 * 1024
@@ -192,14 +193,14 @@ def store_checks(cfg: Config) -> Iterator[Check]:
         yield Check("node.store disk", "ok", text, nl=(text_nl, ""))
 
 
-def _tls_context(b: BrokerEntry) -> ssl.SSLContext:
+def _tls_context(b: BrokerConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(b.ca) if b.ca else None)
     if b.cert is not None and b.key is not None:
         ctx.load_cert_chain(str(b.cert), str(b.key))
     return ctx
 
 
-def broker_check(i: int, b: BrokerEntry, now: float) -> Iterator[Check]:
+def broker_check(i: int, b: BrokerConfig, now: float) -> Iterator[Check]:
     key = f"mqtt.broker[{i}]"
     try:
         sock = socket.create_connection((b.host, b.port), timeout=CONNECT_TIMEOUT_S)

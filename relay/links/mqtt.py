@@ -38,16 +38,13 @@ import contextlib
 import functools
 import json
 import random
-import re
 import secrets
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from typing import Any, Final, Literal, get_args
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -57,8 +54,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from relay.backoff import equal_jitter
 from relay.links import LinkError, LinkRefused, LinkUnavailable
-from relay.vocab import OUTBOUND_CHANNELS, Channel, LinkState, OutboundChannelName
+from relay.links.mqtt_config import BrokerConfig, MqttSettings, parse_topic, topic_for
 
 __all__ = [
     "BrokerConfig",
@@ -82,9 +80,7 @@ __all__ = [
 InboundChannel = Channel  # msg, rcpt, sync, status (relay.vocab)
 RejectReason = Literal["oversized", "wrong-topic", "queue-full", "bad-probe"]
 
-_CHANNELS: Final = OUTBOUND_CHANNELS
-_INBOUND_CHANNELS: Final = frozenset(Channel)
-_NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CHANNELS: Final = frozenset(get_args(Channel))
 _OFFLINE: Final = b'{"state":"offline"}'
 _LEAVE_TIMEOUT_S: Final = 2.0  # bound on the goodbye (offline status + DISCONNECT)
 _QUEUE_HEADROOM: Final = 4  # client-side inbound queue = this x the Receive Maximum
@@ -97,92 +93,6 @@ _NO_LOCAL: Final = frozenset({"msg", "rcpt", "sync"})
 
 def _no_ack() -> None:
     """The ``ack`` of an event that needs none (QoS 0, or acknowledged by the link itself)."""
-
-
-# -- configuration -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerConfig:
-    """One broker: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS, client cert optional)."""
-
-    url: str
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(
-                f"broker url must be mqtt://host:port or mqtts://host:port: {self.url}"
-            )
-        if parts.path not in ("", "/") or parts.query or parts.username:
-            raise ValueError(f"broker url takes no path, query or credentials: {self.url}")
-        _ = parts.port  # raises ValueError for a bad port
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("a client certificate needs both cert and key")
-        if parts.scheme == "mqtt" and any(p is not None for p in (self.ca, self.cert)):
-            raise ValueError(f"ca/cert/key given for a plain mqtt:// url: {self.url}")
-
-    @property
-    def host(self) -> str:
-        host = urlsplit(self.url).hostname
-        assert host is not None  # checked in __post_init__
-        return host
-
-    @property
-    def port(self) -> int:
-        port = urlsplit(self.url).port
-        return port if port is not None else (8883 if self.tls else 1883)
-
-    @property
-    def tls(self) -> bool:
-        return self.url.startswith("mqtts:")
-
-
-@dataclass(frozen=True, slots=True)
-class MqttSettings:
-    """Everything the link needs; the brokers are in order of preference."""
-
-    node: str
-    brokers: tuple[BrokerConfig, ...]
-    topic_prefix: str = "crisis"
-    protocol: Literal["v5", "v311"] = "v5"
-    session_expiry_s: int = 86400
-    keepalive_s: int = 30
-    probe_interval_s: float = 1.0
-    probe_timeout_s: float = 3.0
-    degraded_rtt_s: float = 1.0
-    max_inbound_bytes: int = 4096
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    connect_timeout_s: float = 10.0
-    failback_interval_s: float = 60.0
-    publish_timeout_s: float = 10.0
-    inbound_queue: int = 1000
-
-    def __post_init__(self) -> None:
-        if not _NODE_RE.fullmatch(self.node):
-            raise ValueError(f"node name must match {_NODE_RE.pattern}: {self.node!r}")
-        if not self.brokers:
-            raise ValueError("at least one broker is needed")
-        levels = self.topic_prefix.split("/")
-        if not all(levels) or any(c in self.topic_prefix for c in "+#\0"):
-            raise ValueError(f"bad topic prefix {self.topic_prefix!r}")
-        if not 0 < self.probe_interval_s < self.probe_timeout_s:
-            raise ValueError("need 0 < probe_interval_s < probe_timeout_s")
-        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
-            raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
-        for name in ("connect_timeout_s", "publish_timeout_s", "failback_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.max_inbound_bytes <= 0 or self.inbound_queue <= 0:
-            raise ValueError("max_inbound_bytes and inbound_queue must be positive")
-        if self.keepalive_s <= 0 or self.session_expiry_s <= 0:
-            raise ValueError("keepalive_s and session_expiry_s must be positive")
 
 
 # -- events and errors ---------------------------------------------------------------------------
@@ -249,33 +159,6 @@ class PublishRejected(LinkRefused):
         self.reason_code = reason_code
 
 
-# -- topics (pure) -------------------------------------------------------------------------------
-
-
-def topic_for(prefix: str, node: str, channel: str) -> str:
-    """``<prefix>/<node>/<channel>``."""
-    return f"{prefix}/{node}/{channel}"
-
-
-def parse_topic(prefix: str, own_node: str, topic: str) -> tuple[str, str] | None:
-    """Return ``(node, channel)`` for a topic in our layout, else ``None``.
-
-    Channels: msg, rcpt, sync, status for any node; probe only for ``own_node``.
-    """
-    head = prefix + "/"
-    if not topic.startswith(head):
-        return None
-    parts = topic[len(head) :].split("/")
-    if len(parts) != 2:
-        return None
-    node, channel = parts
-    if not _NODE_RE.fullmatch(node):
-        return None
-    if channel in _INBOUND_CHANNELS or (channel == "probe" and node == own_node):
-        return node, channel
-    return None
-
-
 def backoff_delay(
     attempt: int, low: float, high: float, rng: random.Random, waited: float = 0.0
 ) -> float:
@@ -283,9 +166,7 @@ def backoff_delay(
     backoff from ``low`` up to ``high``, counted from the start of the attempt that failed
     (``waited`` seconds ago). An attempt that hung until its timeout behind a blackhole has
     waited already; one that was refused at once waits the whole delay."""
-    cap = min(high, low * 2.0**attempt)
-    delay = cap / 2 + rng.uniform(0, cap / 2)
-    return max(0.0, delay - waited)
+    return max(0.0, equal_jitter(attempt, base=low, cap=high, rng=rng) - waited)
 
 
 # -- aiomqtt client with the few additions we need ----------------------------------------------

@@ -19,40 +19,9 @@ class MqttDriver:
         self.name = name
         self._host = host
         self._node = config.node
-        opts = config.mqtt
-        settings = mqtt_link.MqttSettings(
-            node=config.node,
-            brokers=tuple(
-                mqtt_link.BrokerConfig(
-                    url=b.url,
-                    ca=b.ca,
-                    cert=b.cert,
-                    key=b.key,
-                    username=b.username,
-                    password=b.password,
-                )
-                for b in opts.brokers
-            ),
-            topic_prefix=opts.topic_prefix,
-            protocol="v311" if opts.protocol == "v311" else "v5",
-            session_expiry_s=opts.session_expiry_s,
-            keepalive_s=opts.keepalive_s,
-            probe_interval_s=opts.probe_interval_s,
-            probe_timeout_s=opts.probe_timeout_s,
-            max_inbound_bytes=config.max_inbound_bytes,
-            # Failback within 5 s (docs/failover.md, bench/failover.py): behind a blackhole a
-            # connect attempt hangs until its timeout, and the first attempt after the path
-            # returns only starts after that and a backoff. A broker that has not answered
-            # CONNECT within the probe timeout counts as down by our own measure; and the
-            # backoff is capped at 2 s (1-2 s with jitter: a few hundred nodes retrying that
-            # often are no load for a broker, and a refused connect costs one RTT).
-            connect_timeout_s=max(opts.probe_timeout_s, 1.0),
-            reconnect_max_s=2.0,
-            inbound_queue=opts.inbound_queue,
-        )
         # Our status, its Last Will and the goodbye are signed with the node key.
         self.link = mqtt_link.MqttLink(
-            settings,
+            config.mqtt,  # relay.links.mqtt_config.MqttSettings, built from relay.toml as it is
             on_event=self._on_event,
             sign_offline=lambda: host.sign_status({"state": "offline"}),
         )

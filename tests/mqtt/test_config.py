@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from relay import config
 from relay.links.mqtt import BrokerConfig, MqttSettings, backoff_delay, parse_topic, topic_for
 
 
@@ -97,3 +98,56 @@ def test_backoff_counts_from_the_start_of_the_failed_attempt() -> None:
         backoff_delay(3, 0.5, 2.0, random.Random(1)) - 0.5
     )
     assert backoff_delay(3, 0.5, 2.0, rng, waited=3.0) == 0.0
+
+
+_TOML = """
+[node]
+name = "vr07-utrecht"
+key = "node.key"
+max_inbound_bytes = 2048
+[trust]
+root = "root.pub"
+roster = "roster.cbor"
+[mqtt]
+probe_timeout = 4.5
+inbound_queue = 50
+[[mqtt.broker]]
+url = "mqtt://127.0.0.1:1884"
+[[mqtt.broker]]
+url = "mqtts://broker.example:8884"
+ca = "ca.crt"
+"""
+
+
+def test_relay_toml_gives_the_settings_the_link_runs_with(tmp_path: Path) -> None:
+    """Test that [mqtt] in relay.toml loads as the link's own MqttSettings, with the node's
+    policy filled in (connect timeout from the probe timeout, 0.5-2 s reconnect backoff)."""
+    path = tmp_path / "relay.toml"
+    path.write_text(_TOML)
+    settings = config.load(path, environ={}).mqtt
+    assert isinstance(settings, MqttSettings)
+    assert settings == MqttSettings(
+        node="vr07-utrecht",
+        brokers=(
+            BrokerConfig("mqtt://127.0.0.1:1884"),
+            BrokerConfig("mqtts://broker.example:8884", ca=tmp_path / "ca.crt"),
+        ),
+        probe_timeout_s=4.5,
+        connect_timeout_s=4.5,
+        max_inbound_bytes=2048,
+        inbound_queue=50,
+    )
+    assert (settings.reconnect_min_s, settings.reconnect_max_s) == (0.5, 2.0)
+    assert (settings.brokers[1].host, settings.brokers[1].port, settings.brokers[1].tls) == (
+        "broker.example",
+        8884,
+        True,
+    )
+
+
+def test_relay_toml_rejects_a_node_name_that_cannot_be_a_client_id(tmp_path: Path) -> None:
+    """Test that a node name outside the MQTT client id pattern is a ConfigError naming mqtt."""
+    path = tmp_path / "relay.toml"
+    path.write_text(_TOML.replace('"vr07-utrecht"', '"-vr07"'))
+    with pytest.raises(config.ConfigError, match=r"relay\.toml:\d+: mqtt: node name must match"):
+        config.load(path, environ={})
