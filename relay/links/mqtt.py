@@ -1,4 +1,4 @@
-"""The MQTT link: the only module in the project that imports aiomqtt (and paho under it).
+"""The MQTT link: with ``mqtt_client``, the only modules that import aiomqtt (and paho under it).
 
 ``MqttLink.run()`` is a supervisor the daemon runs in its TaskGroup until it cancels it. It keeps
 one connection to the most preferred broker that works, with a persistent session, and reports
@@ -7,28 +7,22 @@ non-blocking: hand work to a queue). Broker and network faults never leave ``run
 ``LinkStateChanged`` events, backoff and reconnects. Our own bugs (including an exception raised
 by ``on_event``) propagate out of ``run()``.
 
-Topic layout, liveness, sessions and the failure semantics of ``publish()`` are described in
-``docs/mqtt.md``. In short:
+This module is the pump: every decision (liveness, degraded/down, broker order, failback,
+reconnect waits, what a resumed session skips) is made by ``relay.links.mqtt_core.MqttCore``
+on virtual time; here its inputs are fed from sockets and its actions carried out. Topic layout,
+liveness, sessions and the failure semantics of ``publish()`` are described in ``docs/mqtt.md``.
+In short:
 
 * ``publish()`` sends QoS 1 and returns only after the broker's PUBACK with a success code. It
   raises ``LinkUnavailable`` when the link is down, goes down while waiting, or no PUBACK comes
   within ``publish_timeout_s``; ``PublishRejected`` when the PUBACK carries a failure reason code
   (MQTT v5, e.g. 135 "not authorised" from an ACL). After ``LinkUnavailable`` the message may or
   may not have reached the broker: the durable outbox retries and receivers dedupe by message id.
-* Liveness is measured by the link: a QoS 0 probe to its own probe topic every
-  ``probe_interval_s``. An echo older than ``degraded_rtt_s`` (or a probe outstanding that long)
-  means "degraded"; no echo within ``probe_timeout_s`` means "down": the connection is torn down
-  at once (no DISCONNECT, so the broker publishes our Last Will) and the supervisor reconnects.
-
 * Inbound QoS 1 messages are acknowledged to the broker only when the consumer calls the
   ``ack`` of their ``Inbound`` event (the daemon does after the store commit): paho's manual
-  acknowledgement, switched on in ``_Client.__init__``. With MQTT v5 the CONNECT carries
+  acknowledgement (``relay.links.mqtt_client``). With MQTT v5 the CONNECT carries
   ``ReceiveMaximum = inbound_queue``, so the broker never has more unacknowledged messages on
   their way to us than we can hold; it keeps the rest.
-
-aiomqtt 2.5 internals this module relies on (checked against 2.5.1; see ``_Client``): the paho
-client in ``Client._client``, the ``_on_connect``/``_on_disconnect``/``_on_publish``/
-``_on_message`` callbacks, and the ``_connected``/``_disconnected``/``_queue`` attributes.
 """
 
 from __future__ import annotations
@@ -37,26 +31,45 @@ import asyncio
 import contextlib
 import functools
 import json
-import random
 import secrets
-import socket
 import ssl
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
 import aiomqtt
-import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from relay.backoff import equal_jitter
-from relay.links import LinkError, LinkRefused, LinkUnavailable
+from relay.links import LinkUnavailable
+from relay.links.mqtt_client import (
+    LEAVE_TIMEOUT_S,
+    Client,
+    ConnectAttemptFailed,
+    connect,
+    make_tls_context,
+    open_client,
+)
 from relay.links.mqtt_config import BrokerConfig, MqttSettings, parse_topic, topic_for
+from relay.links.mqtt_core import (
+    BadProbe,
+    EndSession,
+    MqttCore,
+    SendProbe,
+    StateChanged,
+    TryFailback,
+)
+from relay.links.mqtt_events import (
+    ConnectFailed,
+    Inbound,
+    InboundRejected,
+    LinkEvent,
+    LinkStateChanged,
+    MqttLinkError,
+    PublishRejected,
+    RejectReason,
+)
+from relay.vocab import OUTBOUND_CHANNELS, Channel, LinkState, OutboundChannelName
 
 __all__ = [
     "BrokerConfig",
@@ -72,236 +85,19 @@ __all__ = [
     "MqttLinkError",
     "MqttSettings",
     "PublishRejected",
-    "backoff_delay",
+    "RejectReason",
     "parse_topic",
     "topic_for",
 ]
 
-InboundChannel = Channel  # msg, rcpt, sync, status (relay.vocab)
-RejectReason = Literal["oversized", "wrong-topic", "queue-full", "bad-probe"]
-
-_CHANNELS: Final = frozenset(get_args(Channel))
+_CHANNELS: Final = OUTBOUND_CHANNELS
 _OFFLINE: Final = b'{"state":"offline"}'
-_LEAVE_TIMEOUT_S: Final = 2.0  # bound on the goodbye (offline status + DISCONNECT)
-_QUEUE_HEADROOM: Final = 4  # client-side inbound queue = this x the Receive Maximum
-_OVERFLOW_KEEP: Final = 100  # queue-full drops remembered until the reader reports them
-# Channels subscribed with MQTT v5 No Local: our own publications there are not sent back to us
-# (the engine would only drop them as duplicates). Status and probe keep their echo: the probe
-# echo is the liveness measure, and our own retained status shows what the broker holds for us.
-_NO_LOCAL: Final = frozenset({"msg", "rcpt", "sync"})
-
-
-def _no_ack() -> None:
-    """The ``ack`` of an event that needs none (QoS 0, or acknowledged by the link itself)."""
-
-
-# -- events and errors ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LinkStateChanged:
-    """The link's state or broker changed. ``session_present`` is the CONNACK flag on "up"."""
-
-    state: LinkState
-    broker_url: str | None
-    reason: str
-    session_present: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """Bytes published by ``sender_node`` (our own node included), not decoded in any way.
-
-    ``ack()`` sends the PUBACK: call it once the message is durably stored or finally refused.
-    Until then the broker counts it against our Receive Maximum and re-sends it after a
-    reconnect. An ack after the connection it came on has gone is dropped (the broker re-sends).
-    """
-
-    channel: InboundChannel
-    sender_node: str
-    payload: bytes
-    broker_url: str
-    retained: bool = False
-    ack: Callable[[], None] = field(default=_no_ack, repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class InboundRejected:
-    """An inbound message we refused; ``size`` is its payload length (or count of drops)."""
-
-    reason: RejectReason
-    topic: str
-    size: int
-    broker_url: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectFailed:
-    """One connection attempt failed (refused, TLS handshake, timeout, ...); state unchanged."""
-
-    broker_url: str
-    error: str
-
-
-LinkEvent = LinkStateChanged | Inbound | InboundRejected | ConnectFailed
-
-
-# The link's errors are the shared tree of relay.links (broken vs refused); the names below are
-# kept so callers of this module need not know where they live.
-MqttLinkError = LinkError
-
-
-class PublishRejected(LinkRefused):
-    """The broker answered with a failure reason code (MQTT v5 PUBACK, e.g. 135)."""
-
-    def __init__(self, message: str, *, reason_code: int, reason: str, topic: str) -> None:
-        super().__init__(message, reason=reason, target=topic, code=reason_code)
-        self.reason_code = reason_code
-
-
-def backoff_delay(
-    attempt: int, low: float, high: float, rng: random.Random, waited: float = 0.0
-) -> float:
-    """Seconds to wait before connect attempt ``attempt + 1``: "equal jitter" exponential
-    backoff from ``low`` up to ``high``, counted from the start of the attempt that failed
-    (``waited`` seconds ago). An attempt that hung until its timeout behind a blackhole has
-    waited already; one that was refused at once waits the whole delay."""
-    return max(0.0, equal_jitter(attempt, base=low, cap=high, rng=rng) - waited)
-
-
-# -- aiomqtt client with the few additions we need ----------------------------------------------
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt's client plus: PUBACK reason codes, CONNACK session flag, fast failure before
-    CONNACK, an abortive close, and counted (not silent) drops when the inbound queue is full.
-
-    aiomqtt 2.5 ignores the PUBACK reason code (a v5 "not authorised" looks like success), does
-    not fail ``__aenter__`` when the socket dies before CONNACK (it waits for its timeout), and
-    only logs when its bounded queue overflows.
-    """
-
-    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client.connect_timeout = connect_timeout  # TCP connect and TLS handshake
-        # aiomqtt 2.5 builds its paho client without manual_ack, so paho sends the PUBACK as soon
-        # as aiomqtt has queued the message, before we have stored it. paho's public switch turns
-        # that off: every QoS 1 message is then acknowledged by ``MqttLink._ack`` only (tested in
-        # tests/mqtt/test_ack.py, which fails if aiomqtt starts acknowledging on its own).
-        self._client.manual_ack_set(True)
-        self.session_present = False
-        self.overflow: deque[tuple[str, int]] = deque(maxlen=_OVERFLOW_KEEP)
-        self.overflow_count = 0
-        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
-        # (topic, handler) for our liveness probe's echo, set by the link once it serves: the
-        # echo is handled as it is read off the socket, not behind a backlog of inbound
-        # messages in the queue (a flood would otherwise make a healthy link look dead).
-        self.probe: tuple[str, Callable[[bytes], None]] | None = None
-        self.last_read = 0.0  # loop time of the last PUBLISH read from the broker
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None = None,
-    ) -> None:
-        self.session_present = bool(flags.session_present)
-        # paho leaves Nagle's algorithm on. A small publish (a receipt) written while our
-        # previous small write (a PUBACK) is unacknowledged then waits for the broker's delayed
-        # ACK, about 40 ms on Linux, on every hop. Each MQTT packet is a complete message here.
-        sock = client.socket()
-        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None = None,
-    ) -> None:
-        if not self._connected.done():
-            self._connected.set_exception(
-                aiomqtt.MqttCodeError(reason_code, "Connection lost before CONNACK")
-            )
-            self._connected.exception()  # retrieved: __aenter__ may have given up already
-        super()._on_disconnect(client, userdata, flags, reason_code, properties)
-
-    def _on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        ack = self._acks.pop(mid, None)
-        if ack is not None and not ack.done():
-            ack.set_result(reason_code)
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self.last_read = self._loop.time()
-        if self.probe is not None and message.topic == self.probe[0] and message.qos == 0:
-            self.probe[1](bytes(message.payload))
-            return
-        if self._queue.full():
-            # Not acknowledged: the broker keeps it and re-sends it after the reconnect that the
-            # reader starts when it reports this. A broker that keeps our Receive Maximum never
-            # gets here (v5); with v3.1.1 its own in-flight bound must stay below inbound_queue.
-            self.overflow_count += 1
-            self.overflow.append((message.topic, len(message.payload)))
-            return
-        super()._on_message(client, userdata, message)
-
-    def publish_acked(self, topic: str, payload: bytes, *, retain: bool) -> asyncio.Future[Any]:
-        """Queue a QoS 1 PUBLISH; the future gets the PUBACK's reason code."""
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        ack: asyncio.Future[ReasonCode] = self._loop.create_future()
-        self._acks[info.mid] = ack
-
-        def forget(done: asyncio.Future[ReasonCode]) -> None:
-            if self._acks.get(info.mid) is done:
-                del self._acks[info.mid]
-
-        ack.add_done_callback(forget)
-        return ack
-
-    def ack(self, mid: int, qos: int) -> None:
-        """Send the PUBACK for an inbound QoS 1 message (manual acknowledgement)."""
-        self._client.ack(mid, qos)
-
-    def publish_nowait(self, topic: str, payload: bytes) -> None:
-        """Queue a QoS 0 PUBLISH (no acknowledgement exists)."""
-        info = self._client.publish(topic, payload, qos=0)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-
-    def abort(self) -> None:
-        """Shut the socket down without a DISCONNECT: paho sees EOF, the broker our Will."""
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):  # ssl.SSLSocket included
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    async def close(self, *, graceful: bool) -> None:
-        """Leave: DISCONNECT (graceful) or abort, then release aiomqtt's state, bounded."""
-        if not graceful:
-            self.abort()
-        try:
-            async with asyncio.timeout(_LEAVE_TIMEOUT_S):
-                await self.__aexit__(None, None, None)
-        except (aiomqtt.MqttError, TimeoutError, OSError):
-            self.abort()  # the goodbye failed; make sure the socket goes
-        if self._disconnected.done() and not self._disconnected.cancelled():
-            self._disconnected.exception()  # retrieved: we know it went away
+_COUNTERS: Final = (
+    "connects", "connect_failures", "sessions_resumed", "sessions_new", "disconnects",
+    "failbacks", "published", "publish_unavailable", "publish_rejected", "inbound", "acked",
+    "acks_dropped", "rejected_oversized", "rejected_wrong_topic", "rejected_queue_full",
+    "rejected_bad_probe",
+)  # fmt: skip
 
 
 # -- the link ------------------------------------------------------------------------------------
@@ -315,16 +111,15 @@ class _ConnectFailed(Exception):
 class _Session:
     index: int
     broker: BrokerConfig
-    client: _Client
+    client: Client
     log: Any
     ended: asyncio.Future[str]
     token: bytes = field(default_factory=lambda: secrets.token_hex(8).encode())
-    seq: int = 0
-    outstanding: dict[int, float] = field(default_factory=dict)
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
-    handover: tuple[int, _Client] | None = None
+    handover: tuple[int, Client] | None = None
     unacked: int = 0  # QoS 1 messages handed on and not yet acknowledged
     resend_wanted: bool = False  # the inbound queue overflowed: reconnect once drained
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the core's timer moved
 
     def end(self, reason: str) -> None:
         if not self.ended.done():
@@ -363,55 +158,30 @@ class MqttLink:
         self._sign_offline = sign_offline
         self._on_event = on_event
         self._log = structlog.get_logger("relay.links.mqtt").bind(link="mqtt", node=settings.node)
-        self._state: LinkState = LinkState.DOWN
-        self._broker_url: str | None = None
+        self._core = MqttCore(settings, rng=secrets.SystemRandom())
         self._session: _Session | None = None
         self._running = False
-        self._rng = secrets.SystemRandom()
         self._tls: dict[int, ssl.SSLContext] = {}
         self._status: bytes | None = None if sign_offline else b'{"state":"online"}'
-        self._stats: dict[str, int] = dict.fromkeys(
-            (
-                "connects",
-                "connect_failures",
-                "sessions_resumed",
-                "sessions_new",
-                "disconnects",
-                "failbacks",
-                "probes_sent",
-                "probes_answered",
-                "probe_timeouts",
-                "published",
-                "publish_unavailable",
-                "publish_rejected",
-                "inbound",
-                "acked",
-                "acks_dropped",
-                "rejected_oversized",
-                "rejected_wrong_topic",
-                "rejected_queue_full",
-                "rejected_bad_probe",
-            ),
-            0,
-        )
-        self._last_rtt: float | None = None
+        self._stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
 
     # -- public ----------------------------------------------------------------------------------
 
     @property
     def state(self) -> LinkState:
-        return self._state
+        return self._core.state
 
     @property
     def broker_url(self) -> str | None:
-        return self._broker_url
+        return self._url(self._core.broker)
 
     def statistics(self) -> dict[str, object]:
         return {
-            "state": self._state,
-            "broker": self._broker_url,
-            "probe_rtt_s": self._last_rtt,
+            "state": self.state,
+            "broker": self.broker_url,
+            "probe_rtt_s": self._core.last_rtt,
             **self._stats,
+            **self._core.counters,
         }
 
     def topic(self, channel: str) -> str:
@@ -449,30 +219,71 @@ class MqttLink:
             await self._supervise()
         finally:
             self._running = False
-            self._set_state(LinkState.DOWN, None, "stopped")
+            self._core.stopped()
+            self._carry_out(None, None)
+
+    # -- the pump: the core's actions ------------------------------------------------------------
+
+    def _url(self, index: int | None) -> str | None:
+        return None if index is None else self._settings.brokers[index].url
+
+    def _carry_out(self, session: _Session | None, tg: asyncio.TaskGroup | None) -> None:
+        """Do what the core asks, until it asks nothing more."""
+        while actions := self._core.actions():
+            for action in actions:
+                match action:
+                    case StateChanged(state, broker, reason, session_present):
+                        url = self._url(broker)
+                        self._log.info("mqtt link state", state=state, broker=url, reason=reason)
+                        self._on_event(LinkStateChanged(state, url, reason, session_present))
+                    case SendProbe(payload) if session is not None:
+                        try:
+                            session.client.publish_nowait(self.topic("probe"), payload)
+                        except aiomqtt.MqttError as exc:
+                            self._core.probe_failed(str(exc))
+                    case EndSession(reason) if session is not None:
+                        if reason.startswith("no probe echo"):
+                            session.log.warning("mqtt link down", reason=reason)
+                        session.end(reason)
+                    case BadProbe(size) if session is not None:
+                        self._reject(session, "bad-probe", self.topic("probe"), size)
+                    case TryFailback(brokers) if session is not None and tg is not None:
+                        name = f"mqtt-{self._settings.node}-{session.index}-failback"
+                        tg.create_task(self._failback(session, brokers), name=name)
+                    case _:
+                        raise AssertionError(f"{action!r} without a session to act on")
+
+    async def _timer(self, session: _Session, tg: asyncio.TaskGroup) -> None:
+        """Run the core's timer (probes, degraded, down, failback) for one session."""
+        loop = asyncio.get_running_loop()
+        while not session.ended.done():
+            self._core.message_read(session.client.inbound.last_read)
+            self._core.handle_timer(loop.time())
+            self._carry_out(session, tg)
+            wake = self._core.get_timer()
+            if wake is None:
+                return  # declared down: the session is ending
+            session.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wake - loop.time())):
+                    await session.wake.wait()  # timer by design: the next probe or deadline
 
     # -- supervisor ------------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
         brokers = self._settings.brokers
-        attempt = 0
-        start = 0
-        handover: tuple[int, _Client] | None = None
+        handover: tuple[int, Client] | None = None
         while True:
             if handover is not None:
                 index, client = handover
-                handover = None
             else:
-                round_began = loop.time()
-                found = await self._connect_round(start)
+                began = loop.time()
+                found = await self._connect_round()
                 if found is None:
-                    await self._backoff(attempt, waited=loop.time() - round_began)
-                    attempt += 1
-                    start = 0
+                    await self._backoff(self._core.round_failed(loop.time(), began=began))
                     continue
                 index, client = found
-            began = loop.time()
             session = _Session(
                 index=index,
                 broker=brokers[index],
@@ -480,29 +291,17 @@ class MqttLink:
                 log=self._log.bind(broker=brokers[index].url),
                 ended=loop.create_future(),
             )
-            await self._serve(session)
+            delay = await self._serve(session)
             handover = session.handover
-            if handover is not None:
-                continue
-            if session.resend_wanted:
-                attempt = 0  # not a fault: reconnect at once for the broker's re-send
-                start = index
-                continue
-            if loop.time() - began >= max(10.0, self._settings.reconnect_max_s):
-                attempt = 0  # it was a stable session: start backoff afresh
-            await self._backoff(attempt)
-            attempt += 1
-            start = (index + 1) % len(brokers)
+            if delay:
+                await self._backoff(delay)
 
-    async def _backoff(self, attempt: int, waited: float = 0.0) -> None:
-        s = self._settings
-        delay = backoff_delay(attempt, s.reconnect_min_s, s.reconnect_max_s, self._rng, waited)
-        self._log.debug("mqtt backoff", delay_s=round(delay, 3), attempt=attempt)
+    async def _backoff(self, delay: float) -> None:
+        self._log.debug("mqtt backoff", delay_s=round(delay, 3))
         await asyncio.sleep(delay)
 
-    async def _connect_round(self, start: int) -> tuple[int, _Client] | None:
-        count = len(self._settings.brokers)
-        for index in ((start + i) % count for i in range(count)):
+    async def _connect_round(self) -> tuple[int, Client] | None:
+        for index in self._core.connect_order():
             try:
                 return index, await self._connect(index)
             except _ConnectFailed as exc:
@@ -511,142 +310,55 @@ class MqttLink:
                 self._on_event(ConnectFailed(url, str(exc)))
         return None
 
-    async def _connect(self, index: int) -> _Client:
+    async def _connect(self, index: int) -> Client:
         """Connect, subscribe and publish our status, or raise ``_ConnectFailed``."""
         s = self._settings
         broker = s.brokers[index]
-        v5 = s.protocol == "v5"
-        properties: Properties | None = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = s.session_expiry_s
-            # The broker drops what we would refuse anyway, so a hostile publisher cannot make
-            # us buffer megabytes; between max_inbound_bytes and this limit we count rejections.
-            properties.MaximumPacketSize = s.max_inbound_bytes * 4 + 1024
-            # At most this many unacknowledged QoS 1 messages on their way to us: what our
-            # inbound queue holds. We acknowledge only after the store commit, so overload
-            # makes the broker hold the excess instead of us dropping it.
-            properties.ReceiveMaximum = min(s.inbound_queue, 65535)
         tls_context = await self._tls_context(index) if broker.tls else None
-        client = _Client(
-            broker.host,
-            broker.port,
-            identifier=s.node,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
-            # v5: every connect must resume the session (the FACTS.md trap); paho refuses any
-            # clean_start but its default for v3.1.1, where clean_session=False does the job.
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-            will=aiomqtt.Will(self.topic("status"), self._offline(), qos=1, retain=True),
-            keepalive=s.keepalive_s,
-            timeout=s.connect_timeout_s,
-            username=broker.username,
-            password=broker.password,
-            tls_context=tls_context,
-            # Room above the Receive Maximum for brokers that overstep it: mosquitto 2.0.11 keeps
-            # it for the first window only, then each PUBACK releases up to a window more.
-            max_queued_incoming_messages=s.inbound_queue * _QUEUE_HEADROOM,
-            connect_timeout=s.connect_timeout_s,
-        )
-        entered = False
+        client = open_client(s, index, will=self._offline(), tls_context=tls_context)
         try:
-            async with asyncio.timeout(s.connect_timeout_s):
-                await client.__aenter__()
-                entered = True
-                resumed = client.session_present
-                # A resumed session keeps its subscriptions. And the broker sends what it kept
-                # for us first: after an overload that is thousands of messages, and a SUBACK or
-                # PUBACK behind them would make every reconnect time out (seen with 20,000).
-                if not resumed:
-                    await self._subscribe(client)
-                if self._status is not None:
-                    ack = client.publish_acked(self.topic("status"), self._status, retain=True)
-                    if resumed:
-                        ack.add_done_callback(functools.partial(self._status_acked, broker.url))
-                    else:
-                        self._status_acked(broker.url, ack, await ack)
-        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            await connect(client, s, index, status=self._status, on_status=self._status_acked)
+        except ConnectAttemptFailed as exc:
             self._stats["connect_failures"] += 1
-            if entered:
-                await client.close(graceful=False)
-            else:
-                client.abort()
-            raise _ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
-        except BaseException:
-            client.abort()  # cancelled mid-connect: leave nothing open behind us
-            raise
+            raise _ConnectFailed(str(exc)) from exc
         self._stats["connects"] += 1
         self._stats["sessions_resumed" if client.session_present else "sessions_new"] += 1
         return client
 
-    def _status_acked(
-        self, url: str, ack: asyncio.Future[ReasonCode], code: ReasonCode | None = None
-    ) -> None:
-        if code is None:
-            if ack.cancelled() or ack.exception() is not None:
-                return  # the connection went; the next one publishes the status again
-            code = ack.result()
+    def _status_acked(self, url: str, code: ReasonCode) -> None:
         if code.is_failure:
             # Not fatal: the link still works for reading; say so loudly.
             self._log.warning("mqtt status rejected", broker=url, code=str(code))
 
-    async def _subscribe(self, client: _Client) -> None:
-        p = self._settings.topic_prefix
-        # Status with QoS 0: the broker then queues no heartbeats for us while we are away (they
-        # would crowd decisions out of max_queued_messages); the retained one comes on subscribe.
-        channels = [(f"{p}/+/{c}", c, 1) for c in ("msg", "rcpt", "sync")]
-        channels.append((f"{p}/+/status", "status", 0))
-        channels.append((self.topic("probe"), "probe", 0))
-        wanted: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
-        if self._settings.protocol == "v5":
-            wanted = [
-                (topic, SubscribeOptions(qos=qos, noLocal=c in _NO_LOCAL))
-                for topic, c, qos in channels
-            ]
-        else:  # v3.1.1 has no No Local: our own echoes come back, and the driver drops them
-            wanted = [(topic, qos) for topic, _, qos in channels]
-        granted = await client.subscribe(wanted, timeout=self._settings.connect_timeout_s)
-        codes = [c.value if isinstance(c, ReasonCode) else int(c) for c in granted]
-        for (topic, _, _), code in zip(channels, codes, strict=True):
-            if code >= 0x80:  # SUBACK failure codes (v5 reason codes, v3.1.1 0x80)
-                raise aiomqtt.MqttCodeError(code, f"subscription to {topic} refused")
-
     async def _tls_context(self, index: int) -> ssl.SSLContext:
         context = self._tls.get(index)
         if context is None:
-            context = await asyncio.to_thread(_make_tls_context, self._settings.brokers[index])
+            context = await asyncio.to_thread(make_tls_context, self._settings.brokers[index])
             self._tls[index] = context
         return context
 
     # -- one connected session -------------------------------------------------------------------
 
-    async def _serve(self, session: _Session) -> None:
-        s = self._settings
+    async def _serve(self, session: _Session) -> float:
+        """Serve one connection until it ends; returns the wait before the next round."""
+        loop = asyncio.get_running_loop()
         log = session.log
+        present = session.client.session_present
         self._session = session
-        self._set_state(
-            LinkState.UP,
-            session.broker.url,
-            "connected" if not session.client.session_present else "connected, session resumed",
-            session_present=session.client.session_present,
+        self._core.session_started(
+            session.index, token=session.token, session_present=present, now=loop.time()
         )
-        log.info("mqtt connected", session_present=session.client.session_present)
-        probe_topic = self.topic("probe")
-        session.client.probe = (
-            probe_topic,
-            lambda payload: self._probe_echo(session, probe_topic, payload),
-        )
+        self._carry_out(session, None)
+        log.info("mqtt connected", session_present=present)
+        session.client.on_probe = functools.partial(self._probe_echo, session)
         graceful = stopping = False
         try:
             async with asyncio.TaskGroup() as tg:
-                name = f"mqtt-{s.node}-{session.index}"
+                name = f"mqtt-{self._settings.node}-{session.index}"
                 tasks = [
                     tg.create_task(self._reader(session), name=f"{name}-reader"),
-                    tg.create_task(self._prober(session), name=f"{name}-prober"),
+                    tg.create_task(self._timer(session, tg), name=f"{name}-timer"),
                 ]
-                if session.index > 0:
-                    tasks.append(tg.create_task(self._failback(session), name=f"{name}-failback"))
                 # Shielded: if a task of the group fails, the group cancels this wait, and a
                 # cancelled ``ended`` would hide that failure behind a CancelledError.
                 reason = await asyncio.shield(session.ended)
@@ -668,15 +380,22 @@ class MqttLink:
                 session.end("connection lost")  # wakes publishers waiting for a PUBACK
                 self._session = None
                 await session.client.close(graceful=False)
-            if session.handover is None and not stopping:
-                ended = session.ended
-                why = ended.result() if ended.done() and not ended.cancelled() else "link error"
-                self._set_state(LinkState.DOWN, session.broker.url, why)
+            ended = session.ended
+            why = ended.result() if ended.done() and not ended.cancelled() else "link error"
+            delay = self._core.session_ended(
+                loop.time(),
+                reason=why,
+                handover=session.handover is not None,
+                resend_wanted=session.resend_wanted,
+                stopping=stopping,
+            )
+            self._carry_out(None, None)
+        return delay
 
     async def _leave(self, session: _Session) -> None:
         """Graceful goodbye: let pending PUBACKs arrive, mark us offline, DISCONNECT."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_LEAVE_TIMEOUT_S):
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):
                 if session.pending:
                     await asyncio.wait(session.pending)
                 ack = session.client.publish_acked(
@@ -688,10 +407,11 @@ class MqttLink:
         await session.client.close(graceful=True)
 
     async def _reader(self, session: _Session) -> None:
+        inbound = session.client.inbound
         try:
             async for message in session.client.messages:
                 self._handle(session, message)
-                if session.client.overflow:
+                if inbound.overflow:
                     self._report_overflow(session)
                     # The dropped ones were not acknowledged: the broker re-sends them on the
                     # next connection (never within this one). Reconnect once everything taken
@@ -719,14 +439,21 @@ class MqttLink:
             case None:
                 ack()
                 self._reject(session, "wrong-topic", topic, size)
-            case (_, "probe"):
+            case (_, "probe"):  # only if the client's probe callback missed it
                 ack()
-                self._probe_echo(session, topic, payload)
+                self._probe_echo(session, payload)
             case (node, ("msg" | "rcpt" | "sync" | "status") as channel):
                 self._stats["inbound"] += 1
                 self._on_event(Inbound(Channel(channel), node, payload, url, message.retain, ack))
             case _:
                 raise AssertionError(f"parse_topic returned {parsed!r}")
+
+    def _probe_echo(self, session: _Session, payload: bytes) -> None:
+        if session is not self._session:
+            return  # a connection we are leaving (a failback candidate has none yet)
+        self._core.probe_echo(payload, asyncio.get_running_loop().time())
+        self._carry_out(session, None)
+        session.wake.set()
 
     def _ack(self, session: _Session, mid: int, qos: int) -> None:
         """Send the PUBACK of one inbound message, if the connection it came on is still ours."""
@@ -748,103 +475,35 @@ class MqttLink:
         self._on_event(InboundRejected(reason, topic, size, session.broker.url))
 
     def _report_overflow(self, session: _Session) -> None:
-        while session.client.overflow:
-            topic, size = session.client.overflow.popleft()
+        overflow = session.client.inbound.overflow
+        while overflow:
+            topic, size = overflow.popleft()
             self._reject(session, "queue-full", topic, size)
-
-    # -- liveness --------------------------------------------------------------------------------
-
-    async def _prober(self, session: _Session) -> None:
-        s = self._settings
-        loop = asyncio.get_running_loop()
-        topic = self.topic("probe")
-        next_send = loop.time()
-        while True:
-            now = loop.time()
-            if now >= next_send:
-                session.seq += 1
-                session.outstanding[session.seq] = now
-                try:
-                    session.client.publish_nowait(topic, b"%s:%d" % (session.token, session.seq))
-                except aiomqtt.MqttError as exc:
-                    session.end(f"probe publish failed: {exc}")
-                    return
-                self._stats["probes_sent"] += 1
-                next_send = now + s.probe_interval_s
-            oldest = min(session.outstanding.values(), default=None)
-            wake = next_send
-            if oldest is not None:
-                age = now - oldest
-                # Down when no echo came for probe_timeout_s AND nothing else either: while the
-                # broker keeps sending, a late echo waits behind messages it has already written
-                # to us (a backlog after an overload), and reconnecting would only make it send
-                # the backlog again.
-                deadline = max(oldest, session.client.last_read) + s.probe_timeout_s
-                if now >= deadline:
-                    self._stats["probe_timeouts"] += 1
-                    reason = f"no probe echo for {age:.1f} s"
-                    session.log.warning("mqtt link down", reason=reason)
-                    self._set_state(LinkState.DOWN, session.broker.url, reason)
-                    session.end(reason)
-                    return
-                if age >= s.degraded_rtt_s:
-                    self._set_state(
-                        LinkState.DEGRADED, session.broker.url, f"probe overdue {age:.1f} s"
-                    )
-                else:
-                    wake = min(wake, oldest + s.degraded_rtt_s)
-                wake = min(wake, deadline)
-            await asyncio.sleep(max(0.0, wake - loop.time()))  # timer: the next send or deadline
-
-    def _probe_echo(self, session: _Session, topic: str, payload: bytes) -> None:
-        token, _, seq_text = payload.partition(b":")
-        if not seq_text.isdigit() or len(token) != len(session.token):
-            self._reject(session, "bad-probe", topic, len(payload))  # not a probe of ours
-            return
-        if token != session.token:
-            return  # a probe from one of our earlier connections, arriving late
-        seq = int(seq_text)
-        sent = session.outstanding.get(seq)
-        if sent is None:
-            return  # already answered or given up
-        now = asyncio.get_running_loop().time()
-        for old in [k for k in session.outstanding if k <= seq]:
-            del session.outstanding[old]
-        rtt = now - sent
-        self._last_rtt = rtt
-        self._stats["probes_answered"] += 1
-        overdue = any(
-            now - t >= self._settings.degraded_rtt_s for t in session.outstanding.values()
-        )
-        if rtt >= self._settings.degraded_rtt_s:
-            self._set_state(LinkState.DEGRADED, session.broker.url, f"probe rtt {rtt:.2f} s")
-        elif not overdue:
-            self._set_state(LinkState.UP, session.broker.url, f"probe rtt {rtt * 1000:.0f} ms")
 
     # -- failback --------------------------------------------------------------------------------
 
-    async def _failback(self, session: _Session) -> None:
-        """Every failback interval, try the more preferred brokers; hand over to one that works."""
-        while True:
-            await asyncio.sleep(self._settings.failback_interval_s)  # timer by design
-            for index in range(session.index):
-                url = self._settings.brokers[index].url
-                try:
-                    client = await self._connect(index)
-                except _ConnectFailed as exc:
-                    session.log.debug("mqtt failback attempt failed", target=url, error=str(exc))
-                    continue
-                session.log.info("mqtt failing back", target=url)
-                self._stats["failbacks"] += 1
-                session.handover = (index, client)
-                session.end(f"failback to {url}")
-                return
+    async def _failback(self, session: _Session, brokers: tuple[int, ...]) -> None:
+        """Try the more preferred brokers the core names; hand over to the first that works."""
+        for index in brokers:
+            url = self._settings.brokers[index].url
+            try:
+                client = await self._connect(index)
+            except _ConnectFailed as exc:
+                session.log.debug("mqtt failback attempt failed", target=url, error=str(exc))
+                continue
+            session.log.info("mqtt failing back", target=url)
+            self._stats["failbacks"] += 1
+            session.handover = (index, client)
+            session.end(f"failback to {url}")
+            return
+        self._core.failback_failed(asyncio.get_running_loop().time())
+        session.wake.set()
 
     # -- publishing ------------------------------------------------------------------------------
 
     def _usable_session(self) -> _Session | None:
         session = self._session
-        if session is None or self._state == "down" or session.ended.done():
+        if session is None or self._core.state == LinkState.DOWN or session.ended.done():
             return None
         return session
 
@@ -887,25 +546,3 @@ class MqttLink:
 
     def _offline(self) -> bytes:
         return self._sign_offline() if self._sign_offline is not None else _OFFLINE
-
-    # -- state -----------------------------------------------------------------------------------
-
-    def _set_state(
-        self, state: LinkState, url: str | None, reason: str, *, session_present: bool = False
-    ) -> None:
-        if state == self._state and url == self._broker_url:
-            return
-        self._state = state
-        self._broker_url = url
-        self._log.info("mqtt link state", state=state, broker=url, reason=reason)
-        self._on_event(LinkStateChanged(state, url, reason, session_present))
-
-
-def _make_tls_context(broker: BrokerConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cafile=str(broker.ca) if broker.ca else None
-    )
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if broker.cert is not None and broker.key is not None:
-        context.load_cert_chain(broker.cert, broker.key)
-    return context

@@ -7,7 +7,8 @@ import asyncio
 import aiomqtt
 import pytest
 
-from relay.links.mqtt import Inbound, LinkEvent, MqttLink, _Client
+from relay.links.mqtt import Inbound, LinkEvent, MqttLink
+from relay.links.mqtt_client import Client
 from relay.sim.broker import Mosquitto
 
 from .harness import Recorder, run, running, settings
@@ -30,7 +31,14 @@ def test_aiomqtt_builds_paho_with_automatic_ack_and_our_client_turns_it_off() ->
 
     async def scenario() -> None:  # aiomqtt clients need a running loop
         plain = aiomqtt.Client("127.0.0.1", 1, identifier="plain")
-        ours = _Client("127.0.0.1", 1, identifier="ours", connect_timeout=1.0)
+        ours = Client(
+            "127.0.0.1",
+            1,
+            identifier="ours",
+            connect_timeout=1.0,
+            probe_topic="crisis/ours/probe",
+            max_queued_incoming_messages=10,
+        )
         # paho 2.2 keeps the switch in _manual_ack; if either assertion fails, re-read aiomqtt's
         # client construction and paho's _handle_publish before moving the pins.
         assert plain._client._manual_ack is False

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from relay import config
-from relay.links.mqtt import BrokerConfig, MqttSettings, backoff_delay, parse_topic, topic_for
+from relay.links.mqtt import BrokerConfig, MqttSettings, parse_topic, topic_for
+from relay.links.mqtt_core import reconnect_delay
 
 
 def test_topic_for_and_parse_topic_agree() -> None:
@@ -90,14 +91,15 @@ def test_settings_reject_bad_values(overrides: dict[str, object]) -> None:
 def test_backoff_counts_from_the_start_of_the_failed_attempt() -> None:
     """Test that reconnect backoff grows with jitter to its cap and deducts the attempt's wait."""
     rng = random.Random(5)
+    s = MqttSettings("a", (BrokerConfig("mqtt://127.0.0.1"),), reconnect_max_s=2.0)
     for attempt, cap in ((0, 0.5), (1, 1.0), (2, 2.0), (5, 2.0)):
-        delays = [backoff_delay(attempt, 0.5, 2.0, rng) for _ in range(200)]
+        delays = [reconnect_delay(attempt, s, rng) for _ in range(200)]
         assert cap / 2 <= min(delays) and max(delays) <= cap
     # A refused connect (no wait) waits the whole delay; a hung one has waited already.
-    assert backoff_delay(3, 0.5, 2.0, random.Random(1), waited=0.5) == pytest.approx(
-        backoff_delay(3, 0.5, 2.0, random.Random(1)) - 0.5
+    assert reconnect_delay(3, s, random.Random(1), waited=0.5) == pytest.approx(
+        reconnect_delay(3, s, random.Random(1)) - 0.5
     )
-    assert backoff_delay(3, 0.5, 2.0, rng, waited=3.0) == 0.0
+    assert reconnect_delay(3, s, rng, waited=3.0) == 0.0
 
 
 _TOML = """

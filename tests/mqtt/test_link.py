@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,43 +145,34 @@ def test_link_recovers_from_broker_restart_with_persistence(mosquitto_factory: F
     run(scenario)
 
 
-async def _blackhole_detection_s(broker: Mosquitto, *, phase_s: float = 0.0) -> float:
-    rec = Recorder()
-    async with FaultProxy(upstream_port=broker.port) as proxy:
-        url = f"mqtt://127.0.0.1:{proxy.port}"
-        link = MqttLink(settings("a", url, connect_timeout_s=2.0), on_event=rec)
-        async with running(link):
-            await rec.state("up")
-            await rec.wait_for(lambda e: isinstance(e, Inbound) and e.channel == "status")
-            if phase_s:
-                await asyncio.sleep(phase_s)  # a deliberate offset against the probe schedule
-            mark = rec.mark()
-            loop = asyncio.get_running_loop()
-            began = loop.time()
-            proxy.blackhole()
-            await rec.state("down", since=mark)
-            detected = loop.time() - began
-            with pytest.raises(LinkUnavailable):
-                await link.publish("msg", b"nobody hears this")
-            mark = rec.mark()
-            proxy.restore()
-            await rec.state("up", since=mark, within=15.0)
-            await link.publish("msg", b"back")
-    return detected
-
-
-def test_blackholed_broker_is_reported_down_within_5s(
-    mosquitto: Mosquitto, record_property: Callable[[str, object], None]
+def test_blackholed_broker_is_reported_down_by_the_probe_and_recovers(
+    mosquitto: Mosquitto,
 ) -> None:
-    """Test that a silently dropping path is reported down in under 5 s and recovers."""
-    measured: list[float] = []
+    """Test that a silently dropping path is reported down by the liveness probe (not the 30 s
+    keepalive), that publishing then fails at once, and that the link recovers. How fast:
+    tests/mqtt/test_core.py on virtual time, bench/mqtt_liveness.py on loopback."""
+    rec = Recorder()
 
     async def scenario() -> None:
-        measured.append(await _blackhole_detection_s(mosquitto))
+        async with FaultProxy(upstream_port=mosquitto.port) as proxy:
+            url = f"mqtt://127.0.0.1:{proxy.port}"
+            link = MqttLink(settings("a", url, connect_timeout_s=2.0), on_event=rec)
+            async with running(link):
+                await rec.state("up")
+                await rec.wait_for(lambda e: isinstance(e, Inbound) and e.channel == "status")
+                mark = rec.mark()
+                proxy.blackhole()
+                down = await rec.state("down", since=mark)
+                assert down.reason.startswith("no probe echo for ")
+                assert link.statistics()["probe_timeouts"] == 1
+                with pytest.raises(LinkUnavailable):
+                    await link.publish("msg", b"nobody hears this")
+                mark = rec.mark()
+                proxy.restore()
+                await rec.state("up", since=mark, within=15.0)
+                await link.publish("msg", b"back")
 
     run(scenario)
-    record_property("blackhole_detection_s", measured[0])
-    assert measured[0] < 5.0
 
 
 def test_pending_publish_is_woken_when_the_link_goes_down(mosquitto: Mosquitto) -> None:
@@ -198,11 +188,9 @@ def test_pending_publish_is_woken_when_the_link_goes_down(mosquitto: Mosquitto) 
             async with running(link):
                 await rec.state("up")
                 proxy.blackhole()
-                loop = asyncio.get_running_loop()
-                began = loop.time()
+                # Woken by the link going down, not by its 30 s publish timeout ("no PUBACK").
                 with pytest.raises(LinkUnavailable, match="went down"):
                     await link.publish("msg", b"lost in the void")
-                assert loop.time() - began < 5.0
 
     run(scenario)
 
@@ -220,20 +208,17 @@ def test_failover_to_second_broker_and_failback(mosquitto_factory: Factory) -> N
             )
             async with running(link):
                 await rec.state("up", preferred)
-                loop = asyncio.get_running_loop()
-                mark, began = rec.mark(), loop.time()
+                mark = rec.mark()
                 proxy.cut()
                 await rec.state("up", second.url, since=mark)
-                failover_s = loop.time() - began
                 await link.publish("msg", b"via second")
-                mark, began = rec.mark(), loop.time()
+                mark = rec.mark()
                 proxy.restore()
                 back = await rec.state("up", preferred, since=mark)
-                failback_s = loop.time() - began
                 assert back.session_present
                 assert not [e for e in rec.events[mark:] if getattr(e, "state", "") == "down"]
+                assert link.statistics()["failbacks"] == 1
                 await link.publish("msg", b"via first again")
-                print(f"failover {failover_s:.2f} s, failback {failback_s:.2f} s")
 
     run(scenario)
 
@@ -341,20 +326,6 @@ def test_wrong_topic_is_rejected(mosquitto: Mosquitto) -> None:
             assert got == InboundRejected("wrong-topic", "crisis/no de!/msg", 1, mosquitto.url)
 
     run(scenario)
-
-
-@pytest.mark.slow
-def test_blackhole_detection_median(mosquitto: Mosquitto) -> None:
-    """Test that blackhole detection stays under 5 s over several runs and print the median."""
-    measured: list[float] = []
-
-    async def scenario() -> None:
-        for i in range(8):  # blackhole at 8 different points of the 1 s probe cycle
-            measured.append(await _blackhole_detection_s(mosquitto, phase_s=0.05 + i / 8))
-
-    run(scenario, timeout=240)
-    print(f"blackhole detection: median {statistics.median(measured):.2f} s, {measured}")
-    assert max(measured) < 5.0
 
 
 def test_bridge_carries_messages_between_brokers(mosquitto_factory: Factory) -> None:

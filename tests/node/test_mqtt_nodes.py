@@ -97,22 +97,20 @@ def test_broker_restart_loses_nothing(
         expect_exact_inboxes(c, {**before, **after})
 
 
-def test_blackholed_broker_is_detected_within_5_s(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    """Test that a silently dropped broker path is reported down within 5 s and recovers."""
+def test_blackholed_broker_is_detected_and_recovers(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Test that a silently dropped broker path is reported down (well before the keepalive
+    would notice) and recovers with nothing lost; times: bench/failover.py."""
     with ThreadedFaultProxy(upstream_port=mosquitto.port) as proxy:
         specs = three_nodes(mosquitto)
         specs[1] = NodeSpec("vr07-utrecht", ("VR07",), (f"mqtt://127.0.0.1:{proxy.port}",))
         with cluster_of(tmp_path, specs) as c:
             proxy.blackhole()
-            t0 = time.monotonic()
 
             def down() -> bool:
                 links = c.status("vr07-utrecht")["links"]
                 return any(lk["kind"] == "mqtt" and lk["state"] == "down" for lk in links)
 
-            wait_until(down, 10, "the link reported down")
-            detected = time.monotonic() - t0
-            assert detected < 5.0, f"blackhole detected after {detected:.1f} s"
+            wait_until(down, 10, "the link reported down")  # keepalive alone: 30-60 s
             sent = send_mixed(c, 10, random.Random(5))
             proxy.restore()
             c.wait_ready("vr07-utrecht", timeout=30)
