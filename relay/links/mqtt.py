@@ -679,6 +679,13 @@ class MqttLink:
                 # PUBACK behind them would make every reconnect time out (seen with 20,000).
                 if not resumed:
                     await self._subscribe(client)
+                elif not v5:
+                    # RabbitMQ 3.10 keeps QoS 0 subscriptions in transient queues that die with
+                    # the connection (or with the cluster member that held them), though the
+                    # session resumes: without this, probes and statuses stop after any
+                    # reconnect (docs/scale.md, "A clustered broker"). The cost on mosquitto:
+                    # the retained statuses come again, once per reconnect.
+                    await self._subscribe(client, qos0_only=True)
                 if self._status is not None:
                     ack = client.publish_acked(self.topic("status"), self._status, retain=True)
                     if resumed:
@@ -710,13 +717,15 @@ class MqttLink:
             # Not fatal: the link still works for reading; say so loudly.
             self._log.warning("mqtt status rejected", broker=url, code=str(code))
 
-    async def _subscribe(self, client: _Client) -> None:
+    async def _subscribe(self, client: _Client, *, qos0_only: bool = False) -> None:
         p = self._settings.topic_prefix
         # Status with QoS 0: the broker then queues no heartbeats for us while we are away (they
         # would crowd decisions out of max_queued_messages); the retained one comes on subscribe.
         channels = [(f"{p}/+/{c}", c, 1) for c in ("msg", "rcpt", "sync")]
         channels.append((f"{p}/+/status", "status", 0))
         channels.append((self.topic("probe"), "probe", 0))
+        if qos0_only:
+            channels = [c for c in channels if c[2] == 0]
         wanted: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
         if self._settings.protocol == "v5":
             wanted = [
