@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --rabbitmq: also install Debian's rabbitmq-server (3.10, MQTT plugin) for the slow clustered-
+# broker test (tests/node/test_rabbitmq_cluster.py). The package's own service is not used:
+# the test starts its own three members on free loopback ports.
+WITH_RABBITMQ=0
+for arg in "$@"; do
+    case "$arg" in
+        --rabbitmq) WITH_RABBITMQ=1 ;;
+        *) echo "dev-setup: unknown option $arg (known: --rabbitmq)" >&2; exit 2 ;;
+    esac
+done
+
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "dev-setup: Python >= 3.11 is required ($("$PYTHON" --version 2>&1) found)" >&2
@@ -51,4 +62,14 @@ if ! command -v chromedriver >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
         chromium-driver >/dev/null \
         || echo "dev-setup: chromium-driver could not be installed; the console browser test skips" >&2
+fi
+
+if [ "$WITH_RABBITMQ" -eq 1 ] && [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    echo "dev-setup: installing rabbitmq-server from the system's packages" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rabbitmq-server >/dev/null
+    # The package may start a system broker on 5672 (and epmd on 4369); the test uses its own
+    # ports, node names, cookie and epmd port and never talks to it.
 fi

@@ -40,9 +40,10 @@ from relay.drill import steps as st
 from relay.drill.events import RUNNER, Event, collect_stores, sort_events
 from relay.drill.progress import Progress
 from relay.drill.report import Verdict, write_report
-from relay.drill.scenario import NodeDef, Scenario
+from relay.drill.scenario import BrokerDef, NodeDef, Scenario
 from relay.drill.steps import Step
 from relay.envelope import Precedence
+from relay.kit.mosquitto import Bridge, make_bridge
 from relay.sim.broker import BrokerError, Mosquitto
 from relay.sim.cluster import Cluster, EmulatorError, EmulatorProcess, IssuerSpec, NodeSpec
 from relay.sim.faultthread import ThreadedFaultProxy
@@ -118,7 +119,9 @@ class Runner:
         self.failed: list[str] = []
         self.skews: dict[str, list[tuple[float, float]]] = {}
         self.brokers: dict[str, Mosquitto] = {}
-        self.proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}
+        self.proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}  # (node, broker)
+        self.bridge_proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}  # (broker, target)
+        self.by_broker = {b.name: list(b.bridge) for b in scenario.brokers}
         self.mesh: EmulatorProcess | None = None
         self.cluster = Cluster(workdir / "c")
         self.phase = "setup"
@@ -161,13 +164,7 @@ class Runner:
             raise DrillError(f"work directory {self.dir} is too deep for Unix sockets "
                              "(choose a shorter --workdir)")  # fmt: skip
         self.set_phase("setup")
-        for bdef in sc.brokers:
-            bdir = self.dir / "brokers" / bdef.name
-            bdir.mkdir(parents=True, exist_ok=True)
-            broker = Mosquitto(persistence=bdef.persistence, workdir=bdir)
-            stack.callback(broker.close)
-            broker.start()
-            self.brokers[bdef.name] = broker
+        self._start_brokers(stack)
         for n in sc.nodes:
             for b in n.mqtt:
                 proxy = ThreadedFaultProxy(upstream_port=self.brokers[b].port)
@@ -207,6 +204,58 @@ class Runner:
                 raise DrillError(f"node {n.name} did not come up: {exc}") from exc
         self.say(f"{len(sc.nodes)} nodes, {len(sc.brokers)} broker(s), "
                  f"{len(self.mesh.ports) if self.mesh else 0} radio(s) up")  # fmt: skip
+
+    def _start_brokers(self, stack: ExitStack) -> None:
+        """One mosquitto per ``[[broker]]``; a broker with ``bridge = [...]`` bridges to those
+        brokers in failover order, each path through a fault proxy of its own, with the bridge
+        the broker kit writes (relay.kit.mosquitto.make_bridge)."""
+        sc = self.sc
+        ports = {b.name: free_port() for b in sc.brokers}
+        for bdef in sc.brokers:
+            for target in bdef.bridge:
+                proxy = ThreadedFaultProxy(upstream_port=ports[target])
+                stack.callback(proxy.stop)
+                proxy.start()
+                self.bridge_proxies[(bdef.name, target)] = proxy
+        takes_bridges = {t for b in sc.brokers for t in b.bridge}
+        for bdef in _targets_first(sc.brokers):
+            bdir = self.dir / "brokers" / bdef.name
+            bdir.mkdir(parents=True, exist_ok=True)
+            bridges: tuple[Bridge, ...] = ()
+            if bdef.bridge:
+                own = [n.name for n in sc.nodes if bdef.name in n.mqtt]
+                addresses = [(LOOPBACK, self.bridge_proxies[(bdef.name, t)].port)
+                             for t in bdef.bridge]  # fmt: skip
+                bridges = (make_bridge(f"bridge-{bdef.name}", addresses, nodes=own,
+                                       relay_all=bdef.name in takes_bridges),)  # fmt: skip
+            broker = Mosquitto(port=ports[bdef.name], persistence=bdef.persistence, workdir=bdir,
+                               bridges=bridges)  # fmt: skip
+            stack.callback(broker.close)
+            for b in bridges:
+                self._prime_bridge(broker, b, bdef.bridge)
+            broker.start()
+            self.brokers[bdef.name] = broker
+
+    def _prime_bridge(self, broker: Mosquitto, bridge: Bridge, targets: tuple[str, ...]) -> None:
+        """Give the bridge its persistent session on every later address before the drill.
+
+        mosquitto's bridge subscribes when it connects, so on its first failover to a national
+        it has never been connected to, what reaches that national before the SUBSCRIBE is not
+        for it (seen: a FLASH published during the failover waited 11 s for its origin's
+        retry). Connected once, the session stays (cleansession false) and the national queues
+        for it from then on (docs/broker.md, "Topology").
+        """
+        real = broker.bridges
+        for address, target in zip(bridge.addresses[1:], targets[1:], strict=True):
+            broker.bridges = (dataclasses.replace(bridge, addresses=(address,)),)
+            broker.start()
+            try:
+                last_in = next(t for t in reversed(bridge.topics) if " in " in t or " both " in t)
+                topic, _, qos = last_in.split()
+                self.brokers[target].wait_for_log(f"{bridge.name} {qos} {topic}", timeout=20)
+            finally:
+                broker.stop()
+        broker.bridges = real
 
     def _write_drill_windows(self) -> None:
         """Every node accepts exercise traffic only for the drill's own span (docs/config.md)."""
@@ -299,6 +348,10 @@ class Runner:
             case st.Inject():
                 self.inject(step)
                 return
+            case st.BrokerPath(bridge=str(bridge)):
+                targets = [step.broker] if step.broker is not None else self.by_broker[bridge]
+                for target in targets:
+                    getattr(self.bridge_proxies[(bridge, target)], step.action)()
             case st.BrokerPath():
                 for node, broker in self._paths(step):
                     proxy = self.proxies[(node, broker)]
@@ -388,6 +441,24 @@ class Runner:
         return sort_events([*collect_stores(stores, audiences=False), *self.events])
 
 
+def _targets_first(brokers: tuple[BrokerDef, ...]) -> list[BrokerDef]:
+    """Brokers ordered so that each starts after the brokers it bridges to (they form a tree:
+    relay.drill.scenario refuses loops), so a bridge finds its first address up."""
+    by_name = {b.name: b for b in brokers}
+    order: list[BrokerDef] = []
+
+    def add(b: BrokerDef) -> None:
+        if b in order:
+            return
+        for target in b.bridge:
+            add(by_name[target])
+        order.append(b)
+
+    for b in brokers:
+        add(b)
+    return order
+
+
 def run(
     scenario: Scenario,
     *,
@@ -442,7 +513,11 @@ def _meta(
         "started": _iso(started),
         "finished": _iso(finished),
         "nodes": " · ".join(node(n) for n in sc.nodes),
-        "brokers": ", ".join(b.name for b in sc.brokers) or "none",
+        "brokers": ", ".join(
+            b.name + (f" (bridged to {' / '.join(b.bridge)})" if b.bridge else "")
+            for b in sc.brokers
+        )
+        or "none",
         "mesh": f"{sum(n.radio for n in sc.nodes)} radios, {sc.mesh.preset}, seed {sc.mesh.seed}",
         "timeline": " · ".join(f"t+{s.at:g} s {s.describe()}" for s in sc.timeline),
         "expectations": " · ".join(e.describe() for e in sc.expectations),

@@ -43,6 +43,8 @@ class ScenarioError(ValueError):
 class BrokerDef:
     name: str
     persistence: bool = True
+    # Brokers this one bridges to, in failover order (mosquitto's own bridge; docs/broker.md).
+    bridge: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +208,44 @@ class _Parser:
 
     def brokers(self, doc: dict[str, Any]) -> tuple[BrokerDef, ...]:
         out: list[BrokerDef] = []
-        for i, b in enumerate(self.array(doc, "broker")):
+        raw = self.array(doc, "broker")
+        names = {b.get("name") for b in raw}
+        for i, b in enumerate(raw):
             path = ("broker", i)
-            self.table(b, path, {"name", "persistence"})
+            self.table(b, path, {"name", "persistence", "bridge"})
             name = self.str_(b, path, "name", pattern=NAME)
             if any(o.name == name for o in out):
                 raise self.fail((*path, "name"), f"broker {name!r} is defined twice")
-            out.append(BrokerDef(name, self.bool_(b, path, "persistence", True)))
+            bridge = self.strs(b, path, "bridge")
+            for target in bridge:
+                if target == name:
+                    raise self.fail((*path, "bridge"), f"broker {name!r} cannot bridge to itself")
+                if target not in names:
+                    known = ", ".join(sorted(str(n) for n in names if n != name)) or "none"
+                    raise self.fail((*path, "bridge"), f"no [[broker]] named {target!r} ({known})")
+            out.append(BrokerDef(name, self.bool_(b, path, "persistence", True), bridge))
+        self.no_bridge_loop(out)
         return tuple(out)
+
+    def no_bridge_loop(self, brokers: list[BrokerDef]) -> None:
+        """Bridges must form a tree: on a loop of bridges a message goes round for ever
+        (mosquitto only keeps it off the one bridge it came in on)."""
+        edges = {b.name: b.bridge for b in brokers}
+        done: set[str] = set()
+
+        def visit(name: str, trail: tuple[str, ...]) -> None:
+            if name in trail:
+                loop = " -> ".join((*trail[trail.index(name) :], name))
+                i = next(k for k, b in enumerate(brokers) if b.name == trail[-1])
+                raise self.fail(("broker", i, "bridge"), f"bridges form a loop: {loop}")
+            if name in done:
+                return
+            for target in edges[name]:
+                visit(target, (*trail, name))
+            done.add(name)
+
+        for b in brokers:
+            visit(b.name, ())
 
     def nodes(self, doc: dict[str, Any], brokers: set[str]) -> tuple[NodeDef, ...]:
         out: list[NodeDef] = []
@@ -393,9 +425,13 @@ class _Parser:
             self.table(t, path, base | {"name"})
             return st.Phase(at=at, line=line, name=self.str_(t, path, "name"))
         if issubclass(cls, st.BrokerPath):
-            self.table(t, path, base | {"node", "region", "broker"})
-            if ("node" in t) == ("region" in t):
-                raise self.fail((*path, "do"), f"{do}: give exactly one of node or region")
+            self.table(t, path, base | {"node", "region", "bridge", "broker"})
+            if sum(k in t for k in ("node", "region", "bridge")) != 1:
+                one_of = "give exactly one of node, region or bridge"
+                raise self.fail((*path, "do"), f"{do}: {one_of}")
+            if "bridge" in t:
+                bridge, target = self.bridge_fault(t, path, sc)
+                return cls(at=at, line=line, bridge=bridge, broker=target)
             node = region = broker = None
             if "node" in t:
                 node = self.node(t, path, "node", node_names)
@@ -438,6 +474,23 @@ class _Parser:
             loss = self.num(t, path, "loss", None, lo=0, hi=1)
             return st.SetLoss(at=at, line=line, a=a, b=b, loss=loss)
         raise AssertionError(f"no parser for action {do!r}")
+
+    def bridge_fault(self, t: dict[str, Any], path: KeyPath, sc: Scenario
+                     ) -> tuple[str, str | None]:  # fmt: skip
+        """``bridge = "vr07"``: the paths of broker vr07's bridge (optionally to one ``broker``)."""
+        name = self.str_(t, path, "bridge")
+        brokers = {b.name: b for b in sc.brokers}
+        if name not in brokers:
+            raise self.fail((*path, "bridge"), f"no [[broker]] named {name!r}")
+        if not brokers[name].bridge:
+            raise self.fail((*path, "bridge"), f"broker {name!r} has no bridge (bridge = [...])")
+        target = None
+        if "broker" in t:
+            target = self.str_(t, path, "broker")
+            if target not in brokers[name].bridge:
+                raise self.fail((*path, "broker"), f"broker {name!r} does not bridge to "
+                                f"{target!r} ({', '.join(brokers[name].bridge)})")  # fmt: skip
+        return name, target
 
     def node(self, t: dict[str, Any], path: KeyPath, key: str, names: set[str]) -> str:
         name = self.str_(t, path, key)

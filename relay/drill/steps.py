@@ -69,17 +69,22 @@ class Inject(Step):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPath(Step):
     """The broker paths (fault proxies) of one node or of every node of a region, to one
-    broker or to all of theirs."""
+    broker or to all of theirs; or the paths of broker ``bridge``'s bridge (to ``broker``
+    only, or to every broker it bridges to)."""
 
     node: str | None = None
     region: str | None = None
+    bridge: str | None = None
     broker: str | None = None
 
     @property
     def peer(self) -> str | None:
-        return self.node or self.broker
+        return self.node or self.bridge or self.broker
 
     def describe(self) -> str:
+        if self.bridge is not None:
+            to = f" to broker {self.broker}" if self.broker is not None else ""
+            return f"{self.action} the bridge of broker {self.bridge}{to}"
         where = f"node {self.node}" if self.node is not None else f"region {self.region}"
         broker = f" to broker {self.broker}" if self.broker is not None else ""
         return f"{self.action} broker path of {where}{broker}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.kit import pki
-from relay.kit.mosquitto import CHANNELS, Bridge, BrokerConf, Limits, TlsFiles, render_acl
+from relay.kit.mosquitto import Bridge, BrokerConf, Limits, TlsFiles, make_bridge, render_acl
 from relay.kit.mosquitto import render_conf as render_conf
 
 __all__ = ["DEFAULT_PORT", "Kit", "KitError", "parse_hostport", "revoke", "write_kit"]
@@ -193,19 +193,19 @@ def write_kit(
         pki.write_cert(b_cert, pki.issue(authority, bridge_name, key, now=now))
         broker_key(b_key, key)
         # In: every node's topics from the nationals. Out: only this region's own nodes, so
-        # nothing heard from a national is ever sent back up (docs/broker.md, "Bridges").
-        topics = tuple(f"{topic_prefix}/+/{c} in 1" for c in CHANNELS) + tuple(
-            f"{topic_prefix}/{n}/{c} out 1" for n in nodes for c in CHANNELS
-        )
+        # nothing heard from a national is ever sent back up (docs/broker.md, "Topology"). A
+        # national that takes regions' bridges (--bridge-from) and bridges to the other
+        # national carries those regions' traffic too: everything both ways.
         bridges = (
-            Bridge(
-                name=bridge_name,
-                addresses=tuple(bridge_to),
-                topics=topics,
+            make_bridge(
+                bridge_name,
+                bridge_to,
+                nodes=nodes,
+                relay_all=bool(bridge_from),
+                prefix=topic_prefix,
                 ca=out / "ca.crt",
                 cert=b_cert,
                 key=b_key,
-                restart_timeout="2 30",
             ),
         )
 

@@ -17,7 +17,10 @@ __all__ = [
     "BrokerConf",
     "Limits",
     "TlsFiles",
+    "bridge_topics",
+    "make_bridge",
     "render_acl",
+    "render_bridge",
     "render_conf",
 ]
 
@@ -66,6 +69,60 @@ class Bridge:
     cert: Path | None = None
     key: Path | None = None
     restart_timeout: str = "1 5"
+    keepalive_s: int = 60
+
+
+# The bridge timing of every bridge we write (kit and drills alike): reconnect after 2 s, backing
+# off to 30 s; keepalive 15 s, so a national that went silent (a dead router, no RST) is given up
+# after about 1.5 x 15 s and the bridge moves to the next address, instead of after 90 s.
+BRIDGE_RESTART_TIMEOUT = "2 30"
+BRIDGE_KEEPALIVE_S = 15
+
+
+def bridge_topics(
+    nodes: Sequence[str], *, relay_all: bool = False, prefix: str = "crisis"
+) -> tuple[str, ...]:
+    """The topic lines of a bridge from a broker whose own nodes are ``nodes``.
+
+    In: every node's topics. Out: only the own nodes' topics, so nothing that came down is ever
+    sent back up. ``relay_all`` is for a bridge between two nationals: the regions bridged to
+    this broker publish their nodes' traffic on it too, so everything goes both ways (mosquitto's
+    ``try_private`` keeps a message from going back over the bridge it came in on).
+    """
+    if relay_all:
+        return tuple(f"{prefix}/+/{c} both 1" for c in CHANNELS)
+    # Statuses come down with QoS 0, as nodes subscribe them: a national then queues no
+    # heartbeats for an absent bridge session (e.g. the one on the national it fails over to),
+    # where they would crowd decisions out of max_queued_messages. Going up they stay QoS 1:
+    # a node's Last Will must reach the nationals even if the bridge is down when it fires.
+    return tuple(f"{prefix}/+/{c} in {0 if c == 'status' else 1}" for c in CHANNELS) + tuple(
+        f"{prefix}/{n}/{c} out 1" for n in nodes for c in CHANNELS
+    )
+
+
+def make_bridge(
+    name: str,
+    addresses: Sequence[tuple[str, int]],
+    *,
+    nodes: Sequence[str],
+    relay_all: bool = False,
+    prefix: str = "crisis",
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> Bridge:
+    """The bridge of a regional broker (or of one national to the other) to ``addresses``, in
+    failover order: what ``relay broker kit --bridge-to`` writes and what a drill runs."""
+    return Bridge(
+        name=name,
+        addresses=tuple(addresses),
+        topics=bridge_topics(nodes, relay_all=relay_all, prefix=prefix),
+        ca=ca,
+        cert=cert,
+        key=key,
+        restart_timeout=BRIDGE_RESTART_TIMEOUT,
+        keepalive_s=BRIDGE_KEEPALIVE_S,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +174,34 @@ def render_acl(
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
+
+
+def render_bridge(b: Bridge) -> list[str]:
+    """The ``connection`` stanza of one bridge (docs/broker.md, "Topology")."""
+    lines = [
+        f"connection {b.name}",
+        "addresses " + " ".join(f"{h}:{p}" for h, p in b.addresses),
+        # Connect to the first address; on failure go to the next, and keep returning to the
+        # first while on a later one.
+        "round_robin false",
+        "start_type automatic",
+        # FACTS.md: a v5 bridge of mosquitto 2.0 loses what is published towards it while
+        # it is down; v3.1.1 with a persistent session keeps it.
+        "bridge_protocol_version mqttv311",
+        "cleansession false",
+        f"remote_clientid {b.name}",
+        f"local_clientid {b.name}-local",
+        "try_private true",
+        "notifications false",
+        f"keepalive_interval {b.keepalive_s}",
+        f"restart_timeout {b.restart_timeout}",
+        *(f"topic {t}" for t in b.topics),
+    ]
+    if b.ca is not None:
+        lines += [f"bridge_cafile {b.ca}", "bridge_insecure false"]
+    if b.cert is not None and b.key is not None:
+        lines += [f"bridge_certfile {b.cert}", f"bridge_keyfile {b.key}"]
+    return lines
 
 
 def render_conf(conf: BrokerConf) -> str:
@@ -171,25 +256,6 @@ def render_conf(conf: BrokerConf) -> str:
     if conf.acl_file is not None:
         lines.append(f"acl_file {conf.acl_file}")
     for b in conf.bridges:
-        lines += [
-            f"connection {b.name}",
-            "addresses " + " ".join(f"{h}:{p}" for h, p in b.addresses),
-            "round_robin false",
-            "start_type automatic",
-            # FACTS.md: a v5 bridge of mosquitto 2.0 loses what is published towards it while
-            # it is down; v3.1.1 with a persistent session keeps it.
-            "bridge_protocol_version mqttv311",
-            "cleansession false",
-            f"remote_clientid {b.name}",
-            f"local_clientid {b.name}-local",
-            "try_private true",
-            "notifications false",
-            f"restart_timeout {b.restart_timeout}",
-            *(f"topic {t}" for t in b.topics),
-        ]
-        if b.ca is not None:
-            lines += [f"bridge_cafile {b.ca}", "bridge_insecure false"]
-        if b.cert is not None and b.key is not None:
-            lines += [f"bridge_certfile {b.cert}", f"bridge_keyfile {b.key}"]
+        lines += render_bridge(b)
     lines += list(conf.extra)
     return "\n".join(lines) + "\n"

@@ -266,14 +266,17 @@ def open_client(
     )
 
 
-async def subscribe(client: Client, s: MqttSettings) -> None:
-    """Subscribe a new session to every node's channels and our probe; raise on a refusal."""
+async def subscribe(client: Client, s: MqttSettings, *, qos0_only: bool = False) -> None:
+    """Subscribe a new session to every node's channels and our probe (``qos0_only``: only the
+    status and probe channels, see ``connect_plan``); raise on a refusal."""
     p = s.topic_prefix
     # Status with QoS 0: the broker then queues no heartbeats for us while we are away (they
     # would crowd decisions out of max_queued_messages); the retained one comes on subscribe.
     channels = [(f"{p}/+/{c}", c, 1) for c in ("msg", "rcpt", "sync")]
     channels.append((f"{p}/+/status", "status", 0))
     channels.append((topic_for(p, s.node, "probe"), "probe", 0))
+    if qos0_only:
+        channels = [c for c in channels if c[2] == 0]
     wanted: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
     if s.protocol == "v5":
         wanted = [
@@ -311,9 +314,11 @@ async def connect(
         async with asyncio.timeout(s.connect_timeout_s):
             await client.__aenter__()
             entered = True
-            plan = connect_plan(session_present=client.session_present)
+            plan = connect_plan(session_present=client.session_present, v311=s.protocol != "v5")
             if plan.subscribe:
                 await subscribe(client, s)
+            elif plan.subscribe_qos0:
+                await subscribe(client, s, qos0_only=True)
             if status is not None:
                 topic = topic_for(s.topic_prefix, s.node, "status")
                 ack = client.publish_acked(topic, status, retain=True)

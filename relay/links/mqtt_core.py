@@ -116,12 +116,23 @@ class ConnectPlan:
 
     subscribe: bool
     await_status_ack: bool
+    subscribe_qos0: bool = False  # only the QoS 0 channels (status, probe) again
 
 
-def connect_plan(*, session_present: bool) -> ConnectPlan:
+def connect_plan(*, session_present: bool, v311: bool = False) -> ConnectPlan:
     """A resumed session keeps its subscriptions, and its status PUBACK comes behind whatever
-    the broker kept for us: neither subscribe nor wait. A new session does both."""
-    return ConnectPlan(subscribe=not session_present, await_status_ack=not session_present)
+    the broker kept for us: neither subscribe nor wait. A new session does both.
+
+    Except on MQTT 3.1.1: RabbitMQ 3.10 keeps QoS 0 subscriptions in transient queues that die
+    with the connection (or with the cluster member that held them), though the session resumes;
+    without subscribing them again, probes and statuses stop after any reconnect (docs/scale.md,
+    "A clustered broker"). The cost on mosquitto: the retained statuses come again, once per
+    reconnect."""
+    return ConnectPlan(
+        subscribe=not session_present,
+        await_status_ack=not session_present,
+        subscribe_qos0=session_present and v311,
+    )
 
 
 def reconnect_delay(

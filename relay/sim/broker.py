@@ -17,8 +17,10 @@ run the blocking waits in a worker thread.
 Options: persistence (the data directory survives restarts), a TLS listener with client
 certificates and the identity as username, an ACL file (see ``NODE_ACL``), and a bridge to
 another broker (MQTT 3.1.1 with ``cleansession false``: with mosquitto 2.0 a v5 bridge loses
-messages published towards it while it is down). The config text comes from relay.kit.mosquitto,
-the code that writes the product kit; ``Mosquitto.from_kit`` runs a kit's own mosquitto.conf.
+messages published towards it while it is down), or ``bridges`` as the kit writes them
+(``relay.kit.mosquitto.make_bridge``: failover between several addresses). The config text
+comes from relay.kit.mosquitto, the code that writes the product kit; ``Mosquitto.from_kit``
+runs a kit's own mosquitto.conf.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class Mosquitto:
         tls: TlsListener | None = None,
         acl: str | None = None,
         bridge: BridgeConfig | None = None,
+        bridges: Sequence[Bridge] = (),
         max_packet_size: int | None = None,
         extra_config: Sequence[str] = (),
         executable: str | None = None,
@@ -124,6 +127,9 @@ class Mosquitto:
         self.tls = tls
         self.acl = acl
         self.bridge = bridge
+        # Bridges as the kit writes them (relay.kit.mosquitto.make_bridge), e.g. a regional
+        # broker's bridge with failover between two nationals; loopback addresses only.
+        self.bridges = tuple(bridges)
         self.max_packet_size = max_packet_size
         self.extra_config = tuple(extra_config)
         self._executable = executable
@@ -132,6 +138,9 @@ class Mosquitto:
         self._finalizer: weakref.finalize[..., Mosquitto] | None = None
         if bridge is not None:
             require_loopback(bridge.host)
+        for b in self.bridges:
+            for host, _ in b.addresses:
+                require_loopback(host)
 
     @classmethod
     def from_kit(cls, conf: Path, *, port: int, workdir: Path | None = None) -> Mosquitto:
@@ -200,6 +209,7 @@ class Mosquitto:
                     key=b.key,
                 ),
             )
+        bridges += self.bridges
         conf = BrokerConf(
             port=self.port,
             bind=self.host,

@@ -250,6 +250,16 @@ def test_a_resumed_session_is_not_subscribed_again() -> None:
     resumed, new = connect_plan(session_present=True), connect_plan(session_present=False)
     assert (resumed.subscribe, resumed.await_status_ack) == (False, False)
     assert (new.subscribe, new.await_status_ack) == (True, True)
+    assert not resumed.subscribe_qos0 and not new.subscribe_qos0
+
+
+def test_a_resumed_v311_session_subscribes_its_qos0_channels_again() -> None:
+    """Test that on MQTT 3.1.1 a resumed session subscribes the status and probe channels again
+    (RabbitMQ loses QoS 0 subscriptions with the connection) and a new one subscribes all."""
+    resumed = connect_plan(session_present=True, v311=True)
+    new = connect_plan(session_present=False, v311=True)
+    assert (resumed.subscribe, resumed.subscribe_qos0) == (False, True)
+    assert (new.subscribe, new.subscribe_qos0) == (True, False)
 
 
 def test_a_probe_that_cannot_be_queued_ends_the_session() -> None:
