@@ -131,3 +131,33 @@ class ClockEvidence:
     def confirmed(self, now: float) -> bool:
         """Whether the evidence has agreed on an offset (our corrected clock can be relied on)."""
         return self.offset(now) is not None
+
+
+class TrustedTime:
+    """Our clock as the engine uses it: the evidence of other clocks, and the first and the
+    latest time the engine was given (for the grace before the first purge, for statistics)."""
+
+    def __init__(self) -> None:
+        self.evidence = ClockEvidence()
+        self.first: float | None = None
+        self.last = 0.0
+
+    def saw(self, now: float) -> None:
+        self.last = now
+        if self.first is None:
+            self.first = now
+
+    def trusted(self, now: float) -> float:
+        """Our clock, corrected when the evidence agrees that it is wrong (time checks, expiry,
+        our receipts' issued-at); retries and timers stay on our own clock."""
+        return now + self.evidence.correction(now)
+
+    def offset(self, now: float | None = None) -> float | None:
+        """Our clock's offset by the evidence, in seconds: None until enough independent
+        sources agree."""
+        return self.evidence.offset(self.last if now is None else now)
+
+    def unconfirmed(self, now: float, grace_s: float) -> bool:
+        """Nobody has confirmed our clock yet, and we started less than ``grace_s`` ago."""
+        first = now if self.first is None else self.first
+        return not self.evidence.confirmed(now) and now - first < grace_s

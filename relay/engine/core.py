@@ -35,9 +35,11 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.engine import inputs, receipts, routing, sync
-from relay.engine.clock import WARN_S, ClockEvidence
+from relay.engine import inputs, introspect, receipts, routing, sync
+from relay.engine.clock import WARN_S, TrustedTime
 from relay.engine.config import EngineConfig as EngineConfig  # re-exported: Engine(...) takes it
+from relay.engine.delivery import MAX_REFUSAL_KEYS as MAX_REFUSAL_KEYS
+from relay.engine.delivery import Delivery, audit
 from relay.engine.healing import Healer
 from relay.engine.health import LinkHealth
 from relay.engine.model import HeldMessage
@@ -47,11 +49,9 @@ from relay.engine.model import StoredMessage as StoredMessage
 from relay.engine.ops import (
     Action,
     AuditEvent,
-    DeleteMessages,
     DeleteOutbox,
     Deliver,
     Persist,
-    PruneTombstones,
     PutInbox,
     PutMessage,
     PutReplay,
@@ -59,11 +59,11 @@ from relay.engine.ops import (
     SetCounter,
     StoreOp,
     Submitted,
-    Transmit,
 )
-from relay.engine.outbox import ANY_LINK, Entry, Outbox, backoff, new_row
+from relay.engine.outbox import ANY_LINK, Outbox, new_row
 from relay.engine.peers import PeerTable
 from relay.engine.receipts import LOCAL_LINK
+from relay.engine.retention import Retention
 from relay.engine.routing import SHOWN_KINDS
 from relay.engine.status import check_status
 from relay.envelope import (
@@ -84,7 +84,6 @@ ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engi
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
 TIME_REASONS = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
-MAX_REFUSAL_KEYS = 64  # distinct (link, what, reason) refusal counters kept; the rest: "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +131,18 @@ class Engine:
             mesh_peers=self.mesh_peers,
             peer_timeout_s=config.peer_timeout_s,
         )
-        self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.replay = ReplayGuard()
         self._msgs: dict[bytes, HeldMessage] = {}
-        self._tombstones: dict[bytes, float] = {}
         self._pending_ids: set[bytes] = set()
         self._outbox = Outbox(dropped_bound=4 * config.max_inflight_per_link * len(self.links))
         self._own_receipts: dict[bytes, bytes] = {}
         self._held: dict[int, list[Held]] = {}
-        self._evictions: list[DeleteMessages] = []
         self._tokens = itertools.count(1)
         self._seq = 0
-        self._next_gc = 0.0
-        self.clock = ClockEvidence()
-        self._first_now: float | None = None  # the first time we were called (clock_grace_s)
-        self._last_now = 0.0  # the latest time we were given (for statistics)
+        self.time = TrustedTime()
+        self.clock = self.time.evidence  # the evidence of other clocks (the daemon shows it)
         self._receipts = receipts.Intake(self.counters)
         self.rejections: Counter[str] = Counter()
-        self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
         self._own_kid = key_id(node_key.public_key().public_bytes_raw())
         self.healer = Healer(
             node=config.node,
@@ -167,6 +160,31 @@ class Engine:
             rng=random.Random(config.seed),  # noqa: S311 - jitter, not cryptography
         )
         self.sync = self.healer.state  # when to summarise (tests look at it)
+        self.delivery = Delivery(
+            config=config,
+            net=self.net,
+            outbox=self._outbox,
+            msgs=self._msgs,
+            peers=self._peers,
+            trust=trust,
+            counters=self.counters,
+            tokens=self._tokens,
+            trusted_now=self.trusted_now,
+        )
+        self.refusals = self.delivery.refusals  # "link what: reason" -> count (bounded)
+        self.retention = Retention(
+            config=config,
+            msgs=self._msgs,
+            pending=self._pending_ids,
+            own_receipts=self._own_receipts,
+            outbox=self._outbox,
+            links=self.links,
+            trust=trust,
+            time=self.time,
+            counters=self.counters,
+            tokens=self._tokens,
+        )
+        self._tombstones = self.retention.tombstones
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -176,7 +194,7 @@ class Engine:
         self._seq = snap.counters.get(SEQ_COUNTER, 0)
         for kid, (high, bits) in snap.replay.items():
             self.replay.windows[kid] = ReplayWindow.restore(high, bits)
-        self._tombstones = dict(snap.tombstones)
+        self._tombstones.update(snap.tombstones)
         trust_msgs: list[Envelope] = []
         parsed: list[tuple[Envelope, StoredMessage]] = []
         for sm in snap.messages:
@@ -201,7 +219,7 @@ class Engine:
         for msg_id, node in snap.receipts:
             if msg_id in self._msgs:
                 self._msgs[msg_id].signed.add(node)
-        self._own_receipts = dict(snap.own_receipts)
+        self._own_receipts.update(snap.own_receipts)
         for row in snap.outbox:
             if row.id in self._msgs and (row.link in self.links or row.link == ANY_LINK):
                 self._outbox.add(
@@ -261,7 +279,7 @@ class Engine:
         # the healing summaries carry it (a peer lacking the root's sequence number asks for
         # it, rosters first), and gateways bridge it from MQTT to nodes not heard there. Not
         # "submitted here" (LOCAL_LINK) either: a node going quiet soon after our start would
-        # make us bridge a roster of many frames into the mesh (_bridge_missed).
+        # make us bridge a roster of many frames into the mesh (Delivery.bridge_missed).
         targets = tuple((n, 0.0) for n, info in self.links.items() if info.kind == LinkKind.MQTT)
         return self._accept(ROSTER_FILE, verdict, now, None, targets=targets)
 
@@ -373,7 +391,7 @@ class Engine:
                 activated = True
             else:
                 actions.append(item)
-        return actions + self._pump(now) if activated else actions
+        return actions + self.delivery.pump(now) if activated else actions
 
     def link_state(
         self, link: str, reported: LinkState | LinkStateName | bool, now: float
@@ -389,32 +407,20 @@ class Engine:
         if health.reported == LinkState.DOWN and state != LinkState.DOWN:
             self.sync.link_up(link, now)  # (back) up: summarise soon (partition healing)
         if health.report(state, now):
-            self._revive(now)
-        return changed + self._pump(now)
+            self.delivery.revive(now)
+        return changed + self.delivery.pump(now)
 
     def _audit(
         self, now: float, event: str, msg_id: bytes | None, link: str | None, detail: str | None
     ) -> Persist:
         """An audit row on its own (nothing waits for it)."""
-        return Persist(next(self._tokens), (AuditEvent(now, event, msg_id, link, None, detail),))
+        return audit(self._tokens, now, event, msg_id, link, detail)
 
     def refused(
         self, link: str, msg_id: bytes, target: str, reason: str, now: float
     ) -> list[Action]:
-        """The broker or peer refused a transmission (``relay.links.LinkRefused``): audit it with
-        what was refused (``target``: a topic, a radio) and the reason, count it, and retry the
-        message after a long backoff (``refused_retry_*``). ``msg_id`` empty: not an outbox
-        message (a summary, our status), so only the audit and the count."""
-        detail = f"{target}: {reason}" if target else reason
-        key = f"{link} {detail}"
-        if key not in self.refusals and len(self.refusals) >= MAX_REFUSAL_KEYS:
-            key = f"{link} other"
-        self.refusals[key] += 1
-        self.counters["transmit_refused"] += 1
-        audit = self._audit(now, "refused", msg_id or None, link, detail)
-        if not msg_id:
-            return [audit]
-        return [audit, *self.transmitted(link, msg_id, False, now, refused=True)]
+        """The broker or peer refused a transmission (relay.engine.delivery)."""
+        return self.delivery.refused(link, msg_id, target, reason, now)
 
     def transmitted(
         self,
@@ -426,134 +432,29 @@ class Engine:
         airtime_s: float | None = None,
         refused: bool = False,
     ) -> list[Action]:
-        """A link reports the outcome of a ``Transmit`` (for MQTT: PUBACK received or not;
-        for mesh the airtime it cost, when known, goes into the audit row). ``refused``: the
-        failure was a refusal (use ``refused()``, which audits and counts it)."""
-        key = (msg_id, link)
-        out = self._outbox.get(key)
-        if out is None or not out.inflight:
-            key = (msg_id, ANY_LINK)
-            out = self._outbox.get(key)
-            if out is not None and out.via != link:
-                out = None
-        m = self._msgs.get(msg_id)
-        if out is None or m is None or not out.inflight:
-            # A late or repeated report: nothing is in flight, unless its entry was dropped.
-            return self._dropped_transmitted(link, msg_id, ok, now, airtime_s) + self._pump(now)
-        self._outbox.sent_back(out, link)
-        actions: list[Action] = []
-        if ok:
-            airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
-            actions.append(self._audit(now, "sent", msg_id, link, airtime))
-            if self._kind(link) == LinkKind.MESH:
-                m.meshed.add(link)
-        cfg = self.config
-        if not ok and refused:
-            delay = backoff(cfg.refused_retry_base_s, out.attempts, cfg.refused_retry_max_s)
-            self._outbox.wait(out, now + delay)
-        elif not ok:
-            self.counters["transmit_failed"] += 1
-            delay = backoff(cfg.fail_retry_base_s, out.attempts, cfg.fail_retry_max_s)
-            if key[1] == ANY_LINK and routing.best_link(self.net, now) not in (None, link):
-                delay = 0.0  # another link is usable: fail over now, do not wait
-            self._outbox.wait(out, now + delay)
-        elif out.awaiting_receipts and (
-            self._mesh_pending(m, now)
-            if self._serves_mesh_only(key[1], out, m)
-            else m.recipients - m.signed
-        ):
-            self.counters["transmitted"] += 1
-            flash = m.precedence == Precedence.FLASH
-            base = cfg.flash_retry_base_s if flash else cfg.retry_base_s
-            self._outbox.wait(out, now + backoff(base, out.attempts, cfg.retry_max_s))
-        else:
-            self.counters["transmitted"] += 1
-            self._outbox.remove(key)
-            actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
-        return actions + self._pump(now)
-
-    def _dropped_transmitted(
-        self, link: str, msg_id: bytes, ok: bool, now: float, airtime_s: float | None
-    ) -> list[Action]:
-        """The outcome of a send whose entry was dropped while it was in flight (``_drop_key``).
-        A mesh frame is done only when a neighbour relays it, often after the receipt it
-        brought has come back; what went on the air is audited like any other send."""
-        if not self._outbox.take_dropped(msg_id, link):
-            return []
-        if not ok:
-            return []  # nobody waits for it any more: no retry
-        self.counters["transmitted"] += 1
-        if (m := self._msgs.get(msg_id)) is not None and self._kind(link) == LinkKind.MESH:
-            m.meshed.add(link)
-        airtime = None if airtime_s is None else f"airtime_s={airtime_s:.3f}"
-        return [self._audit(now, "sent", msg_id, link, airtime)]
+        """A link reports the outcome of a ``Transmit`` (relay.engine.delivery)."""
+        return self.delivery.transmitted(
+            link, msg_id, ok, now, airtime_s=airtime_s, refused=refused
+        )
 
     def timer(self, now: float) -> list[Action]:
         self._saw_time(now)
         actions: list[Action] = []
         if any([h.tick(now) for h in self.health.values()]):
-            self._revive(now)
-        if now >= self._next_gc:
-            self._next_gc = now + self.config.gc_interval_s
-            actions += self._collect(now)
-        actions += self._bridge_missed(now)
+            self.delivery.revive(now)
+        actions += self.retention.timer(now)
+        actions += self.delivery.bridge_missed(now)
         actions += self.healer.due(
             now,
             [n for n in self.links if self._usable(n, now)],
             seq=self._seq,
             mqtt_peers=self.mqtt_peers,
         )
-        return actions + self._pump(now)
-
-    def _bridge_missed(self, now: float) -> list[Action]:
-        """A node has just gone quiet on MQTT: what came by MQTT shortly before may never have
-        reached it (a decision sent in the first seconds of a cut is published to a broker that
-        can no longer reach the node). A gateway bridges those it has no receipt of from that
-        node into its meshes, taking its turn as for fresh messages."""
-        mqtt = [n for n, info in self.links.items() if info.kind == LinkKind.MQTT]
-        meshes = [n for n, info in self.links.items() if info.kind == LinkKind.MESH]
-        roster = self.trust.roster
-        if not mqtt or not meshes or roster is None:
-            return []
-        if not any(self.health[n].usable(now) for n in mqtt):
-            # Without MQTT ourselves we hear nobody there: that says nothing about the others.
-            self._peers.all_quiet()
-            return []
-        newly = self._peers.newly_quiet(now, self.config.peer_timeout_s)
-        if not newly:
-            return []
-        since = min(self.mqtt_peers[n] for n in newly) - self.config.peer_timeout_s
-        ops: list[StoreOp] = []
-        for msg_id, m in self._msgs.items():
-            if (
-                m.received_at < since
-                or m.kind == Kind.ACK
-                or not (m.origin or m.via_kind == LinkKind.MQTT)
-                or m.expires_at + self.trust.skew_s < self.trusted_now(now)
-            ):
-                continue
-            d = m.decision
-            missed = routing.missed_by(self.net, d, roster, m.signed, newly)
-            if not missed:
-                continue
-            turn = routing.bridge_turn(self.net, d, now)
-            for link in meshes:
-                if (msg_id, link) in self._outbox or link in m.meshed:
-                    continue
-                at = now + turn * self.config.bridge_slot_s
-                at += self._rng.uniform(0.0, self.config.trickle_s)
-                self._outbox.add(
-                    msg_id, link, attempts=0, at=at, awaiting=False
-                ).suppressible = True
-                ops.append(new_row(msg_id, link, at=at, awaiting=False))
-                ops.append(AuditEvent(now, "bridge", msg_id, link, None,
-                                      "missed by " + ",".join(sorted(missed))))  # fmt: skip
-                self.counters["bridged_missed"] += 1
-        return [Persist(next(self._tokens), tuple(ops))] if ops else []
+        return actions + self.delivery.pump(now)
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
-        deadline = min(self._next_gc, self.sync.next_deadline())
+        deadline = min(self.retention.next_gc, self.sync.next_deadline())
         for h in self.health.values():
             change = h.next_change_at()
             if change is not None:
@@ -602,7 +503,7 @@ class Engine:
             span = "..".join(datetime.fromtimestamp(t, UTC).isoformat() for t in window)
             why = Rejection(Reason.DRILL_WINDOW, f"exercise traffic outside the window {span}")
             return self._reject(link, why, ticket, now, env.id)
-        if not self._make_room(d.precedence):
+        if not self.retention.make_room(d.precedence):
             why = Rejection(Reason.STORE_FULL, "store is full of unexpired FLASH messages")
             return self._reject(link, why, ticket, now, env.id)
         return self._accept(link, verdict, now, ticket)
@@ -633,7 +534,7 @@ class Engine:
                 self._outbox.add(rid, link, attempts=0, at=now, awaiting=False)
                 row = new_row(rid, link, at=now, awaiting=False)
                 actions.append(Persist(next(self._tokens), (row,)))
-            actions += self._pump(now)
+            actions += self.delivery.pump(now)
         return actions
 
     def _accept(
@@ -694,11 +595,12 @@ class Engine:
             if origin:
                 m.signed.add(self.config.node)
         if targets is None:
-            targets = tuple(self._targets(d.precedence, d, origin=origin, now=now, arrived=link))
+            targets = tuple(
+                self.delivery.targets(d.precedence, d, origin=origin, now=now, arrived=link)
+            )
         awaiting = bool(origin and m.recipients - m.signed)
         ops += [new_row(env.id, n, at=now + delay, awaiting=awaiting) for n, delay in targets]
-        ops += self._evictions
-        self._evictions.clear()
+        ops += self.retention.take_evictions()
         held.append(_Activate(env.id, m, targets, awaiting))
         if ticket is not None:
             held.append(Submitted(ticket, env.id))
@@ -730,7 +632,7 @@ class Engine:
         )  # fmt: skip
         self._own_receipts[env.id] = made.id
         self._pending_ids.add(made.id)
-        targets = tuple(self._targets(d.precedence, None, origin=True, now=now))
+        targets = tuple(self.delivery.targets(d.precedence, None, origin=True, now=now))
         if self._kind(arrived) == LinkKind.MQTT:
             # Reply on the link that has just carried the decision: it works. Not "every link"
             # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
@@ -752,98 +654,6 @@ class Engine:
     def _usable(self, link: str, now: float) -> bool:
         return self.health[link].usable(now)
 
-    def _targets(
-        self, precedence: Precedence, d: Decision | None, *, origin: bool, now: float,
-        arrived: str | None = None,
-    ) -> list[tuple[str, float]]:  # fmt: skip
-        """Outbox entries for a new message (relay.engine.routing.targets)."""
-        net, cfg = self.net, self.config
-
-        def bridge_delay() -> float:
-            assert d is not None
-            turn = routing.bridge_turn(net, d, now)
-            return turn * cfg.bridge_slot_s + self._rng.uniform(0.0, cfg.trickle_s)
-
-        return routing.targets(
-            net, precedence, d, origin=origin, arrived=arrived, now=now,
-            mesh_first=lambda: routing.mesh_targets(
-                net, d, self.trust.roster, now, peer_grace_s=cfg.peer_grace_s
-            ),
-            mesh_is_needed=lambda: d is not None and routing.mesh_needed(
-                net, d, self.trust.roster, now, arrived_by=self._arrived_by
-            ),
-            bridge_delay=bridge_delay,
-        )  # fmt: skip
-
-    def _arrived_by(self, msg_id: bytes) -> LinkKind | None:
-        m = self._msgs.get(msg_id)
-        return None if m is None else m.via_kind
-
-    def _mesh_pending(self, m: HeldMessage, now: float) -> set[str]:
-        """Recipients of our own message that have not signed and that only the mesh reaches."""
-        return routing.mesh_pending(self.net, m.recipients - m.signed, now)
-
-    def _serves_mesh_only(self, link: str, out: Entry, m: HeldMessage) -> bool:
-        """Is this the mesh entry of an own decision (``mesh_targets``, or FLASH's copy for
-        every link)? It is retried (and, below FLASH, first sent) only while a recipient that
-        only the mesh reaches has not signed: nodes healthy on MQTT cost no airtime."""
-        return (
-            link != ANY_LINK
-            and m.origin
-            and out.awaiting_receipts
-            and not out.answer
-            and m.kind in SHOWN_KINDS
-            and self._kind(link) == LinkKind.MESH
-        )
-
-    def _revive(self, now: float) -> None:
-        """A link changed state. Entries parked for want of a link go back on the heap; an entry
-        that has not been carried yet (or whose last try failed) becomes due at once, so it fails
-        over (or back) without waiting out its backoff."""
-        for out in self._outbox.entries():
-            if out.inflight:
-                continue
-            fresh = not out.awaiting_receipts or out.attempts == 0
-            if out.link != ANY_LINK and not self._usable(out.link, now):
-                continue
-            at = min(out.next_at, now) if fresh else out.next_at
-            self._outbox.wait(out, at)
-
-    def _pump(self, now: float) -> list[Action]:
-        actions: list[Action] = []
-        inflight = self._outbox.inflight
-        deferred: list[Entry] = []
-        for out in self._outbox.pop_due(now):
-            msg_id, link = out.key
-            # A mesh link with its own entry for this message (_mesh_targets) carries it there.
-            skip = {n for n in self.links if (msg_id, n) in self._outbox}
-            via = routing.best_link(self.net, now, skip) if link == ANY_LINK else link
-            if via is None or not self._usable(via, now):
-                continue  # parked; a link state change (_revive) makes it due again
-            m = self._msgs.get(msg_id)
-            if m is None or m.expires_at + self.trust.skew_s < self.trusted_now(now):
-                self._outbox.remove((msg_id, link))
-                continue
-            if (
-                (out.attempts or m.precedence != Precedence.FLASH)  # FLASH: every link at once
-                and self._serves_mesh_only(link, out, m)
-                and not self._mesh_pending(m, now)
-            ):
-                self._outbox.remove((msg_id, link))  # all heard on MQTT meanwhile (or signed)
-                actions.append(Persist(next(self._tokens), (DeleteOutbox(msg_id, link),)))
-                continue
-            if inflight[via] >= self.config.max_inflight_per_link:
-                deferred.append(out)
-                continue
-            if out.attempts and out.awaiting_receipts:
-                self.counters["retries"] += 1
-            self._outbox.send(out, via)  # back in transmitted() (or dropped)
-            channel = Channel.RCPT if m.kind == Kind.ACK else Channel.MSG
-            actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
-        for out in deferred:
-            self._outbox.wait(out, out.next_at)
-        return actions
-
     # ------------------------------------------------------------------ healing (docs/failover.md)
 
     def _sync_in(self, link: str, raw: bytes, now: float) -> list[Action]:
@@ -857,79 +667,20 @@ class Engine:
         )
         if isinstance(verdict, Rejection):
             return self._reject(link, verdict, None, now, None)
-        return self._pump(now) if verdict else []
-
-    # ------------------------------------------------------------------ bounds and expiry
-
-    def _make_room(self, incoming: Precedence) -> bool:
-        """Keep the store within max_messages. Evict receipts first (a lost receipt costs a
-        retry and a fresh receipt; a lost decision may be lost for good), then the least urgent,
-        oldest messages; unexpired FLASH is never evicted, and when only FLASH is left a non-FLASH
-        newcomer is refused (its sender keeps it and retries). Evicted ids stay known as
-        tombstones until they expire, so a later copy is still a duplicate, never a second
-        delivery."""
-        excess = len(self._msgs) + len(self._pending_ids) + 1 - self.config.max_messages
-        if excess <= 0:
-            return True
-        candidates = sorted(
-            (m.kind != Kind.ACK, -int(m.precedence), m.received_at, msg_id)
-            for msg_id, m in self._msgs.items()
-            if m.precedence != Precedence.FLASH
-        )[:excess]
-        if len(candidates) < excess:
-            # Only FLASH left: a FLASH newcomer still gets in (FLASH is bounded by its issuers).
-            return incoming == Precedence.FLASH
-        ids = tuple(c[3] for c in candidates)
-        for msg_id in ids:
-            m = self._msgs.pop(msg_id)
-            self._tombstones[msg_id] = m.expires_at + self.trust.skew_s
-            self._own_receipts.pop(msg_id, None)
-            for key in self._outbox.keys_of(msg_id, self.links):
-                self._outbox.drop(key)
-        self.counters["evicted"] += len(ids)
-        self._evictions.append(DeleteMessages(ids, tombstone=True))
-        return True
-
-    def _collect(self, now: float) -> list[Action]:
-        first = now if self._first_now is None else self._first_now
-        if not self.clock.confirmed(now) and now - first < self.config.clock_grace_s:
-            self.counters["collect_deferred"] += 1
-            return []  # nobody has confirmed our clock yet: do not purge on its word alone
-        now = self.trusted_now(now)  # expiry and tombstones are in the messages' time
-        horizon = now - self.trust.skew_s
-        expired = tuple(i for i, m in self._msgs.items() if m.expires_at < horizon)
-        ops: list[StoreOp] = []
-        if expired:
-            for msg_id in expired:
-                del self._msgs[msg_id]
-                self._own_receipts.pop(msg_id, None)
-                for key in self._outbox.keys_of(msg_id, self.links):
-                    self._outbox.drop(key)
-            ops.append(DeleteMessages(expired, tombstone=False))
-            self.counters["expired"] += len(expired)
-        stale = [i for i, t in self._tombstones.items() if t < now]
-        for msg_id in stale:
-            del self._tombstones[msg_id]
-        if stale:
-            ops.append(PruneTombstones(now))
-        return [Persist(next(self._tokens), tuple(ops))] if ops else []
+        return self.delivery.pump(now) if verdict else []
 
     # ------------------------------------------------------------------ introspection
 
     def clock_offset(self, now: float | None = None) -> float | None:
-        """Our clock's offset by the evidence of other clocks (relay.engine.clock), in seconds:
-        None until enough independent sources agree."""
-        return self.clock.offset(self._last_now if now is None else now)
+        """Our clock's offset by the evidence of other clocks (relay.engine.clock)."""
+        return self.time.offset(now)
 
     def _saw_time(self, now: float) -> None:
-        self._last_now = now
-        if self._first_now is None:
-            self._first_now = now
+        self.time.saw(now)
 
     def trusted_now(self, now: float) -> float:
-        """Our clock, corrected when the evidence agrees that it is wrong (time checks, expiry,
-        our receipts' issued-at); retries and timers stay on our own clock."""
-        return now + self.clock.correction(now)
+        """Our clock, corrected when the evidence agrees that it is wrong (relay.engine.clock)."""
+        return self.time.trusted(now)
 
     def observe_clock(self, source: str, their_time: float, now: float) -> None:
         """A peer's verified status said its clock read ``their_time`` (roster nodes only)."""
@@ -958,31 +709,14 @@ class Engine:
         return verdict
 
     def statistics(self) -> dict[str, object]:
-        offset = self.clock_offset()
-        return {
-            "messages": len(self._msgs),
-            "outbox": len(self._outbox),
-            "inflight": sum(self._outbox.inflight.values()),
-            "counters": dict(self.counters),
-            "rejections": dict(self.rejections),
-            "refusals": dict(self.refusals),
-            "clock_offset_s": offset,
-            "clock_warning": offset is not None and abs(offset) > CLOCK_WARN_S,
-            "clock_corrected_s": self.clock.correction(self._last_now),
-            "clock_sources": len(self.clock.sources(self._last_now)),
-            "roster_serial": self.trust.roster.serial if self.trust.roster else None,
-        }
+        return introspect.statistics(
+            msgs=len(self._msgs), outbox=self._outbox, counters=self.counters,
+            rejections=self.rejections, refusals=self.refusals, time=self.time,
+            roster=self.trust.roster,
+        )  # fmt: skip
 
     def link_health(self, now: float) -> dict[str, dict[str, object]]:
-        return {
-            name: {
-                "reported": h.reported,
-                "effective": h.effective(now),
-                "changed_at": h.changed_at,
-                "hold_s": h.current_hold_s,
-            }
-            for name, h in self.health.items()
-        }
+        return introspect.link_health(self.health, now)
 
     def outbox_depths(self) -> Mapping[str, int]:
         return self._outbox.depths()
@@ -991,21 +725,8 @@ class Engine:
         return self._outbox.waiting_for_any_link()
 
     def outbox_of(self, msg_id: bytes) -> list[dict[str, object]]:
-        """The live outbox entries of one message: link ("*" = the best link at the time),
-        attempts so far (failed ones included), next try, in flight and on which link. The
-        store's outbox rows keep the attempts of when they were written (0); these are current."""
-        return [
-            {
-                "link": out.link,
-                "attempts": out.attempts,
-                "next_at": out.next_at,
-                "inflight": out.inflight,
-                "via": out.via,
-                "awaiting_receipts": out.awaiting_receipts,
-            }
-            for out in self._outbox.of(msg_id, self.links)
-        ]
+        """The live outbox entries of one message (relay.engine.introspect.outbox_of)."""
+        return introspect.outbox_of(self._outbox, msg_id, self.links)
 
     def recipients_of(self, msg_id: bytes) -> tuple[frozenset[str], set[str]] | None:
-        m = self._msgs.get(msg_id)
-        return None if m is None else (m.recipients, set(m.signed))
+        return introspect.recipients_of(self._msgs, msg_id)
