@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
+
+from relay.envelope import Reason, Rejection
 
 MIN_SOURCES: Final = 3
 AGREE_S: Final = 300.0
@@ -40,6 +43,10 @@ KEEP_PER_SOURCE: Final = 8  # bounds kept per source (the freshest of them count
 MAX_SOURCES: Final = 64  # sources kept; the one heard longest ago makes room
 FRESH_S: Final = 3600.0  # observations older than this (by our clock) no longer count
 RECOMPUTE_S: Final = 10.0  # the estimate is recomputed at most this often without news
+# Rejections a wrong clock causes: checked again when the evidence has just corrected it.
+TIME_REASONS: Final = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -161,3 +168,15 @@ class TrustedTime:
         """Nobody has confirmed our clock yet, and we started less than ``grace_s`` ago."""
         first = now if self.first is None else self.first
         return not self.evidence.confirmed(now) and now - first < grace_s
+
+    def check(self, now: float, check: Callable[[float, bool], T | Rejection]) -> T | Rejection:
+        """``check(at, first)`` on the trusted time. The first call may note the signer's clock as
+        evidence; when that changed the trusted time and the check failed on time, it is run
+        again on the corrected time (``first`` False)."""
+        before = self.trusted(now)
+        verdict = check(before, True)
+        if isinstance(verdict, Rejection) and verdict.reason in TIME_REASONS:
+            after = self.trusted(now)
+            if after != before:
+                verdict = check(after, False)
+        return verdict

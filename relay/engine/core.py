@@ -35,13 +35,14 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay.engine import inputs, introspect, receipts, routing, sync
+from relay.engine import held, inputs, introspect, receipts, routing, sync
 from relay.engine.clock import WARN_S, TrustedTime
 from relay.engine.config import EngineConfig as EngineConfig  # re-exported: Engine(...) takes it
 from relay.engine.delivery import MAX_REFUSAL_KEYS as MAX_REFUSAL_KEYS
 from relay.engine.delivery import Delivery, audit
 from relay.engine.healing import Healer
 from relay.engine.health import LinkHealth
+from relay.engine.hearing import Hearing
 from relay.engine.model import HeldMessage
 from relay.engine.model import LinkInfo as LinkInfo  # re-exported: Engine(...) takes it
 from relay.engine.model import Snapshot as Snapshot
@@ -53,37 +54,33 @@ from relay.engine.ops import (
     Deliver,
     Persist,
     PutInbox,
-    PutMessage,
     PutReplay,
     Rejected,
     SetCounter,
     StoreOp,
     Submitted,
 )
-from relay.engine.outbox import ANY_LINK, Outbox, new_row
+from relay.engine.outbox import Outbox, new_row
 from relay.engine.peers import PeerTable
 from relay.engine.receipts import LOCAL_LINK
 from relay.engine.retention import Retention
 from relay.engine.routing import SHOWN_KINDS
-from relay.engine.status import check_status
 from relay.envelope import (
     PAYLOAD_VERSION,
     Decision,
     Envelope,
     Kind,
-    Precedence,
     Reason,
     Rejection,
     key_id,
     open_envelope,
 )
-from relay.trust import Accepted, ReplayGuard, ReplayWindow, Role, TrustState, revoked_kids
+from relay.trust import Accepted, ReplayGuard, Role, TrustState, revoked_kids
 from relay.vocab import Channel, LinkKind, LinkState, LinkStateName
 
 ROSTER_FILE = "roster-file"  # "arrived by": the roster file read at start (Engine.roster_file)
 SEQ_COUNTER = "own_seq"
 CLOCK_WARN_S = WARN_S
-TIME_REASONS = frozenset({Reason.EXPIRED, Reason.NOT_YET_VALID, Reason.SIGNER_NOT_VALID})
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +168,17 @@ class Engine:
             tokens=self._tokens,
             trusted_now=self.trusted_now,
         )
+        self.hearing = Hearing(
+            config=config,
+            trust=trust,
+            peers=self._peers,
+            net=self.net,
+            links=self.links,
+            sync=self.sync,
+            time=self.time,
+            counters=self.counters,
+            rejections=self.rejections,
+        )
         self.refusals = self.delivery.refusals  # "link what: reason" -> count (bounded)
         self.retention = Retention(
             config=config,
@@ -192,43 +200,10 @@ class Engine:
 
     def _restore(self, snap: Snapshot) -> None:
         self._seq = snap.counters.get(SEQ_COUNTER, 0)
-        for kid, (high, bits) in snap.replay.items():
-            self.replay.windows[kid] = ReplayWindow.restore(high, bits)
-        self._tombstones.update(snap.tombstones)
-        trust_msgs: list[Envelope] = []
-        parsed: list[tuple[Envelope, StoredMessage]] = []
-        for sm in snap.messages:
-            env = open_envelope(sm.raw, max_bytes=1 << 20)
-            if isinstance(env, Rejection):  # stored by us after verification: a bug or corruption
-                raise ValueError(f"stored message cannot be parsed: {env.detail}")
-            parsed.append((env, sm))
-            if env.decision.kind in (Kind.ROSTER, Kind.REVOCATION):
-                trust_msgs.append(env)
-        for env in sorted(trust_msgs, key=lambda e: e.decision.seq):
-            verdict = self.trust.check(env, env.decision.issued_at)
-            if isinstance(verdict, Accepted):
-                self.trust.apply(verdict)
-        for env, sm in parsed:
-            d = env.decision
-            m = HeldMessage(
-                sm.raw, d, sm.received_at, sm.origin, self._kind(sm.received_via), kid=env.kid
-            )
-            if sm.origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
-                m.recipients = frozenset(self.trust.roster.recipients(d.audience))
-            self._msgs[env.id] = m
-        for msg_id, node in snap.receipts:
-            if msg_id in self._msgs:
-                self._msgs[msg_id].signed.add(node)
-        self._own_receipts.update(snap.own_receipts)
-        for row in snap.outbox:
-            if row.id in self._msgs and (row.link in self.links or row.link == ANY_LINK):
-                self._outbox.add(
-                    row.id,
-                    row.link,
-                    attempts=row.attempts,
-                    at=row.next_at,
-                    awaiting=row.awaiting_receipts,
-                )
+        held.restore(
+            snap, trust=self.trust, replay=self.replay, net=self.net, msgs=self._msgs,
+            tombstones=self._tombstones, own_receipts=self._own_receipts, outbox=self._outbox,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ inputs
 
@@ -303,72 +278,12 @@ class Engine:
         return self._ingest(link, raw, now, channel=channel, ticket=None)
 
     def peer_heard(self, link: str, node: str, now: float, *, gateway: bool | None = None) -> None:
-        """A node was heard on a link (any message or status it published). ``gateway``: its
-        status says whether it has a usable mesh link besides MQTT (None: not stated).
-
-        Only nodes on the roster become peers (a topic name is no proof of anything), and the
-        table holds at most ``max_peers``: a new one evicts the least recently heard."""
-        if not self._peers.admit(node, self.trust.roster):
-            return
-        self.peers[node] = now
-        if self._kind(link) == LinkKind.MQTT:
-            before = self._peers.heard_on_mqtt(node, now, gateway=gateway)
-            back = before < now - self.config.peer_timeout_s  # new, or back from a partition
-            if back and link in self.links and node != self.config.node:
-                self.sync.peer_returned(link, node, now)
+        """A node was heard on a link (relay.engine.hearing)."""
+        self.hearing.peer_heard(link, node, now, gateway=gateway)
 
     def status_received(self, link: str, peer: str, raw: bytes, now: float) -> list[Action]:
-        """A status published on ``peer``'s status topic (relay.engine.status): verified, then
-        the peer is heard (gateway or not); a forged, unsigned or stale one is rejected."""
-        self.counters["statuses"] += 1
-        self._saw_time(now)
-
-        def observe(signer: str, issued_at: int) -> None:
-            # A verified status is a reading of its signer's clock when it was sent, a point of
-            # evidence about ours (relay.engine.clock); noted before the time checks, which
-            # would otherwise reject every status while our own clock is far off.
-            if signer == peer:
-                self.observe_clock(signer, float(issued_at), now)
-
-        before = self.trusted_now(now)
-        heard = check_status(
-            self.trust,
-            peer,
-            raw,
-            before,
-            last_issued=self._peers.status_issued.get(peer, {}),
-            max_bytes=self.config.max_inbound_bytes,
-            observe=observe,
-        )
-        if isinstance(heard, Rejection) and heard.reason in TIME_REASONS:
-            after = self.trusted_now(now)
-            if after != before:
-                heard = check_status(
-                    self.trust,
-                    peer,
-                    raw,
-                    after,
-                    last_issued=self._peers.status_issued.get(peer, {}),
-                    max_bytes=self.config.max_inbound_bytes,
-                )
-        if isinstance(heard, Rejection):
-            # Counted and logged, not audited: a broker can hold thousands of retained statuses
-            # and hands them all over on every connect.
-            self.counters["statuses_rejected"] += 1
-            self.rejections[str(heard.reason)] += 1
-            return [Rejected(link, heard.reason, f"status: {heard.detail}", None)]
-        if not self._peers.admit(
-            peer, self.trust.roster
-        ):  # checked by the trust rules already; kept for the bound
-            return []
-        self._peers.status_issued.setdefault(peer, {})[str(heard.fields["state"])] = heard.issued_at
-        self.peer_statuses[peer] = {**heard.fields, "heard_at": now}
-        if heard.online:
-            gateway = heard.fields.get("gateway")
-            self.peer_heard(link, peer, now, gateway=gateway if isinstance(gateway, bool) else None)
-        else:
-            self.peers.setdefault(peer, now)  # keeps the status table inside the same bound
-        return []
+        """A status published on ``peer``'s status topic (relay.engine.hearing)."""
+        return self.hearing.status_received(link, peer, raw, now)
 
     def rejected_by_link(self, link: str, reason: Reason, detail: str, now: float) -> list[Action]:
         """A link refused input before it reached the engine (e.g. oversized): count it too."""
@@ -514,27 +429,17 @@ class Engine:
         if ticket is not None:
             actions.append(Submitted(ticket, env.id, duplicate=True))
         if self._kind(link) == LinkKind.MESH:
-            # Heard on this mesh: another gateway (or the origin) has put it there already.
-            # Only this mesh: a gateway with radios in two meshes still owes the other one.
-            if (heard := self._msgs.get(env.id)) is not None:
-                heard.meshed.add(link)
-            out = self._outbox.get((env.id, link))
-            if out is not None and out.suppressible and not out.inflight and not out.attempts:
-                self._outbox.remove((env.id, link))
-                self.counters["bridge_suppressed"] += 1
+            cancelled = self.delivery.heard_on_mesh(link, env.id)
+            if cancelled is not None:
                 actions.append(Persist(next(self._tokens), (DeleteOutbox(env.id, link),)))
-                self.healer.drop_answers(out.answer)  # another node answers that summary
+                self.healer.drop_answers(cancelled.answer)  # another node answers that summary
         # The sender is retrying, so our receipt may have been lost: send it again, back the way
         # the copy came (a FLASH retry heard on MQTT is no reason to spend airtime on a mesh).
         # Not while a healing round runs on the link: that copy answers someone else's summary.
         rid = self._own_receipts.get(env.id)
         healing = self.sync.healing(link, now)
         if rid is not None and rid in self._msgs and link in self.links and not healing:
-            if (rid, link) not in self._outbox and (rid, ANY_LINK) not in self._outbox:
-                self._outbox.add(rid, link, attempts=0, at=now, awaiting=False)
-                row = new_row(rid, link, at=now, awaiting=False)
-                actions.append(Persist(next(self._tokens), (row,)))
-            actions += self.delivery.pump(now)
+            actions += self.delivery.resend(rid, link, now)
         return actions
 
     def _accept(
@@ -555,43 +460,26 @@ class Engine:
         if verdict.role == Role.NODE and self._kind(link) == LinkKind.MESH:
             self.mesh_peers[verdict.signer] = now  # bounded: roster nodes only
         ops: list[StoreOp] = [
-            PutMessage(
-                id=env.id,
-                raw=env.raw,
-                kid=env.kid,
-                signer=verdict.signer,
-                seq=d.seq,
-                kind=int(d.kind),
-                precedence=int(d.precedence),
-                exercise=d.exercise,
-                audience=str(d.audience),
-                issued_at=d.issued_at,
-                expires_at=d.expires_at,
-                received_at=now,
-                received_via=link,
-                origin=origin,
-            ),
+            held.row(verdict, now, link=link, origin=origin),
             PutReplay(env.kid, window.high, window.to_bytes()),
             AuditEvent(now, "accepted", env.id, link, verdict.signer, d.kind.name.lower()),
         ]
-        held: list[Held] = []
-        m = HeldMessage(env.raw, d, now, origin, self._kind(link), kid=env.kid)
-        if origin and d.kind in SHOWN_KINDS and self.trust.roster is not None:
-            m.recipients = frozenset(self.trust.roster.recipients(d.audience))
+        later: list[Held] = []
+        m = held.hold(env, d, now, origin=origin, via=self._kind(link), roster=self.trust.roster)
         if d.kind in (Kind.ROSTER, Kind.REVOCATION):
             self.trust.apply(verdict)
             if d.kind == Kind.REVOCATION:
                 kids = ",".join(k.hex() for k in revoked_kids(d))
                 ops.append(AuditEvent(now, "revoked", env.id, link, None, kids))
         if d.kind == Kind.ACK:
-            held += self._receipt_in(verdict, link, now, ops)
+            later += self._receipt_in(verdict, link, now, ops)
         if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
             ops.append(PutInbox(env.id, now))
             shown = d.precedence.name.lower() + (" exercise" if d.exercise else "")
             ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, shown))
-            held.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
+            later.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
             self.counters["delivered"] += 1
-            held.append(self._sign_receipt(env, d, now, ops, arrived=link))
+            later.append(self._sign_receipt(env, d, now, ops, arrived=link))
             if origin:
                 m.signed.add(self.config.node)
         if targets is None:
@@ -601,11 +489,11 @@ class Engine:
         awaiting = bool(origin and m.recipients - m.signed)
         ops += [new_row(env.id, n, at=now + delay, awaiting=awaiting) for n, delay in targets]
         ops += self.retention.take_evictions()
-        held.append(_Activate(env.id, m, targets, awaiting))
+        later.append(_Activate(env.id, m, targets, awaiting))
         if ticket is not None:
-            held.append(Submitted(ticket, env.id))
+            later.append(Submitted(ticket, env.id))
         token = next(self._tokens)
-        self._held[token] = held
+        self._held[token] = later
         return [Persist(token, tuple(ops))]
 
     def _receipt_in(
@@ -632,16 +520,7 @@ class Engine:
         )  # fmt: skip
         self._own_receipts[env.id] = made.id
         self._pending_ids.add(made.id)
-        targets = tuple(self.delivery.targets(d.precedence, None, origin=True, now=now))
-        if self._kind(arrived) == LinkKind.MQTT:
-            # Reply on the link that has just carried the decision: it works. Not "every link"
-            # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
-            # best usable link": right after an outage MQTT is held down for a while, and every
-            # receipt for the backlog it delivers would go into the mesh. Should MQTT die before
-            # the receipt is out, the sender's retry makes us send it again the way it came.
-            targets = ((arrived, 0.0),)
-        elif d.precedence == Precedence.FLASH and arrived == LOCAL_LINK:
-            targets = ((ANY_LINK, 0.0),) if self.links else ()  # our own: one link is enough
+        targets = self.delivery.receipt_targets(d.precedence, arrived=arrived, now=now)
         ops += [SetCounter(SEQ_COUNTER, self._seq), *made.ops]
         ops += [new_row(made.id, name, at=now, awaiting=False) for name, _ in targets]
         return _Activate(made.id, made.msg, targets, False)
@@ -684,29 +563,24 @@ class Engine:
 
     def observe_clock(self, source: str, their_time: float, now: float) -> None:
         """A peer's verified status said its clock read ``their_time`` (roster nodes only)."""
-        self._saw_time(now)
-        if source != self.config.node and (roster := self.trust.roster) is not None:
-            entry = roster.by_name(source)
-            if entry is not None and entry.role == Role.NODE:
-                self.clock.observe_point(source, their_time, now)
+        self.hearing.observe_clock(source, their_time, now)
 
     def _check(self, env: Envelope, now: float) -> Accepted | Rejection:
         """The trust rules on the trusted time; the signer's clock is noted as evidence first
         (when that evidence changes the trusted time, a time rejection is checked again)."""
         self._saw_time(now)
-        before = self.trusted_now(now)
         own = self._own_kid == env.kid
 
         def observe(signer: str, issued_at: int) -> None:
             if not own:
                 self.clock.observe_bound(signer, issued_at, now)
 
-        verdict = self.trust.check(env, before, self.replay, observe=observe)
-        if isinstance(verdict, Rejection) and verdict.reason in TIME_REASONS:
-            after = self.trusted_now(now)
-            if after != before:
-                verdict = self.trust.check(env, after, self.replay)
-        return verdict
+        return self.time.check(
+            now,
+            lambda at, first: self.trust.check(
+                env, at, self.replay, observe=observe if first else None
+            ),
+        )
 
     def statistics(self) -> dict[str, object]:
         return introspect.statistics(

@@ -20,6 +20,7 @@ from relay.engine.model import HeldMessage
 from relay.engine.ops import Action, AuditEvent, DeleteOutbox, Persist, StoreOp, Transmit
 from relay.engine.outbox import ANY_LINK, Entry, Outbox, backoff, new_row
 from relay.engine.peers import PeerTable
+from relay.engine.receipts import LOCAL_LINK
 from relay.engine.routing import SHOWN_KINDS
 from relay.envelope import Decision, Kind, Precedence
 from relay.trust import TrustState
@@ -92,6 +93,21 @@ class Delivery:
             ),
             bridge_delay=bridge_delay,
         )  # fmt: skip
+
+    def receipt_targets(
+        self, precedence: Precedence, *, arrived: str, now: float
+    ) -> tuple[tuple[str, float], ...]:
+        """Outbox entries for our receipt of a decision that ``arrived`` by that link."""
+        if self.net.kind(arrived) == LinkKind.MQTT:
+            # Reply on the link that has just carried the decision: it works. Not "every link"
+            # for FLASH (with MQTT healthy no receipt should cost mesh airtime), and not "the
+            # best usable link": right after an outage MQTT is held down for a while, and every
+            # receipt for the backlog it delivers would go into the mesh. Should MQTT die before
+            # the receipt is out, the sender's retry makes us send it again the way it came.
+            return ((arrived, 0.0),)
+        if precedence == Precedence.FLASH and arrived == LOCAL_LINK:
+            return ((ANY_LINK, 0.0),) if self.net.links else ()  # our own: one link is enough
+        return tuple(self.targets(precedence, None, origin=True, now=now))
 
     def _arrived_by(self, msg_id: bytes) -> LinkKind | None:
         m = self._msgs.get(msg_id)
@@ -168,6 +184,28 @@ class Delivery:
         for out in deferred:
             self.outbox.wait(out, out.next_at)
         return actions
+
+    def heard_on_mesh(self, link: str, msg_id: bytes) -> Entry | None:
+        """A copy was heard on this mesh: another gateway (or the origin) has put it there
+        already. Only this mesh: a gateway with radios in two meshes still owes the other one.
+        Our bridged copy not sent yet is cancelled and returned (its row is the caller's)."""
+        if (heard := self._msgs.get(msg_id)) is not None:
+            heard.meshed.add(link)
+        out = self.outbox.get((msg_id, link))
+        if out is None or not out.suppressible or out.inflight or out.attempts:
+            return None
+        self.outbox.remove((msg_id, link))
+        self.counters["bridge_suppressed"] += 1
+        return out
+
+    def resend(self, msg_id: bytes, link: str, now: float) -> list[Action]:
+        """Send one of ours (a receipt) again on ``link``, unless it is owed there already."""
+        actions: list[Action] = []
+        if (msg_id, link) not in self.outbox and (msg_id, ANY_LINK) not in self.outbox:
+            self.outbox.add(msg_id, link, attempts=0, at=now, awaiting=False)
+            row = new_row(msg_id, link, at=now, awaiting=False)
+            actions.append(Persist(next(self._tokens), (row,)))
+        return actions + self.pump(now)
 
     # ------------------------------------------------------------------ outcomes
 
