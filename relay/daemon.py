@@ -23,23 +23,21 @@ Shape (one pump, as aioquic's asyncio shell):
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import math
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay import api
+from relay import api, api_node
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
-from relay.api_console import CONSOLE_OPS, console_op
-from relay.backoff import equal_jitter, exponential
+from relay.api_node import LinkView as LinkView  # re-exported: tests and tools use it
+from relay.backoff import equal_jitter
 from relay.config import Config
 from relay.engine.core import CLOCK_WARN_S, SEQ_COUNTER, Engine, EngineConfig, LinkInfo
 from relay.engine.inputs import (
@@ -48,7 +46,6 @@ from relay.engine.inputs import (
     LinkRejected,
     Persisted,
     Received,
-    Refused,
     StatusHeard,
     Submit,
     Transmitted,
@@ -61,21 +58,20 @@ from relay.engine.ops import (
     Persist,
     Rejected,
     SendSummary,
-    SetCounter,
-    StoreOp,
     Submitted,
     Transmit,
 )
 from relay.engine.status import seal_status
-from relay.envelope import Precedence, Reason, Rejection, open_envelope
+from relay.envelope import Precedence
 from relay.errors import CannotStart
-from relay.keys import KeyError_, SequenceCounter, load_private, load_public
-from relay.links import LinkDriver, LinkRefused, LinkUnavailable
+from relay.housekeeping import Housekeeping
+from relay.keys import SequenceCounter, load_private, load_public
+from relay.links import LinkDriver
 from relay.notify import Notifier
-from relay.render import as_json
 from relay.rosterfile import load_trust
 from relay.senders import SenderQueues, run_sender
-from relay.store import Store, StoreError, StoreFull
+from relay.store import Store, StoreError
+from relay.storewriter import StoreWriter
 from relay.vocab import Channel, LinkKind, LinkState
 
 log = structlog.get_logger("relay")
@@ -84,28 +80,6 @@ INPUT_QUEUE = 10_000
 SENDERS_PER_LINK = 8
 LINK_RESTART_MIN_S = 1.0  # backoff after a link crashed, doubling up to the maximum
 LINK_RESTART_MAX_S = 60.0
-STATUS_INTERVAL_S = 5.0  # status heartbeat: peers count us cut off after 15 s of silence
-PRUNE_INTERVAL_S = 300.0
-# The node's own signing counter is leased ahead in its file (docs/store.md): one durable write
-# per this many receipts, and a restart skips at most this many numbers (well inside a peer's
-# 1024-number replay window).
-SEQ_LEASE = 100
-MAX_INBOX_LIMIT = 100_000  # `inbox` answers at most this many messages
-MAX_SQLITE_INT = 2**63 - 1
-STORE_RETRY_S = 1.0  # while the disk is full: how often the store writer tries again
-STORE_FAULT_LOG_S = 60.0  # and how often it says so again in the log
-STATUS_REFUSED_MIN_S = 60.0  # after a broker refused our status: pause it, doubling up to 15 min
-STATUS_REFUSED_MAX_S = 900.0
-
-
-@dataclass
-class LinkView:
-    """What the daemon knows about a link's health, for `relay status`."""
-
-    kind: str
-    state: str = "down"
-    since: float = field(default_factory=time.time)  # the daemon passes its own clock's time
-    detail: str = ""
 
 
 class Node:
@@ -116,9 +90,6 @@ class Node:
         self._inputs: asyncio.Queue[EngineInput] = asyncio.Queue(INPUT_QUEUE)
         self._internal: deque[EngineInput] = deque()
         self._wake = asyncio.Event()
-        # Engine batches, and inbound acknowledgements to send once what precedes them commits.
-        self._store_batches: deque[Persist | Callable[[], None]] = deque()
-        self._store_wake = asyncio.Event()
         self._send_queues = SenderQueues(logger=self.log)  # per link, bounded (relay.senders)
         self._tickets: dict[int, asyncio.Future[Submitted]] = {}
         self._next_ticket = 0
@@ -127,11 +98,8 @@ class Node:
         self.links: dict[str, LinkDriver] = {}
         self.views: dict[str, LinkView] = {}
         self.overload_drops = 0
-        self.acks_released = 0
         self.link_crashes: dict[str, int] = {}
         self.link_changes: dict[str, int] = {}
-        # Per link: (refusals in a row, time before which we do not publish our status again).
-        self._status_refused: dict[str, tuple[int, float]] = {}
         self._clock_warned = False
         self.ready = asyncio.Event()
         self.notifier = Notifier()
@@ -140,11 +108,15 @@ class Node:
         self._key: Ed25519PrivateKey
         self.store: Store
         self.sequence = SequenceCounter.at(config.sequence_file)
-        self._seq_lease = 0  # the node's counter file says at least this
-        # Set while the store cannot be written (disk full): {"reason", "detail", "since"}.
-        self.store_fault: dict[str, Any] | None = None
-        self.store_refused = 0  # submissions refused because of it
-        self._last_fault_log = 0.0
+        # Engine batches, and inbound acknowledgements to send once what precedes them commits.
+        self.writer = StoreWriter(
+            sequence=self.sequence,
+            clock=clock,
+            log=self.log,
+            stop=self._stop,
+            persisted=self._persisted,
+        )
+        self.store_refused = 0  # submissions refused while the store cannot be written
         self.api_stats = api.ApiStats()
         self._roster_raw = b""
 
@@ -157,6 +129,23 @@ class Node:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def store_fault(self) -> dict[str, Any] | None:
+        """Set while the store cannot be written (disk full): {"reason", "detail", "since"}."""
+        return self.writer.fault
+
+    @property
+    def acks_released(self) -> int:
+        return self.writer.acks_released
+
+    @property
+    def send_queues(self) -> SenderQueues:
+        return self._send_queues
+
+    @property
+    def input_queue_size(self) -> int:
+        return self._inputs.qsize()
 
     async def run(self) -> None:
         cfg = self.config
@@ -171,10 +160,11 @@ class Node:
             self.store = await Store.open(cfg.store)
         except StoreError as exc:
             raise CannotStart(str(exc)) from exc
+        self.writer.store = self.store
         try:
             snapshot = await self.store.snapshot()
             snapshot.own_receipts = await self.store.own_receipts(cfg.node)
-            snapshot.counters[SEQ_COUNTER] = await self._lease_sequence(
+            snapshot.counters[SEQ_COUNTER] = await self.writer.lease_sequence(
                 snapshot.counters.get(SEQ_COUNTER, 0)
             )
             self._build_links()
@@ -211,40 +201,6 @@ class Node:
             await self.store.close()
             self.log.info("stopped")
 
-    async def _lease_sequence(self, stored: int) -> int:
-        """Where the node's own signing counter starts: above every number it may have used.
-
-        The store's counter can be behind (a store lost, emptied or restored from a backup); the
-        counter file beside it is not, because the store writer extends its lease before it
-        commits a higher number (``_store_writer``). Returns the counter's current value.
-        """
-        path = self.sequence.path
-        try:
-            held = self.sequence.last()
-        except KeyError_ as exc:
-            raise CannotStart(str(exc)) from exc
-        except OSError as exc:
-            raise CannotStart(f"{path}: cannot read the node's signing counter: {exc}") from exc
-        start = max(stored, held)
-        if self.store.was_empty:
-            self.log.warning(
-                "store_was_empty",
-                store=str(self.store.path),
-                own_seq=start,
-                hint="the store file had 0 bytes and starts empty; restore it from a backup "
-                "if it held messages (the signing counter continues from its own file)",
-            )
-        if held > stored:
-            self.log.warning("own_seq_from_counter_file", file=str(path), stored=stored, held=held)
-        try:
-            self._seq_lease = await asyncio.to_thread(self.sequence.reserve, start + SEQ_LEASE - 1)
-        except OSError as exc:
-            raise CannotStart(
-                f"{path}: cannot write the node's signing counter ({exc.strerror or exc}): "
-                f"fix the permissions of {path.parent} or free space (set node.sequence to move it)"
-            ) from exc
-        return start
-
     def _build_links(self) -> None:
         if self.config.mqtt is not None:
             from relay.links.mqtt_driver import MqttDriver
@@ -276,11 +232,11 @@ class Node:
             ) from exc
         serving = api.serve(path, self._api, api_ready, sock=sock, stats=self.api_stats)
         async with asyncio.TaskGroup() as tg:
-            writer = tg.create_task(self._store_writer(), name="store-writer")
+            writer = tg.create_task(self.writer.run(), name="store-writer")
             workers = [
                 tg.create_task(self._engine_loop(), name="engine"),
                 tg.create_task(serving, name="api"),
-                tg.create_task(self._housekeeping(), name="housekeeping"),
+                tg.create_task(self._housekeeping().run(), name="housekeeping"),
             ]
             if self.config.metrics_listen is not None:
                 from relay import metrics
@@ -307,8 +263,7 @@ class Node:
             self.notifier.stopping()
             for task in workers:
                 task.cancel()
-            self._store_batches.append(Persist(-1, ()))  # sentinel: flush and finish
-            self._store_wake.set()
+            self.writer.finish()
             await writer
 
     async def _supervise_link(self, name: str, driver: LinkDriver) -> None:
@@ -422,8 +377,7 @@ class Node:
                 if isinstance(event, Received) and event.ack is not None:
                     # Behind the Persist the engine has just asked for (if any), and behind
                     # the batch of an earlier copy still being committed (a duplicate).
-                    self._store_batches.append(event.ack)
-                    self._store_wake.set()
+                    self.writer.put(event.ack)
             self._note_clock()
             await asyncio.sleep(0)
 
@@ -460,8 +414,7 @@ class Node:
         for action in actions:
             match action:
                 case Persist():
-                    self._store_batches.append(action)
-                    self._store_wake.set()
+                    self.writer.put(action)
                 case Transmit():
                     if not self._send_queues.put(action):
                         # Not sent: it stays in the outbox, and is tried again after a backoff.
@@ -496,96 +449,10 @@ class Node:
                     if fut is not None and not fut.done():
                         fut.set_result(action)
 
-    # ------------------------------------------------------------------ store writer
-
-    async def _store_writer(self) -> None:
-        """Group commit: one transaction for everything queued, then release the tokens and
-        send the inbound acknowledgements that waited for it.
-
-        While the disk is full the batches stay here, nothing of them is released, and the
-        writer tries again every ``STORE_RETRY_S`` with whatever has queued up meanwhile.
-        Acknowledgements wait with them: the broker keeps those messages meanwhile.
-        """
-        batches: list[Persist] = []
-        acks: list[Callable[[], None]] = []
-        finished = False
-        while True:
-            if not self._store_batches and not batches:
-                self._store_wake.clear()
-                await self._store_wake.wait()
-            while self._store_batches:
-                batch = self._store_batches.popleft()
-                if not isinstance(batch, Persist):
-                    acks.append(batch)
-                elif batch.token == -1:
-                    finished = True
-                else:
-                    batches.append(batch)
-            if batches:
-                try:
-                    await self._commit(batches)
-                except StoreFull as exc:
-                    self._set_store_fault(exc)
-                    if finished:  # stopping: nothing of these was acknowledged or released
-                        self.log.error("stopped_with_unstored", batches=len(batches))
-                        return
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(STORE_RETRY_S):
-                            await self._stop.wait()
-                    continue
-                for b in batches:
-                    self._internal.append(Persisted(b.token))
-                batches = []
-                self._clear_store_fault()
-                self._wake.set()
-            # Everything queued before these acks is committed now (this transaction or an
-            # earlier one: the queue is first in, first out).
-            for ack in acks:
-                ack()
-            self.acks_released += len(acks)
-            acks = []
-            if finished:
-                return
-
-    async def _commit(self, batches: list[Persist]) -> None:
-        ops: list[tuple[StoreOp, ...]] = [b.ops for b in batches]
-        top = max(
-            (
-                op.value
-                for b in batches
-                for op in b.ops
-                if isinstance(op, SetCounter) and op.name == SEQ_COUNTER
-            ),
-            default=0,
-        )
-        if top > self._seq_lease:
-            # The counter file must be ahead of the store before a higher number is committed
-            # (and so before any message signed with it goes out).
-            try:
-                self._seq_lease = await asyncio.to_thread(
-                    self.sequence.reserve, top + SEQ_LEASE - 1
-                )
-            except OSError as exc:
-                raise StoreFull(f"{self.sequence.path}: cannot extend the counter: {exc}") from exc
-        await self.store.apply(ops)
-
-    def _set_store_fault(self, exc: StoreError) -> None:
-        now = self.clock()
-        fault = self.store_fault
-        if fault is None:
-            self.store_fault = {"reason": str(Reason.DISK_FULL), "detail": str(exc), "since": now}
-            self._last_fault_log = now
-            self.log.error("store_full", error=str(exc), hint="submissions are refused until "
-                           "there is space; stored messages are still served")  # fmt: skip
-        elif now - self._last_fault_log >= STORE_FAULT_LOG_S:
-            self._last_fault_log = now
-            self.log.error("store_still_full", error=str(exc), since=fault["since"])
-
-    def _clear_store_fault(self) -> None:
-        if self.store_fault is not None:
-            since = self.store_fault["since"]
-            self.store_fault = None
-            self.log.warning("store_writable_again", full_for_s=round(self.clock() - since, 1))
+    def _persisted(self, tokens: list[int]) -> None:
+        """The store writer has committed these engine batches (relay.storewriter)."""
+        self._internal.extend(Persisted(t) for t in tokens)
+        self._wake.set()
 
     # ------------------------------------------------------------------ link senders
 
@@ -598,65 +465,26 @@ class Node:
         self._internal.append(event)
         self._wake.set()
 
-    async def _publish_status(self, name: str, driver: LinkDriver, status: dict[str, Any]) -> None:
-        """Publish our status on one link. Broken: the next heartbeat tries again. Refused (an
-        ACL that does not let us write our status topic): audit, count, warn, and pause the
-        status on that link with a doubling backoff; the link carries everything else."""
-        now = self.clock()
-        refused, until = self._status_refused.get(name, (0, 0.0))
-        if now < until:
-            return
-        try:
-            await driver.publish_status(status)
-        except LinkUnavailable as exc:
-            self.log.debug("status_publish_failed", link=name, error=str(exc))
-            return
-        except LinkRefused as exc:
-            refused += 1
-            pause = exponential(refused - 1, base=STATUS_REFUSED_MIN_S, cap=STATUS_REFUSED_MAX_S)
-            self._status_refused[name] = (refused, self.clock() + pause)
-            self.log.warning(
-                "status_refused",
-                link=name,
-                target=exc.target,
-                reason=exc.reason,
-                retry_in_s=pause,
-                error=str(exc),
-            )
-            self._internal.append(Refused(name, b"", exc.target, exc.reason))
-            self._wake.set()
-            return
-        self._status_refused.pop(name, None)
+    def _housekeeping(self) -> Housekeeping:
+        """Our status heartbeat and the audit log's pruning (relay.housekeeping)."""
+        return Housekeeping(
+            regions=self.config.regions,
+            links=self.links,
+            views=self.views,
+            clock=self.clock,
+            log=self.log,
+            clock_warning=lambda: bool(self.engine.statistics()["clock_warning"]),
+            prune=self.store.prune_audit,
+            report=self._report,
+        )
 
-    # ------------------------------------------------------------------ housekeeping
+    # ------------------------------------------------------------------ API (relay.api_node)
 
-    async def _housekeeping(self) -> None:
-        """Publish our status (peers use it to tell who is reachable) and prune the audit log."""
-        last_prune = self.clock()
-        while True:
-            stats = self.engine.statistics()
-            status = {
-                "state": "online",
-                "time": self.clock(),
-                "regions": sorted(self.config.regions),
-                "links": {n: v.state for n, v in self.views.items()},
-                # A gateway: MQTT and a usable mesh link. Other gateways use this to take turns
-                # bridging into the mesh (EngineConfig.bridge_slot_s).
-                "gateway": "mqtt" in {v.kind for v in self.views.values()}
-                and any(v.kind == "mesh" and v.state != "down" for v in self.views.values()),
-                "clock_warning": bool(stats["clock_warning"]),
-            }
-            for name, driver in self.links.items():
-                await self._publish_status(name, driver, status)
-            if self.clock() - last_prune > PRUNE_INTERVAL_S:
-                last_prune = self.clock()
-                try:
-                    await self.store.prune_audit()
-                except StoreFull as exc:
-                    self.log.error("audit_prune_failed", error=str(exc))
-            await asyncio.sleep(STATUS_INTERVAL_S)
+    async def _api(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await api_node.handle(self, req)
 
-    # ------------------------------------------------------------------ operator API
+    async def status(self) -> dict[str, Any]:
+        return await api_node.status(self)
 
     async def submit(self, raw: bytes) -> Submitted:
         self._next_ticket += 1
@@ -670,148 +498,7 @@ class Node:
     def record_audit(self, event: AuditEvent) -> None:
         """Queue one audit row for the store writer (nothing waits for it)."""
         self._audit_tokens -= 1
-        self._store_batches.append(Persist(self._audit_tokens, (event,)))
-        self._store_wake.set()
-
-    async def _api(self, req: dict[str, Any]) -> dict[str, Any]:
-        op = req.get("op")
-        if op in CONSOLE_OPS:
-            return await console_op(self, req)
-        try:
-            match op:
-                case "submit":
-                    raw = base64.b64decode(api.text(req, "raw"), validate=True)
-                    if (fault := self.store_fault) is not None:
-                        self.store_refused += 1
-                        self.log.warning("submit_refused", reason=fault["reason"])
-                        return {
-                            "ok": False,
-                            "error": f"refused: {fault['reason']}: the store cannot be written "
-                            f"({fault['detail']}); stored messages are still served",
-                            "reason": fault["reason"],
-                        }
-                    result = await self.submit(raw)
-                    if result.reason is not None:
-                        return {
-                            "ok": False,
-                            "error": f"rejected: {result.reason}: {result.detail}",
-                            "reason": str(result.reason),
-                        }
-                    assert result.id is not None
-                    return {"ok": True, "id": result.id.hex(), "duplicate": result.duplicate}
-                case "inbox":
-                    limit = api.integer(req, "limit", default=1000, lo=1, hi=MAX_INBOX_LIMIT)
-                    return {"ok": True, "messages": await self._inbox(limit)}
-                case "status":
-                    return {"ok": True, **await self.status()}
-                case "message":
-                    return await self._message(api.text(req, "id", max_len=64))
-                case "audit":
-                    since = api.integer(req, "since", default=0, lo=0, hi=MAX_SQLITE_INT)
-                    events = await self.store.audit(since)
-                    return {"ok": True, "node": self.config.node, "events": events}
-        except (ValueError, TypeError) as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
-        return {"ok": False, "error": f"unknown op {op!r}"}
-
-    async def _inbox(self, limit: int) -> list[dict[str, Any]]:
-        out = []
-        for row in await self.store.inbox(limit):
-            env = open_envelope(row["raw"], max_bytes=1 << 20)
-            if isinstance(env, Rejection):  # stored only after verification: corruption
-                raise AssertionError(f"stored message {row['id'].hex()} no longer parses")
-            item = as_json(env.decision, row["signer"], env.id)
-            item.update(received_via=row["via"], received_at=row["received_at"], verdict="valid")
-            out.append(item)
-        return out
-
-    async def _message(self, ident: str) -> dict[str, Any]:
-        ids = await self.store.find_ids(ident.lower())
-        if len(ids) != 1:
-            return {"ok": False, "error": f"{len(ids)} messages match id {ident!r}"}
-        info = await self.store.message(ids[0])
-        assert info is not None
-        env = open_envelope(info.pop("raw"), max_bytes=1 << 20)
-        assert not isinstance(env, Rejection)
-        expected = self.engine.recipients_of(env.id)
-        recipients = sorted(expected[0]) if expected else []
-        signed = {r["node"]: r for r in info["receipts"]}
-        matrix = [
-            {"node": n, "signed": n in signed, **({k: v for k, v in signed[n].items()
-                                                    if k != "node"} if n in signed else {})}
-            for n in sorted(set(recipients) | set(signed))
-        ]  # fmt: skip
-        # Attempts per link: the sends the audit log records (they survive restarts and the
-        # outbox row's deletion), and the live outbox entries with their current attempt counts
-        # (failed transmissions included), in place of the store rows written with 0.
-        sends = await self.store.sends(env.id)
-        live = self.engine.outbox_of(env.id)
-        attempts = [
-            {"link": name, "sent": n, "last_sent_at": at} for name, (n, at) in sorted(sends.items())
-        ]
-        return {
-            "ok": True,
-            "message": {
-                **as_json(env.decision, info["signer"], env.id),
-                **{k: v for k, v in info.items() if k not in ("receipts", "outbox")},
-                "outbox": live,
-                "attempts": attempts,
-                "recipients": recipients,
-                "delivery": matrix,
-            },
-        }
-
-    async def status(self) -> dict[str, Any]:
-        stats = self.engine.statistics()
-        depths = self.engine.outbox_depths()
-        health = self.engine.link_health(self.clock())
-        links = [
-            {
-                "name": name,
-                "kind": view.kind,
-                "state": view.state,
-                "since": view.since,
-                "routing": health[name]["effective"],
-                "routing_since": health[name]["changed_at"],
-                "detail": view.detail,
-                "outbox": depths.get(name, 0),
-                **self._send_queues.statistics(name),
-                **self.links[name].describe(),
-            }
-            for name, view in self.views.items()
-        ]
-        return {
-            "node": self.config.node,
-            "regions": sorted(self.config.regions),
-            "links": links,
-            "engine": stats,
-            "rejections": stats["rejections"],
-            "refusals": stats["refusals"],
-            "clock_warning": stats["clock_warning"],
-            "store": await self.store.stats(),
-            "store_fault": self.store_fault,
-            "store_refused": self.store_refused,
-            "api": self.api_stats.as_dict(),
-            "input_queue": self._inputs.qsize(),
-            "overload_drops": self.overload_drops,
-            "acks_released": self.acks_released,
-            "link_crashes": self.link_crashes,
-            "link_changes": self.link_changes,
-            "store_bytes": sum(
-                p.stat().st_size
-                for p in (
-                    self.config.store,
-                    self.config.store.with_name(self.config.store.name + "-wal"),
-                )
-                if p.exists()
-            ),
-            "peers": self.peers,
-            "engine_peers": dict(self.engine.peers),
-            "gateway_peers": dict(self.engine.gateway_peers),
-            "bridge_slot_s": round(self.engine.config.bridge_slot_s, 3),  # from the mesh preset
-            "mesh_peers": dict(self.engine.mesh_peers),  # nodes heard signing on a mesh link
-            "time": self.clock(),
-        }
+        self.writer.put(Persist(self._audit_tokens, (event,)))
 
 
 CLOCK_SKEW_ENV = "RELAY_CLOCK_SKEW_S"
