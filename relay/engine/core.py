@@ -338,15 +338,9 @@ class Engine:
         return self.delivery.refused(link, msg_id, target, reason, now)
 
     def transmitted(
-        self,
-        link: str,
-        msg_id: bytes,
-        ok: bool,
-        now: float,
-        *,
-        airtime_s: float | None = None,
-        refused: bool = False,
-    ) -> list[Action]:
+        self, link: str, msg_id: bytes, ok: bool, now: float, *,
+        airtime_s: float | None = None, refused: bool = False,
+    ) -> list[Action]:  # fmt: skip
         """A link reports the outcome of a ``Transmit`` (relay.engine.delivery)."""
         return self.delivery.transmitted(
             link, msg_id, ok, now, airtime_s=airtime_s, refused=refused
