@@ -4,9 +4,13 @@ Inputs are method calls with the current time, or ``handle(event, now)`` with on
 relay.engine.inputs; outputs are lists of actions (relay.engine.ops). Nothing here reads a clock,
 touches a socket or a file, so hours of retries and expiry run in milliseconds in tests.
 
-This module is the pipeline and the delegation; the parts live beside it: the outbox
-(relay.engine.outbox), the routing policy (relay.engine.routing), receipts (relay.engine.receipts),
-partition healing (relay.engine.healing) and the peer table (relay.engine.peers).
+This module is the pipeline and the delegation; the parts live beside it, each an object with
+the tables it needs handed in: the outbox's scheduling, outcomes and bridging
+(relay.engine.delivery, over relay.engine.outbox and the policy in relay.engine.routing), bounds
+and expiry (relay.engine.retention), held messages and restore (relay.engine.held), receipts
+(relay.engine.receipts), partition healing (relay.engine.healing), peers and their statuses
+(relay.engine.hearing, relay.engine.peers), our clock (relay.engine.clock) and what the engine
+shows about itself (relay.engine.introspect).
 
 Ordering guarantee (invariant 1): every action that shows, acknowledges or forwards a message is
 held back until the ``Persist`` that stores it has been reported durable through ``persisted``.

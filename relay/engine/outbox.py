@@ -5,7 +5,7 @@ link at the time of sending", chosen by relay.engine.routing). An entry is in on
 
 * ``WAITING``: due at ``next_at`` (it is in the due index, and only then);
 * ``PARKED``: it came due while no link could carry it; a link state change makes it waiting
-  again (``Engine._revive``);
+  again (``Delivery.revive``);
 * ``IN_FLIGHT``: handed to a link (``via``), whose outcome is still to come. In-flight sends are
   counted per link, bounded by ``max_inflight_per_link``.
 

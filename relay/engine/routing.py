@@ -129,7 +129,7 @@ def mesh_targets(
     own decision by MQTT alone, and nobody bridges it to its region's radio-only posts.
     Right after MQTT came up the peers' statuses may not all be in: the entry then waits
     until ``peer_grace_s`` after that, and is dropped if every such node has been heard on
-    MQTT meanwhile (``Engine._pump``)."""
+    MQTT meanwhile (``Delivery.pump``)."""
     meshes = net.of_kind(LinkKind.MESH)
     has_mqtt = bool(net.of_kind(LinkKind.MQTT))
     if d is None or d.kind not in SHOWN_KINDS or roster is None or not meshes or not has_mqtt:
