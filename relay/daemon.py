@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay import api
+from relay import api, pq
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.api_console import CONSOLE_OPS, console_op
 from relay.backoff import equal_jitter, exponential
@@ -66,8 +66,9 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
+from relay.engine.pq import PqConfig
 from relay.engine.status import seal_status
-from relay.envelope import Precedence, Reason, Rejection, open_envelope
+from relay.envelope import Envelope, Precedence, Reason, Rejection, open_envelope
 from relay.errors import CannotStart
 from relay.keys import KeyError_, SequenceCounter, load_private, load_public
 from relay.links import LinkDriver, LinkRefused, LinkUnavailable
@@ -185,6 +186,7 @@ class Node:
                     max_messages=cfg.max_messages,
                     max_inbound_bytes=cfg.max_inbound_bytes,
                     drill_window=cfg.drill_window,
+                    pq=PqConfig(policy=pq.Policy(cfg.pq)),
                     # Gateways' bridging turns cover one full frame at the slowest mesh's preset.
                     bridge_slot_s=max(
                         (bridge_slot_s(PRESETS[r.preset]) for r in cfg.radios),
@@ -722,8 +724,23 @@ class Node:
                 raise AssertionError(f"stored message {row['id'].hex()} no longer parses")
             item = as_json(env.decision, row["signer"], env.id)
             item.update(received_via=row["via"], received_at=row["received_at"], verdict="valid")
+            item.update(self._pq_fields(env))
             out.append(item)
         return out
+
+    def _pq_fields(self, env: Envelope) -> dict[str, Any]:
+        """The decision's quantum-safe signature (relay.engine.pq): with ``[trust] pq =
+        "require"`` a PQ-enabled issuer's decision is not "valid" until its attestation came."""
+        hook = self.engine.pq
+        state = hook.state(self.engine, env.id, env.kid, env.decision.kind)
+        fields: dict[str, Any] = {
+            "pq": str(state),
+            "pq_label": pq.label(state, "nl"),
+            "pq_label_en": pq.label(state, "en"),
+        }
+        if not hook.verified(state):
+            fields["verdict"] = "pq-pending"
+        return fields
 
     async def _message(self, ident: str) -> dict[str, Any]:
         ids = await self.store.find_ids(ident.lower())
@@ -754,6 +771,8 @@ class Node:
             "message": {
                 **as_json(env.decision, info["signer"], env.id),
                 **{k: v for k, v in info.items() if k not in ("receipts", "outbox")},
+                **self._pq_fields(env),
+                "pq_attestation": await self.store.attestation_of(env.id),
                 "outbox": live,
                 "attempts": attempts,
                 "recipients": recipients,

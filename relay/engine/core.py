@@ -63,6 +63,7 @@ from relay.engine.ops import (
 )
 from relay.engine.outbox import ANY_LINK, Entry, Outbox, backoff, new_row
 from relay.engine.peers import PeerTable
+from relay.engine.pq import PqHook
 from relay.engine.receipts import LOCAL_LINK
 from relay.engine.routing import SHOWN_KINDS
 from relay.engine.status import check_status
@@ -167,6 +168,7 @@ class Engine:
             rng=random.Random(config.seed),  # noqa: S311 - jitter, not cryptography
         )
         self.sync = self.healer.state  # when to summarise (tests look at it)
+        self.pq = PqHook(config.pq)  # post-quantum attestations (relay.engine.pq)
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -211,6 +213,7 @@ class Engine:
                     at=row.next_at,
                     awaiting=row.awaiting_receipts,
                 )
+        self.pq.restore(self, snap.attestations)
 
     # ------------------------------------------------------------------ inputs
 
@@ -503,6 +506,7 @@ class Engine:
             seq=self._seq,
             mqtt_peers=self.mqtt_peers,
         )
+        actions += self.pq.timer(self, now)
         return actions + self._pump(now)
 
     def _bridge_missed(self, now: float) -> list[Action]:
@@ -553,7 +557,7 @@ class Engine:
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
-        deadline = min(self._next_gc, self.sync.next_deadline())
+        deadline = min(self._next_gc, self.sync.next_deadline(), self.pq.next_deadline())
         for h in self.health.values():
             change = h.next_change_at()
             if change is not None:
@@ -579,6 +583,8 @@ class Engine:
     def _ingest(
         self, link: str, raw: bytes, now: float, *, channel: Channel | None, ticket: int | None
     ) -> list[Action]:
+        if (handled := self.pq.ingest(self, link, raw, now, ticket)) is not None:
+            return handled  # an ML-DSA attestation or a request for one
         self.counters["received"] += 1
         env = open_envelope(raw, max_bytes=self.config.max_inbound_bytes)
         if isinstance(env, Rejection):
@@ -684,6 +690,7 @@ class Engine:
                 ops.append(AuditEvent(now, "revoked", env.id, link, None, kids))
         if d.kind == Kind.ACK:
             held += self._receipt_in(verdict, link, now, ops)
+        held += self.pq.on_accept(self, env, link, now, ops)
         if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
             ops.append(PutInbox(env.id, now))
             shown = d.precedence.name.lower() + (" exercise" if d.exercise else "")
@@ -840,6 +847,7 @@ class Engine:
             self._outbox.send(out, via)  # back in transmitted() (or dropped)
             channel = Channel.RCPT if m.kind == Kind.ACK else Channel.MSG
             actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
+            actions += self.pq.beside(self, msg_id, via, int(m.precedence))
         for out in deferred:
             self._outbox.wait(out, out.next_at)
         return actions
@@ -887,6 +895,7 @@ class Engine:
             for key in self._outbox.keys_of(msg_id, self.links):
                 self._outbox.drop(key)
         self.counters["evicted"] += len(ids)
+        self.pq.forget(ids)
         self._evictions.append(DeleteMessages(ids, tombstone=True))
         return True
 
@@ -906,6 +915,7 @@ class Engine:
                 for key in self._outbox.keys_of(msg_id, self.links):
                     self._outbox.drop(key)
             ops.append(DeleteMessages(expired, tombstone=False))
+            self.pq.forget(expired)
             self.counters["expired"] += len(expired)
         stale = [i for i, t in self._tombstones.items() if t < now]
         for msg_id in stale:
@@ -971,6 +981,7 @@ class Engine:
             "clock_corrected_s": self.clock.correction(self._last_now),
             "clock_sources": len(self.clock.sources(self._last_now)),
             "roster_serial": self.trust.roster.serial if self.trust.roster else None,
+            "pq": self.pq.statistics(),
         }
 
     def link_health(self, now: float) -> dict[str, dict[str, object]]:
