@@ -175,7 +175,7 @@ def inbox_fragment(
         rows.append(
             f'<tr class="{cls}"{flash_attr if flash else ""}>'
             f"<td>{marker() if m['exercise'] else ''}{prec_badge(m['precedence'])}"
-            f"{status_badges(lang, statuses.get(m['id']))}</td>"
+            f"{status_badges(lang, statuses.get(m['id']))}{pq_badge(lang, m.get('pq'))}</td>"
             f"<td>{e(when(lang, m.get('received_at')))}</td><td>{e(m['issuer'])}</td>"
             f"<td>{e(', '.join(m['audience']))}</td>"
             f'<td><a href="/m/{e(m["id"])}">'
