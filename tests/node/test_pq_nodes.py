@@ -41,7 +41,8 @@ def add_pq_issuer(c: Cluster) -> None:
 
 def test_mesh_first_then_the_attestation_by_mqtt(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """Test that a require node shows a decision it got by mesh as "kwantumveilige
-    handtekening volgt" until its MQTT link returns and the attestation arrives by MQTT."""
+    handtekening volgt" until its MQTT link returns and the attestation arrives by MQTT, and
+    that `relay send --pq` then carries decision and attestation together."""
     proxy = ThreadedFaultProxy(upstream_port=mosquitto.port)
     proxy.start()
     try:
@@ -120,3 +121,19 @@ def run_scenario(c: Cluster, tmp_path: Path, proxy: ThreadedFaultProxy) -> None:
     status = json.loads(relay("status", "--config", c.config_path("vr07-post"), "--json").stdout)
     assert status["engine"]["pq"]["pending"] == 0
     assert status["engine"]["counters"].get("pq_wants_sent", 0) >= 1
+
+    # With MQTT up, `relay send --pq` carries both: the attestation arrives beside the decision.
+    sent = relay("send", "--config", c.config_path("vr07-gw"), "--key",
+                 c.keys / "pq-national.key", "--precedence", "FLASH", "--to", "region:VR07",
+                 "--text", "Besluit: opvang in de sporthal", "--pq")  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    second = sent.stdout.strip()
+    wait_until(
+        lambda: (
+            c.message("vr07-post", second)["pq"] == "verified"
+            if second in inbox_ids(c, "vr07-post")
+            else False
+        ),
+        60,
+        "the second decision and its attestation at the post",
+    )
