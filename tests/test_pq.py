@@ -7,6 +7,8 @@ from dataclasses import replace
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay import cose, pq
 from relay.envelope import Envelope, Reason, Rejection, open_envelope
@@ -197,3 +199,30 @@ def test_labels_are_dutch_first() -> None:
     assert pq.label("pending") == "kwantumveilige handtekening volgt"
     assert pq.label("pending", "en") == "quantum-safe signature pending"
     assert pq.label("none") == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_decoders_never_raise_on_hostile_bytes(tail: bytes) -> None:
+    """Test that bytes claiming to be an attestation or a want are parsed or rejected, never an
+    exception, whatever follows the claim."""
+    for raw in (pq.PREFIX + tail, pq.WANT_PREFIX + tail, tail):
+        assert isinstance(pq.open_attestation(raw), pq.Attestation | Rejection)
+        assert isinstance(pq.decode_want(raw), pq.Want | Rejection)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=pq.ATTESTATION_BYTES - 1), st.integers(1, 255))
+def test_any_changed_byte_is_rejected(position: int, flip: int) -> None:
+    """Test that changing any one byte of an attestation makes it fail to parse or to check."""
+    env, raw = ATTESTED
+    bad = bytearray(raw)
+    bad[position] ^= flip
+    att = pq.open_attestation(bytes(bad))
+    key_hash = pq.key_hash(PQ_KEY.public_key().public_bytes_raw())
+    assert isinstance(att, Rejection) or (
+        pq.check(att, kid=env.kid, pq_key_hash=key_hash, msg_id=env.id) is not None
+    )
+
+
+ATTESTED = signed(pq_world())

@@ -71,6 +71,7 @@ class PqHook:
         self._want_delay = config.want_first_s
         self._mqtt_usable = False
         self._answered: dict[str, float] = {}
+        self._roster_serial: int | None = None  # the roster the pending set was computed for
 
     @property
     def policy(self) -> pq.Policy:
@@ -114,9 +115,19 @@ class PqHook:
 
     def restore(self, eng: Engine, attestations: Mapping[bytes, bytes]) -> None:
         self.attested = dict(attestations)
-        for msg_id, m in eng._msgs.items():
-            if msg_id not in self.attested and self.needs(eng, m.kid, m.kind):
-                self.pending[msg_id] = _Pending(m.kid, int(m.precedence), m.received_at)
+        self._rescan(eng)
+
+    def _rescan(self, eng: Engine) -> None:
+        """Which held decisions wait for an attestation: at start, and when a new roster came
+        (one that gives an issuer an ML-DSA key marks the decisions held from it too)."""
+        roster = eng.trust.roster
+        self._roster_serial = roster.serial if roster is not None else None
+        persisting = {i: p for i, p in self.pending.items() if i not in eng._msgs}
+        self.pending = persisting | {
+            msg_id: self.pending.get(msg_id) or _Pending(m.kid, int(m.precedence), m.received_at)
+            for msg_id, m in eng._msgs.items()
+            if msg_id not in self.attested and self.needs(eng, m.kid, m.kind)
+        }
         if self.pending:
             self._next_want = float("-inf")  # ask as soon as an MQTT link is usable
 
@@ -204,6 +215,9 @@ class PqHook:
         """Forget what the engine no longer holds; send a want when one is due."""
         if self.policy == pq.Policy.OFF:
             return []
+        roster = eng.trust.roster
+        if (roster.serial if roster is not None else None) != self._roster_serial:
+            self._rescan(eng)
         for msg_id in [i for i in self.pending if not eng._known(i)]:
             del self.pending[msg_id]
         mqtt = [n for n, i in eng.links.items() if i.kind == "mqtt" and eng._usable(n, now)]

@@ -10,14 +10,16 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
 from relay import pq
 from relay.engine.core import Engine, EngineConfig, LinkInfo, Snapshot
 from relay.engine.ops import AuditEvent, Persist, PutAttestation, Rejected, Submitted, Transmit
 from relay.engine.pq import PqConfig
-from relay.envelope import Envelope, Reason, open_envelope
-from relay.trust import Role
+from relay.envelope import Envelope, Reason, open_envelope, seal
+from relay.keys import raw_public
+from relay.trust import Device, Role
 from tests.engine.harness import MemStore, Node
 from tests.world import NOW, World, standard_world
 
@@ -289,3 +291,38 @@ def test_submitting_an_attestation_without_its_decision_is_refused() -> None:
     out = origin.run(origin.engine.submit(att, NOW, ticket=7), NOW)
     done = [a for a in out if isinstance(a, Submitted)]
     assert done and done[0].reason == Reason.PQ_WRONG_MESSAGE
+
+
+def test_a_roster_that_enables_pq_marks_held_decisions_pending() -> None:
+    """Test that decisions held from an issuer before a roster gave it an ML-DSA key become
+    pending (and are asked for) once that roster is accepted."""
+    w = pq_world()
+    plain = replace(w.roster, entries=tuple(replace(e, pq_key=None) for e in w.roster.entries))
+    enabled, w.roster = w.roster, plain
+    gw = node(w, "gw", pq.Policy.REQUIRE, links=BOTH)
+    env, _ = decision(w)
+    gw.run(gw.engine.received("mesh", env.raw, NOW), NOW)
+    assert state(gw, env) == pq.State.NONE and not gw.engine.pq.pending
+    w.roster = replace(enabled, serial=plain.serial + 1)
+    gw.run(gw.engine.received("mqtt", w.roster_bytes(), NOW + 1), NOW + 1)
+    gw.run(gw.engine.timer(NOW + 2), NOW + 2)
+    assert state(gw, env) == pq.State.PENDING and env.id in gw.engine.pq.pending
+    wants = [pq.decode_want(t.raw) for t in gw.sent if pq.is_want(t.raw)]
+    assert [w_.ids for w_ in wants if isinstance(w_, pq.Want)] == [(env.id,)]
+
+
+def test_a_device_key_attests_with_the_entrys_ml_dsa_key() -> None:
+    """Test that a decision signed by a device key of a PQ-enabled issuer is verified by an
+    attestation under the entry's ML-DSA key."""
+    w = pq_world()
+    laptop = Ed25519PrivateKey.generate()
+    device = Device(raw_public(laptop.public_key()), "laptop2")
+    w.roster = w.roster.with_device("national", device, w.roster.serial + 1)
+    peer = node(w, "mqtt-node", pq.Policy.REQUIRE)
+    raw = seal(w.decision("national", to="region:VR07", seq=1), laptop)
+    env = open_envelope(raw)
+    assert isinstance(env, Envelope)
+    peer.run(peer.engine.received("mqtt", raw, NOW), NOW)
+    assert state(peer, env) == pq.State.PENDING
+    peer.run(peer.engine.received("mqtt", pq.attest(env.id, env.kid, PQ_KEY), NOW), NOW)
+    assert state(peer, env) == pq.State.VERIFIED
