@@ -118,3 +118,24 @@ def test_sign_pq_needs_a_file_and_an_ml_dsa_key(
     assert sign(setup, out, "--pq", key="vr07") == 2
     assert "relay keys new NAME --pq" in capsys.readouterr().err
     assert not (setup / "v.cose.pq").exists()
+
+
+def _doc(trust: dict[str, str]) -> dict[str, object]:
+    return {
+        "node": {"name": "vr07-post", "key": "keys/vr07-post.key"},
+        "trust": {"root": "keys/root.pub", "roster": "roster.cbor", **trust},
+        "mesh": {"radio": [{"tcp": "127.0.0.1:4403"}]},
+    }
+
+
+def test_trust_pq_key_in_relay_toml() -> None:
+    """Test that `[trust] pq` takes "off", "prefer" (the default) or "require", and refuses
+    anything else with the key's name."""
+    from relay.config import ConfigError, parse
+
+    path = Path("/etc/crisis-relay/relay.toml")
+    assert parse(_doc({}), path).pq == "prefer"
+    for value in ("off", "prefer", "require"):
+        assert parse(_doc({"pq": value}), path).pq == value
+    with pytest.raises(ConfigError, match=r"trust\.pq"):
+        parse(_doc({"pq": "always"}), path)
