@@ -18,7 +18,7 @@ import pytest
 from relay.cli import main
 from relay.sim.broker import Mosquitto
 from relay.sim.cluster import Cluster, MeshProcess, NodeSpec
-from relay.sim.faultproxy import ThreadedFaultProxy
+from relay.sim.faultthread import ThreadedFaultProxy
 from tests.node.util import ISSUERS, inbox_ids, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.radio, pytest.mark.subprocess]
