@@ -20,10 +20,10 @@ timer, restore) and everything else lives here:
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from relay import pq
 from relay.engine.ops import (
@@ -36,12 +36,63 @@ from relay.engine.ops import (
     Transmit,
 )
 from relay.envelope import Envelope, Kind, Precedence, Reason, Rejection
-
-if TYPE_CHECKING:
-    from relay.engine.core import Engine
+from relay.trust import TrustState
 
 LOCAL_LINK = "local"
 SHOWN_KINDS = frozenset({Kind.DECISION, Kind.NOTICE, Kind.CANCEL, Kind.SUPERSEDE})
+
+
+class _Held(Protocol):
+    """What of a held message this module reads."""
+
+    @property
+    def kid(self) -> bytes: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def precedence(self) -> Precedence: ...
+    @property
+    def received_at(self) -> float: ...
+
+
+class _Link(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+
+class _Named(Protocol):
+    @property
+    def node(self) -> str: ...
+
+
+class Engine(Protocol):
+    """The engine as this module sees it (relay.engine.core.Engine is one): named here so that
+    the hook does not import the engine that calls it."""
+
+    @property
+    def trust(self) -> TrustState: ...
+    @property
+    def config(self) -> _Named: ...
+    @property
+    def links(self) -> Mapping[str, _Link]: ...
+    @property
+    def counters(self) -> Counter[str]: ...
+    @property
+    def rejections(self) -> Counter[str]: ...
+    @property
+    def _msgs(self) -> Mapping[bytes, _Held]: ...
+    @property
+    def _tombstones(self) -> Mapping[bytes, float]: ...
+    @property
+    def _tokens(self) -> Iterator[int]: ...
+    @property
+    def _held(self) -> dict[int, list[Any]]: ...
+    def _kind(self, link: str) -> str | None: ...
+    def _usable(self, link: str, now: float) -> bool: ...
+    def _known(self, msg_id: bytes) -> bool: ...
+    def _reject(
+        self, link: str, why: Rejection, ticket: int | None, now: float, msg_id: bytes | None
+    ) -> list[Action]: ...
 
 
 @dataclass(frozen=True, slots=True)
