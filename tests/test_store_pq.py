@@ -1,4 +1,4 @@
-"""The store's attestations table (schema version 2): migration, round trip, cascade."""
+"""The store's attestations table (added in schema version 2): migration, round trip, cascade."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from relay.engine.ops import DeleteMessages, PutAttestation, PutMessage
-from relay.store import MIGRATIONS, Store
+from relay.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def _msg(i: int) -> PutMessage:
@@ -19,8 +19,8 @@ def _msg(i: int) -> PutMessage:
 
 
 def test_a_version_1_store_migrates_and_keeps_attestations(tmp_path: Path) -> None:
-    """Test that a store of schema 1 with a message migrates to 2, stores an attestation,
-    returns it in the snapshot and drops it with its message."""
+    """Test that a store of schema 1 with a message migrates to the current schema, stores
+    an attestation, returns it in the snapshot and drops it with its message."""
     path = tmp_path / "r.db"
     con = sqlite3.connect(path)
     con.executescript(MIGRATIONS[0])
@@ -46,7 +46,7 @@ def test_a_version_1_store_migrates_and_keeps_attestations(tmp_path: Path) -> No
         await store.close()
 
     asyncio.run(go())
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_an_attestation_and_its_message_in_one_batch(tmp_path: Path) -> None:
