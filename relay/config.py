@@ -359,6 +359,11 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
     pq = _str(trust, "trust", "pq", "prefer")
     if pq not in ("off", "prefer", "require"):
         raise ConfigError(f'trust.pq: must be "off", "prefer" or "require", got {pq!r}')
+    if pq == "require" and _num(node, "node", "max_inbound_bytes", 4096, lo=256, hi=65536) < 3799:
+        raise ConfigError(
+            'trust.pq = "require" needs node.max_inbound_bytes of at least 3799: an ML-DSA-44 '
+            "attestation is 3,799 B, and every PQ issuer's decision would stay pending"
+        )
     api = _table(doc, "api", required=False)
     _unknown(api, "api", {"socket"})
     log = _table(doc, "log", required=False)

@@ -139,3 +139,9 @@ def test_trust_pq_key_in_relay_toml() -> None:
         assert parse(_doc({"pq": value}), path).pq == value
     with pytest.raises(ConfigError, match=r"trust\.pq"):
         parse(_doc({"pq": "always"}), path)
+    small = {
+        **_doc({"pq": "require"}),
+        "node": {"name": "n", "key": "k", "max_inbound_bytes": 2048},
+    }
+    with pytest.raises(ConfigError, match="at least 3799"):
+        parse(small, path)
