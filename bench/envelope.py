@@ -8,7 +8,11 @@ Speed. Each repetition times, over the whole corpus and ``--rounds`` times in a 
   same CBOR payload bytes (the baseline: what signing costs with no envelope at all);
 - ``open_envelope`` plus ``TrustState.check`` (parse, inflate, roster lookup, signature, rules)
   against a raw Ed25519 ``verify`` of those payload bytes;
-- ``open_envelope`` alone, to show how the verify time splits between parsing and checking.
+- ``open_envelope`` alone, to show how the verify time splits between parsing and checking;
+- the post-quantum hybrid (docs/wire-format.md section 9): an ML-DSA-44 attestation of each
+  decision's message id, signed (``pq.attest``) and opened plus checked against the roster's key
+  hash (``pq.open_attestation`` + ``pq.check``), alone and together with the Ed25519 envelope,
+  against the same raw Ed25519 baselines.
 
 Baseline and envelope run interleaved in the same repetition; the table shows the median
 per-operation time over the repetitions, the matching rate and the ratio envelope / raw.
@@ -22,6 +26,8 @@ sequence number) and is encoded four ways, each signed with Ed25519:
 - ``CBOR, deflate``: the same with raw deflate but no preset dictionary;
 - ``CBOR, deflate+dict``: the relay's encoding (``seal``), deflate primed with dictionary-v1.
 - ``v2, text model``: payload version 2 (``seal(..., version=2)``), docs/wire-format.md section 2a.
+- ``ML-DSA-44 attestation`` and ``hybrid: decision + att.``: the post-quantum attestation alone
+  and with its decision, what one PQ-enabled decision costs on MQTT (never on the mesh).
 
 Percentiles are nearest-rank. ``within 227 B`` is the share that fits the 227 B budget the test
 suite holds the corpus to (one LoRa frame carries at most 231 B on a private portnum).
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
+import hashlib
 import json
 import math
 import statistics
@@ -46,8 +53,9 @@ from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
-from relay import cose
+from relay import cose, pq
 from relay.envelope import (
     K_TEXT,
     K_TEXT_DEFLATED,
@@ -83,6 +91,8 @@ ENCODINGS = (
     "CBOR, deflate",
     "CBOR, deflate+dict",
     "v2, text model",
+    "ML-DSA-44 attestation",
+    "hybrid: decision + att.",
 )
 
 
@@ -107,7 +117,7 @@ def load_corpus(path: Path, limit: int | None = None) -> list[Decision]:
     ]
 
 
-def trust_world(issuer: Ed25519PrivateKey) -> TrustState:
+def trust_world(issuer: Ed25519PrivateKey, pq_key: MLDSA44PrivateKey | None = None) -> TrustState:
     """A root and a roster holding one national issuer, as a receiving node would see them."""
     root = Ed25519PrivateKey.generate()
     entry = RosterEntry(
@@ -116,6 +126,7 @@ def trust_world(issuer: Ed25519PrivateKey) -> TrustState:
         role=Role.ISSUER,
         scope=Scope(everyone=True),
         kinds=DEFAULT_KINDS[Role.ISSUER],
+        pq_key=None if pq_key is None else pq.key_hash(pq_key.public_key().public_bytes_raw()),
     )
     state = TrustState(root_public=raw_public(root.public_key()))
     env = open_envelope(seal(roster_decision(Roster(serial=2, entries=(entry,)), NOW), root))
@@ -172,8 +183,15 @@ def deflate_no_dict(text: bytes) -> bytes:
     return comp.compress(text) + comp.flush()
 
 
-def encoded_sizes(decisions: Sequence[Decision], key: Ed25519PrivateKey) -> dict[str, list[int]]:
+def encoded_sizes(
+    decisions: Sequence[Decision], key: Ed25519PrivateKey, pq_key: MLDSA44PrivateKey
+) -> dict[str, list[int]]:
+    sealed = [seal(d, key) for d in decisions]
+    kid = key_id(raw_public(key.public_key()))
+    attested = [len(pq.attest(cose_id(raw), kid, pq_key)) for raw in sealed]
     return {
+        "ML-DSA-44 attestation": attested,
+        "hybrid: decision + att.": [len(r) + a for r, a in zip(sealed, attested, strict=True)],
         "naive JSON": [len(naive_json(d, key)) for d in decisions],
         "CBOR, plain text": [len(_rewrite_text(d, key, lambda b: b)) for d in decisions],
         "CBOR, deflate": [len(_rewrite_text(d, key, deflate_no_dict)) for d in decisions],
@@ -209,24 +227,69 @@ class Workload:
     signatures: list[bytes]  # raw Ed25519 signatures over those payloads
     sealed: list[bytes]  # the envelopes
     sealed_v2: list[bytes] = field(default_factory=list)  # the same in payload version 2
+    pq_key: MLDSA44PrivateKey = field(default_factory=MLDSA44PrivateKey.generate)
+    attestations: list[bytes] = field(default_factory=list)  # ML-DSA-44, one per envelope
 
 
 def make_workload(decisions: list[Decision]) -> Workload:
     key = Ed25519PrivateKey.generate()
+    pq_key = MLDSA44PrivateKey.generate()
     payloads = [encode_payload(d) for d in decisions]
     sealed = [seal(d, key) for d in decisions]
+    kid = key_id(raw_public(key.public_key()))
     work = Workload(
         decisions=decisions,
         key=key,
-        trust=trust_world(key),
+        trust=trust_world(key, pq_key),
         payloads=payloads,
         signatures=[key.sign(p) for p in payloads],
         sealed=sealed,
         sealed_v2=[seal(d, key, version=PAYLOAD_V2) for d in decisions],
+        pq_key=pq_key,
+        attestations=[pq.attest(cose_id(raw), kid, pq_key) for raw in sealed],
     )
     for raw in (*sealed, *work.sealed_v2):  # the verify benchmark must time the accepting path
         assert isinstance(_open_and_check(work, raw), Accepted)
+    for att in work.attestations:
+        assert _check_attestation(work, att) is None
     return work
+
+
+def cose_id(raw: bytes) -> bytes:
+    env = open_envelope(raw)
+    assert isinstance(env, Envelope), env
+    return env.id
+
+
+def _check_attestation(work: Workload, raw: bytes) -> object:
+    att = pq.open_attestation(raw)
+    if not isinstance(att, pq.Attestation):
+        return att
+    entry = work.trust.entry_for(att.kid)
+    return pq.check(att, kid=att.kid, pq_key_hash=entry.pq_key if entry else None, msg_id=None)
+
+
+def _attest(work: Workload) -> None:
+    kid = key_id(raw_public(work.key.public_key()))
+    for raw in work.sealed:
+        pq.attest(hashlib.sha256(raw).digest(), kid, work.pq_key)
+
+
+def _seal_hybrid(work: Workload) -> None:
+    kid = key_id(raw_public(work.key.public_key()))
+    for d in work.decisions:
+        pq.attest(hashlib.sha256(seal(d, work.key)).digest(), kid, work.pq_key)
+
+
+def _check_pq(work: Workload) -> None:
+    for att in work.attestations:
+        _check_attestation(work, att)
+
+
+def _check_hybrid(work: Workload) -> None:
+    for raw, att in zip(work.sealed, work.attestations, strict=True):
+        _open_and_check(work, raw)
+        _check_attestation(work, att)
 
 
 def _open_and_check(work: Workload, raw: bytes) -> object:
@@ -285,6 +348,10 @@ OPERATIONS: dict[str, Callable[[Workload], None]] = {
     "verify: open_envelope only": _open_only,
     "verify: v2 open_envelope + check": _open_check_v2,
     "verify: v2 open_envelope only": _open_only_v2,
+    "sign: ML-DSA-44 attestation": _attest,
+    "sign: hybrid (seal + attest)": _seal_hybrid,
+    "verify: ML-DSA-44 attestation": _check_pq,
+    "verify: hybrid (both)": _check_hybrid,
 }
 BASELINE = {
     "sign: seal": "sign: raw Ed25519",
@@ -293,6 +360,10 @@ BASELINE = {
     "verify: open_envelope only": "verify: raw Ed25519",
     "verify: v2 open_envelope + check": "verify: raw Ed25519",
     "verify: v2 open_envelope only": "verify: raw Ed25519",
+    "sign: ML-DSA-44 attestation": "sign: raw Ed25519",
+    "sign: hybrid (seal + attest)": "sign: raw Ed25519",
+    "verify: ML-DSA-44 attestation": "verify: raw Ed25519",
+    "verify: hybrid (both)": "verify: raw Ed25519",
 }
 
 
@@ -345,7 +416,7 @@ def run(corpus: Path, *, repeat: int, rounds: int, limit: int | None) -> dict[st
         raise SystemExit(f"{corpus}: no decisions")
     work = make_workload(decisions)
     samples = time_operations(work, repeat, rounds)
-    sizes = encoded_sizes(decisions, work.key)
+    sizes = encoded_sizes(decisions, work.key, work.pq_key)
     return {
         "corpus": corpus.name,
         "decisions": len(decisions),

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from relay import api, api_console
+from relay import api, api_console, pq
 from relay.api_console import CONSOLE_OPS, console_op
 from relay.engine.ops import Submitted
-from relay.envelope import Rejection, open_envelope
+from relay.envelope import Envelope, Rejection, open_envelope
 from relay.links import LinkDriver
 from relay.render import as_json
 from relay.senders import SenderQueues
@@ -128,8 +128,24 @@ async def inbox(node: Node, limit: int) -> list[dict[str, Any]]:
             raise AssertionError(f"stored message {row['id'].hex()} no longer parses")
         item = as_json(env.decision, row["signer"], env.id)
         item.update(received_via=row["via"], received_at=row["received_at"], verdict="valid")
+        item.update(pq_fields(node, env))
         out.append(item)
     return out
+
+
+def pq_fields(node: Node, env: Envelope) -> dict[str, Any]:
+    """The decision's quantum-safe signature (relay.engine.pq): with ``[trust] pq =
+    "require"`` a PQ-enabled issuer's decision is not "valid" until its attestation came."""
+    hook = node.engine.pq
+    state = hook.state(node.engine, env.id, env.kid, env.decision.kind)
+    fields: dict[str, Any] = {
+        "pq": str(state),
+        "pq_label": pq.label(state, "nl"),
+        "pq_label_en": pq.label(state, "en"),
+    }
+    if not hook.verified(state):
+        fields["verdict"] = "pq-pending"
+    return fields
 
 
 async def message(node: Node, ident: str) -> dict[str, Any]:
@@ -161,6 +177,8 @@ async def message(node: Node, ident: str) -> dict[str, Any]:
         "message": {
             **as_json(env.decision, info["signer"], env.id),
             **{k: v for k, v in info.items() if k not in ("receipts", "outbox")},
+            **pq_fields(node, env),
+            "pq_attestation": await node.store.attestation_of(env.id),
             "outbox": live,
             "attempts": attempts,
             "recipients": recipients,

@@ -76,6 +76,7 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None  # what relative state paths were resolved against
     sequence: Path | None = None  # the node's own signing counter; None: beside the store
+    pq: str = "prefer"  # [trust] pq: "off" | "prefer" | "require" (relay.pq.Policy)
 
     @property
     def sequence_file(self) -> Path:
@@ -354,7 +355,15 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
     if not isinstance(regions, list) or not all(isinstance(r, str) and r for r in regions):
         raise ConfigError('node.regions: must be a list of region codes, e.g. ["VR07"]')
     trust = _table(doc, "trust")
-    _unknown(trust, "trust", {"root", "roster"})
+    _unknown(trust, "trust", {"root", "roster", "pq"})
+    pq = _str(trust, "trust", "pq", "prefer")
+    if pq not in ("off", "prefer", "require"):
+        raise ConfigError(f'trust.pq: must be "off", "prefer" or "require", got {pq!r}')
+    if pq == "require" and _num(node, "node", "max_inbound_bytes", 4096, lo=256, hi=65536) < 3799:
+        raise ConfigError(
+            'trust.pq = "require" needs node.max_inbound_bytes of at least 3799: an ML-DSA-44 '
+            "attestation is 3,799 B, and every PQ issuer's decision would stay pending"
+        )
     api = _table(doc, "api", required=False)
     _unknown(api, "api", {"socket"})
     log = _table(doc, "log", required=False)
@@ -393,4 +402,5 @@ def parse(doc: dict[str, Any], path: Path, *, environ: Mapping[str, str] | None 
         extra={"drill": doc.get("drill", {}), "console": _table(doc, "console", required=False)},
         state_dir=state,
         sequence=_path(state, node, "node", "sequence") if "sequence" in node else None,
+        pq=pq,
     )

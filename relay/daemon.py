@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from relay import api, api_node
+from relay import api, api_node, pq
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
 from relay.api_node import LinkView as LinkView  # re-exported: tests and tools use it
 from relay.backoff import equal_jitter
@@ -61,6 +61,7 @@ from relay.engine.ops import (
     Submitted,
     Transmit,
 )
+from relay.engine.pq import PqConfig
 from relay.engine.status import seal_status
 from relay.envelope import Precedence
 from relay.errors import CannotStart
@@ -175,6 +176,7 @@ class Node:
                     max_messages=cfg.max_messages,
                     max_inbound_bytes=cfg.max_inbound_bytes,
                     drill_window=cfg.drill_window,
+                    pq=PqConfig(policy=pq.Policy(cfg.pq)),
                     # Gateways' bridging turns cover one full frame at the slowest mesh's preset.
                     bridge_slot_s=max(
                         (bridge_slot_s(PRESETS[r.preset]) for r in cfg.radios),

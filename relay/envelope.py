@@ -98,6 +98,11 @@ class Reason(StrEnum):
     DISK_FULL = "disk-full"  # the daemon's store cannot be written (not a message's fault)
     UNSIGNED = "unsigned"  # e.g. a plain JSON status where a signed one is required
     WRONG_SIGNER = "wrong-signer"  # signed by a node other than the one whose topic carried it
+    # Post-quantum attestations (relay.pq, docs/wire-format.md section 9)
+    PQ_BAD_SIGNATURE = "pq-bad-signature"
+    PQ_WRONG_MESSAGE = "pq-wrong-message"
+    PQ_KEY_MISMATCH = "pq-key-mismatch"
+    PQ_NOT_ENABLED = "pq-not-enabled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,7 @@ class RosterEntry:
     not_before: int = 0
     not_after: int | None = None
     devices: tuple[Device, ...] = ()  # further keys of the same issuer (wire key 7)
+    pq_key: bytes | None = None  # SHA-256 of the issuer's ML-DSA-44 public key (wire key 8)
 
     @property
     def kid(self) -> bytes:
@@ -144,6 +145,8 @@ class RosterEntry:
             m[6] = self.not_after
         if self.devices:
             m[7] = [[d.public_key, d.label] for d in self.devices]
+        if self.pq_key is not None:
+            m[8] = self.pq_key
         return m
 
     @classmethod
@@ -164,6 +167,9 @@ class RosterEntry:
             not_after is not None and not isinstance(not_after, int)
         ):
             raise ValueError("roster entry validity must be integers")
+        pq_key = m.get(8)
+        if pq_key is not None and (not isinstance(pq_key, bytes) or len(pq_key) != 32):
+            raise ValueError("roster entry ML-DSA key hash must be 32 bytes")
         return cls(
             public_key=pk,
             name=name,
@@ -173,6 +179,7 @@ class RosterEntry:
             not_before=not_before,
             not_after=not_after,
             devices=_devices_from_wire(m.get(7, [])),
+            pq_key=pq_key,
         )
 
     def with_device(self, device: Device) -> RosterEntry:

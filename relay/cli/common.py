@@ -63,6 +63,12 @@ def add_message_arguments(p: argparse.ArgumentParser) -> None:
         help="payload version to emit (default: what the roster allows, else 1; "
         "docs/wire-format.md section 2a)",
     )
+    p.add_argument(
+        "--pq",
+        action="store_true",
+        help="also sign a post-quantum attestation with the ML-DSA-44 key beside --key "
+        "(NAME.pq.key); it travels over MQTT beside the decision (wire-format.md section 9)",
+    )
 
 
 def sign_from_args(

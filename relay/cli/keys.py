@@ -18,6 +18,8 @@ from relay.keys import (
     raw_public,
     write_keypair,
 )
+from relay.pq import key_hash
+from relay.pqkeys import pq_paths, write_pq_keypair
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"encrypt the private key with a passphrase (from ${PASSPHRASE_ENV} or a prompt)",
     )
     new.add_argument("--force", action="store_true", help="overwrite an existing key")
+    new.add_argument(
+        "--pq",
+        action="store_true",
+        help="also write an ML-DSA-44 key pair, DIR/NAME.pq.key and DIR/NAME.pq.pub, for "
+        "post-quantum attestations on the IP path (relay sign --pq)",
+    )
     new.set_defaults(handler=cmd_new)
     show = ks.add_parser("show", help="print a key's id and fingerprint (never the key itself)")
     show.add_argument("file", type=Path)
@@ -65,12 +73,19 @@ def _passphrase() -> bytes:
 def cmd_new(args: argparse.Namespace) -> int:
     if "/" in args.name or args.name.startswith("."):
         raise CliError(f"key name {args.name!r} must be a plain file name")
+    passphrase = _passphrase() if args.encrypt else None
+    if args.pq and not args.force:
+        for path in pq_paths(args.dir / f"{args.name}.key")[:1]:
+            if path.exists():
+                raise CliError(f"{path} exists; refusing to overwrite a key (use --force)")
     try:
         key_path, pub_path, key = write_keypair(
-            args.dir,
-            args.name,
-            passphrase=_passphrase() if args.encrypt else None,
-            force=args.force,
+            args.dir, args.name, passphrase=passphrase, force=args.force
+        )
+        pq = (
+            write_pq_keypair(args.dir, args.name, passphrase=passphrase, force=args.force)
+            if args.pq
+            else None
         )
     except KeyError_ as exc:
         raise CliError(str(exc)) from exc
@@ -79,6 +94,12 @@ def cmd_new(args: argparse.Namespace) -> int:
     print(f"public key   {pub_path}")
     print(f"key id       {kid_of(pub).hex()}")
     print(f"fingerprint  {fingerprint(raw_public(pub))}")
+    if pq is not None:
+        pq_key_path, pq_pub_path, pq_key = pq
+        digest = key_hash(pq_key.public_key().public_bytes_raw())
+        print(f"ML-DSA-44    {pq_key_path} (mode 0600)")
+        print(f"ML-DSA-44    {pq_pub_path}")
+        print(f"pq key hash  {digest.hex()}")
     return 0
 
 

@@ -14,6 +14,7 @@ from relay import api
 from relay.checks import failed, run_checks
 from relay.cli import CliError
 from relay.cli.common import add_message_arguments, sign_from_args
+from relay.cli.pqfiles import make_attestation, read_beside
 from relay.config import Config, ConfigError, load
 from relay.envelope import PAYLOAD_VERSION
 from relay.keys import KeyError_, load_public
@@ -149,7 +150,28 @@ def _roster_version(cfg: Config) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
-    return _submit(cfg, sign_from_args(args, roster_version=_roster_version(cfg)))
+    raw = sign_from_args(args, roster_version=_roster_version(cfg))
+    attestation = make_attestation(args, raw)
+    status = _submit(cfg, raw)
+    if attestation is not None:
+        _submit_attestation(cfg, attestation)
+    return status
+
+
+def _submit_attestation(cfg: Config, attestation: bytes) -> None:
+    """The decision's ML-DSA attestation, after the decision (docs/wire-format.md section 9)."""
+    try:
+        answer = api.call(
+            cfg.api_socket, {"op": "submit", "raw": base64.b64encode(attestation).decode()}
+        )
+    except api.ApiError as exc:
+        raise CliError(str(exc), status=3) from exc
+    if answer.get("reason") == "pq-not-enabled":  # [trust] pq = "off" there: not an error
+        print(f"relay: attestation not kept: {answer.get('error')}", file=sys.stderr)
+        return
+    if not answer.get("ok"):
+        raise CliError(f"attestation: {answer.get('error', 'refused')}", status=1)
+    print("relay: ML-DSA-44 attestation submitted", file=sys.stderr)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -158,14 +180,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
-    return _submit(cfg, raw)
+    attestation = read_beside(args.file, raw)  # FILE.pq from relay sign --pq
+    status = _submit(cfg, raw)
+    if attestation is not None:
+        _submit_attestation(cfg, attestation)
+    return status
 
 
 def _line(m: dict[str, Any]) -> str:
     marker = f"[{EXERCISE_MARKER}] " if m["exercise"] else ""
+    pending = f"[{m['pq_label']}] " if m.get("pq") == "pending" else ""
     return (
         f"{marker}{timestamp(m['received_at'])}  {m['precedence']:<9}  {m['issuer']:<16} "
-        f"via {m['received_via']:<6} {m['id'][:16]}  {m['text']}"
+        f"via {m['received_via']:<6} {m['id'][:16]}  {pending}{m['text']}"
     )
 
 
@@ -237,6 +264,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{marker}{msg['precedence']} {msg['kind']} from {msg['issuer']} "
             f"to {','.join(msg['audience'])}  id {msg['id']}"
         )
+        if msg.get("pq", "none") != "none":
+            att = msg.get("pq_attestation")
+            came = f", {timestamp(att['received_at'])} via {att['via']}" if att else ""
+            print(f"  {msg['pq_label']} / {msg['pq_label_en']}{came}")
         for row in msg["delivery"]:
             if row["signed"]:
                 print(
@@ -290,4 +321,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  refused by broker/peer: {what} ({count}x)")
     for peer, info in sorted(st["peers"].items()):
         print(f"  peer {peer:<24} {info.get('state', '?'):<8} heard {timestamp(info['heard_at'])}")
+    if (pqs := st.get("engine", {}).get("pq")) and pqs.get("pending"):
+        print(
+            f"  pq {pqs['policy']}: {pqs['pending']} besluit(en): kwantumveilige handtekening "
+            f"volgt / {pqs['pending']} decision(s): quantum-safe signature pending"
+        )
     return 0

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay.cli import CliError
 from relay.envelope import PAYLOAD_VERSIONS, Kind, seal
 from relay.keys import KeyError_, fingerprint, load_private, load_public, raw_public
+from relay.pq import key_hash
+from relay.pqkeys import load_pq_public
 from relay.render import timestamp
 from relay.rosterfile import RosterFileError, load_trust, next_serial, write_roster
 from relay.trust import (
@@ -63,6 +65,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         + ")",
     )
     add.add_argument("--valid-days", type=int, help="key valid for this many days from now")
+    add.add_argument(
+        "--pq-pub",
+        type=Path,
+        help="the issuer's ML-DSA-44 public key (NAME.pq.pub from relay keys new --pq): the "
+        "roster holds its SHA-256, and the issuer's decisions need an attestation where a "
+        "node's [trust] pq is require",
+    )
     add.set_defaults(handler=cmd_add)
 
     rev = rs.add_parser("revoke", help="revoke a key: a new roster lists it as revoked")
@@ -138,6 +147,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     try:
         scope = Scope.parse(args.scope)
         pub = raw_public(load_public(args.pub))
+        pq_pub = None if args.pq_pub is None else load_pq_public(args.pq_pub)
+        pq_key = None if pq_pub is None else key_hash(pq_pub.public_bytes_raw())
     except (ValueError, KeyError_) as exc:
         raise CliError(str(exc)) from exc
     now = int(time.time())
@@ -149,7 +160,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         kinds=_kinds(args.kinds, role),
         not_before=now - 86400 if args.valid_days else 0,
         not_after=now + args.valid_days * 86400 if args.valid_days else None,
+        pq_key=pq_key,
     )
+    if pq_key is not None and role == Role.NODE:
+        raise CliError("--pq-pub is for issuers and coordinators: a node's receipts stay Ed25519")
     try:
         updated = roster.with_entry(entry, next_serial(args.root_key, roster.serial))
     except ValueError as exc:
@@ -181,7 +195,7 @@ def cmd_payload(args: argparse.Namespace) -> int:
 
 
 def _add_device(args: argparse.Namespace, roster: Roster, key: Ed25519PrivateKey) -> int:
-    if args.role is not None or args.scope or args.kinds or args.valid_days:
+    if args.role is not None or args.scope or args.kinds or args.valid_days or args.pq_pub:
         raise CliError("a device key takes the role, scope, kinds and validity of its entry")
     try:
         device = Device(raw_public(load_public(args.pub)), args.device)
@@ -238,6 +252,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 {"label": d.label, "key_id": d.kid.hex(), "fingerprint": fingerprint(d.public_key)}
                 for d in e.devices
             ],
+            "pq_key_hash": e.pq_key.hex() if e.pq_key else None,
         }
         for e in roster.entries
     ]
@@ -262,9 +277,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     for e in roster.entries:
         until = f" until {timestamp(e.not_after)}" if e.not_after else ""
         kinds = ",".join(sorted(k.name.lower() for k in e.kinds))
+        pq = f"  ML-DSA-44 {e.pq_key.hex()[:16]}" if e.pq_key else ""
         print(
             f"  {e.name:<24} {e.role.value:<21} {e.kid.hex()}  scope {','.join(e.scope.specs())}"
-            f"  kinds {kinds}{until}"
+            f"  kinds {kinds}{until}{pq}"
         )
         for d in e.devices:
             print(f"  {'':<24} {'device ' + d.label:<21} {d.kid.hex()}")

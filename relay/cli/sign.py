@@ -8,13 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+from relay import pq
 from relay.cli import CliError
 from relay.cli.common import add_message_arguments, sign_from_args
-from relay.envelope import MAX_MESSAGE_BYTES, Rejection, open_envelope
+from relay.cli.pqfiles import beside, make_attestation, read_beside
+from relay.envelope import MAX_MESSAGE_BYTES, Reason, Rejection, open_envelope
 from relay.keys import KeyError_, load_public
 from relay.render import as_json, render
 from relay.rosterfile import RosterFileError, load_trust
-from relay.trust import Accepted, ReplayGuard, ReplayWindow
+from relay.trust import Accepted, ReplayGuard, ReplayWindow, TrustState
 
 EXIT_REJECTED = 1
 
@@ -40,13 +42,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    if args.pq and args.output == "-":
+        raise CliError("--pq writes the attestation beside the output file: give -o FILE")
     raw = sign_from_args(args)
+    attestation = make_attestation(args, raw)
     if args.output == "-":
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
     else:
         Path(args.output).write_bytes(raw)
         print(f"{args.output}: {len(raw)} bytes", file=sys.stderr)
+    if attestation is not None:
+        path = beside(args.output)
+        path.write_bytes(attestation)
+        print(f"{path}: {len(attestation)} bytes (ML-DSA-44 attestation)", file=sys.stderr)
     return 0
 
 
@@ -88,12 +97,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not isinstance(verdict, Accepted):
         print(f"relay: rejected: {verdict.reason}: {verdict.detail}", file=sys.stderr)
         return EXIT_REJECTED
+    pq_state = _pq_state(args.file, raw, verdict, state)
+    if isinstance(pq_state, Rejection):
+        print(f"relay: rejected: {pq_state.reason}: {pq_state.detail}", file=sys.stderr)
+        return EXIT_REJECTED
     if args.state is not None:
         guard.commit(verdict.envelope.kid, verdict.envelope.decision.seq)
         _save_state(args.state, guard)
     d, msg_id = verdict.envelope.decision, verdict.envelope.id
     if args.json:
-        print(json.dumps({"valid": True, "size": len(raw), **as_json(d, verdict.signer, msg_id)}))
+        info = {"valid": True, "size": len(raw), **as_json(d, verdict.signer, msg_id)}
+        print(json.dumps({**info, "pq": str(pq_state)}))
     else:
         print(render(d, verdict.signer, msg_id))
+        if pq_state != pq.State.NONE:
+            print(f"{pq.label(pq_state)} / {pq.label(pq_state, 'en')}")
     return 0
+
+
+def _pq_state(path: str, raw: bytes, verdict: Accepted, state: TrustState) -> pq.State | Rejection:
+    """The attestation beside the file, checked against the roster (section 9)."""
+    env = verdict.envelope
+    entry = state.entry_for(env.kid)
+    pq_key = entry.pq_key if entry is not None else None
+    try:
+        att_raw = read_beside(path, raw)
+    except CliError as exc:
+        return Rejection(Reason.PQ_WRONG_MESSAGE, str(exc))
+    if att_raw is None:
+        return pq.State.PENDING if pq_key is not None else pq.State.NONE
+    att = pq.open_attestation(att_raw)
+    if isinstance(att, Rejection):
+        return att
+    why = pq.check(att, kid=env.kid, pq_key_hash=pq_key, msg_id=env.id)
+    return why if why is not None else pq.State.VERIFIED

@@ -63,6 +63,7 @@ _T: dict[str, tuple[str, str]] = {
     "too_large": ("Te groot: {size} B (max. {limit} B)", "Too large: {size} B (max {limit} B)"),
     "issuer": ("Afzender", "Issuer"),
     "signature": ("Handtekening", "Signature"),
+    "pq": ("Kwantumveilige handtekening", "Quantum-safe signature"),
     "verified": (
         "geverifieerd (Ed25519, sleutel {kid}, rooster van de node)",
         "verified (Ed25519, key {kid}, node's roster)",

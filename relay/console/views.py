@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from relay import pq
 from relay.console.text import decimal, precedence_help, t, when
 from relay.envelope import Precedence
 from relay.render import EXERCISE_MARKER
@@ -121,6 +122,14 @@ def status_badges(lang: str, status: str | None) -> str:
     return ""
 
 
+def pq_badge(lang: str, state: object) -> str:
+    """A PQ-enabled issuer's decision: its quantum-safe signature pending or verified."""
+    if state not in ("pending", "verified"):
+        return ""
+    cls = "pq-pending" if state == "pending" else "pq-ok"
+    return f'<span class="badge {cls}" data-pq="{state}">{e(pq.label(str(state), lang))}</span>'
+
+
 def prec_badge(p: str) -> str:
     return f'<span class="prec prec-{e(p.lower())}">{e(p)}</span>'
 
@@ -134,6 +143,7 @@ def card(lang: str, m: Item, status: str | None = None) -> str:
     if kind != "decision":
         head.append(f'<span class="kind">{e(kind.upper())}</span>')
     head.append(status_badges(lang, status))
+    head.append(pq_badge(lang, m.get("pq")))
     body = str(m.get("text", ""))
     text = f"{EXERCISE_MARKER}: {body}" if exercise else body
     classes = ["card"]
@@ -165,7 +175,7 @@ def inbox_fragment(
         rows.append(
             f'<tr class="{cls}"{flash_attr if flash else ""}>'
             f"<td>{marker() if m['exercise'] else ''}{prec_badge(m['precedence'])}"
-            f"{status_badges(lang, statuses.get(m['id']))}</td>"
+            f"{status_badges(lang, statuses.get(m['id']))}{pq_badge(lang, m.get('pq'))}</td>"
             f"<td>{e(when(lang, m.get('received_at')))}</td><td>{e(m['issuer'])}</td>"
             f"<td>{e(', '.join(m['audience']))}</td>"
             f'<td><a href="/m/{e(m["id"])}">'
@@ -228,6 +238,11 @@ def detail_rows(lang: str, m: Item) -> str:
         (t(lang, "kind"), str(m["kind"]).upper()),
         (t(lang, "issuer"), m["issuer"]),
         (t(lang, "signature"), t(lang, "verified", kid=m.get("kid", "?"))),
+        *(
+            [(t(lang, "pq"), pq.label(str(m["pq"]), lang))]
+            if m.get("pq") in ("pending", "verified")
+            else []
+        ),
         (t(lang, "issued"), when(lang, m["issued_at"])),
         (t(lang, "expires"), when(lang, m["expires_at"])),
         (t(lang, "received"), when(lang, m.get("received_at"))),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from relay.engine.healing import SyncConfig
+from relay.engine.pq import PqConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +45,4 @@ class EngineConfig:
     seed: int | None = None  # for the gateway's random delays (tests fix it)
     drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
     heal: SyncConfig = field(default_factory=SyncConfig)  # relay.engine.healing
+    pq: PqConfig = field(default_factory=PqConfig)  # relay.engine.pq: [trust] pq

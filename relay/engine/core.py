@@ -66,6 +66,7 @@ from relay.engine.ops import (
 )
 from relay.engine.outbox import Outbox, new_row
 from relay.engine.peers import PeerTable
+from relay.engine.pq import PqHook
 from relay.engine.receipts import LOCAL_LINK
 from relay.engine.retention import Retention
 from relay.engine.routing import SHOWN_KINDS
@@ -161,6 +162,7 @@ class Engine:
             rng=random.Random(config.seed),  # noqa: S311 - jitter, not cryptography
         )
         self.sync = self.healer.state  # when to summarise (tests look at it)
+        self.pq = PqHook(config.pq)  # post-quantum attestations (relay.engine.pq)
         self.delivery = Delivery(
             config=config,
             net=self.net,
@@ -171,6 +173,7 @@ class Engine:
             counters=self.counters,
             tokens=self._tokens,
             trusted_now=self.trusted_now,
+            beside=lambda msg_id, via, prec: self.pq.beside(self, msg_id, via, prec),
         )
         self.hearing = Hearing(
             config=config,
@@ -195,6 +198,7 @@ class Engine:
             time=self.time,
             counters=self.counters,
             tokens=self._tokens,
+            on_forget=self.pq.forget,
         )
         self._tombstones = self.retention.tombstones
         if snapshot is not None:
@@ -208,6 +212,7 @@ class Engine:
             snap, trust=self.trust, replay=self.replay, net=self.net, msgs=self._msgs,
             tombstones=self._tombstones, own_receipts=self._own_receipts, outbox=self._outbox,
         )  # fmt: skip
+        self.pq.restore(self, snap.attestations)
 
     # ------------------------------------------------------------------ inputs
 
@@ -363,11 +368,12 @@ class Engine:
             seq=self._seq,
             mqtt_peers=self.mqtt_peers,
         )
+        actions += self.pq.timer(self, now)
         return actions + self.delivery.pump(now)
 
     def next_deadline(self) -> float:
         """When ``timer`` should next be called."""
-        deadline = min(self.retention.next_gc, self.sync.next_deadline())
+        deadline = min(self.retention.next_gc, self.sync.next_deadline(), self.pq.next_deadline())
         for h in self.health.values():
             change = h.next_change_at()
             if change is not None:
@@ -393,6 +399,8 @@ class Engine:
     def _ingest(
         self, link: str, raw: bytes, now: float, *, channel: Channel | None, ticket: int | None
     ) -> list[Action]:
+        if (handled := self.pq.ingest(self, link, raw, now, ticket)) is not None:
+            return handled  # an ML-DSA attestation or a request for one
         self.counters["received"] += 1
         env = open_envelope(raw, max_bytes=self.config.max_inbound_bytes)
         if isinstance(env, Rejection):
@@ -471,6 +479,7 @@ class Engine:
                 ops.append(AuditEvent(now, "revoked", env.id, link, None, kids))
         if d.kind == Kind.ACK:
             later += self._receipt_in(verdict, link, now, ops)
+        later += self.pq.on_accept(self, env, link, now, ops)
         if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
             ops.append(PutInbox(env.id, now))
             shown = d.precedence.name.lower() + (" exercise" if d.exercise else "")
@@ -584,7 +593,7 @@ class Engine:
         return introspect.statistics(
             msgs=len(self._msgs), outbox=self._outbox, counters=self.counters,
             rejections=self.rejections, refusals=self.refusals, time=self.time,
-            roster=self.trust.roster,
+            roster=self.trust.roster, pq=self.pq.statistics(),
         )  # fmt: skip
 
     def link_health(self, now: float) -> dict[str, dict[str, object]]:

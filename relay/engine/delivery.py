@@ -56,6 +56,7 @@ class Delivery:
         counters: Counter[str],
         tokens: itertools.count[int],
         trusted_now: Callable[[float], float],
+        beside: Callable[[bytes, str, int], list[Action]] | None = None,
     ) -> None:
         self.config = config
         self.net = net
@@ -66,6 +67,8 @@ class Delivery:
         self.counters = counters
         self._tokens = tokens
         self._trusted_now = trusted_now
+        # What goes out right behind a message on a link (the PQ attestation, relay.engine.pq).
+        self._beside = beside
         self._rng = random.Random(config.seed)  # noqa: S311 - jitter, not cryptography
         self.refusals: Counter[str] = Counter()  # "link what: reason" -> count (bounded)
 
@@ -181,6 +184,8 @@ class Delivery:
             self.outbox.send(out, via)  # back in transmitted() (or dropped)
             channel = Channel.RCPT if m.kind == Kind.ACK else Channel.MSG
             actions.append(Transmit(via, channel, msg_id, m.raw, int(m.precedence)))
+            if self._beside is not None:
+                actions += self._beside(msg_id, via, int(m.precedence))
         for out in deferred:
             self.outbox.wait(out, out.next_at)
         return actions

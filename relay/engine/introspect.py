@@ -21,6 +21,7 @@ def statistics(
     refusals: Counter[str],
     time: TrustedTime,
     roster: Roster | None,
+    pq: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     offset = time.offset()
     return {
@@ -35,6 +36,7 @@ def statistics(
         "clock_corrected_s": time.evidence.correction(time.last),
         "clock_sources": len(time.evidence.sources(time.last)),
         "roster_serial": roster.serial if roster else None,
+        "pq": dict(pq or {}),
     }
 
 

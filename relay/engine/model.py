@@ -45,6 +45,7 @@ class Snapshot:
     receipts: list[tuple[bytes, str]] = field(default_factory=list)  # (msg id, node)
     own_receipts: dict[bytes, bytes] = field(default_factory=dict)  # msg id -> our receipt id
     counters: dict[str, int] = field(default_factory=dict)
+    attestations: dict[bytes, bytes] = field(default_factory=dict)  # msg id -> ML-DSA (pq.py)
 
 
 @dataclass(slots=True)

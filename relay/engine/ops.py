@@ -103,6 +103,16 @@ class PruneTombstones:
     before: float
 
 
+@dataclass(frozen=True, slots=True)
+class PutAttestation:
+    """A verified ML-DSA-44 attestation of a stored message (relay.engine.pq)."""
+
+    msg_id: bytes
+    raw: bytes
+    received_at: float
+    via: str
+
+
 StoreOp = (
     PutMessage
     | PutInbox
@@ -114,6 +124,7 @@ StoreOp = (
     | AuditEvent
     | DeleteMessages
     | PruneTombstones
+    | PutAttestation
 )
 
 # ----------------------------------------------------------------------- actions

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from relay.engine.clock import TrustedTime
 from relay.engine.config import EngineConfig
@@ -32,6 +32,7 @@ class Retention:
         time: TrustedTime,
         counters: Counter[str],
         tokens: itertools.count[int],
+        on_forget: Callable[[tuple[bytes, ...]], None] | None = None,
     ) -> None:
         self.config = config
         self._msgs = msgs
@@ -43,6 +44,7 @@ class Retention:
         self._time = time
         self.counters = counters
         self._tokens = tokens
+        self._on_forget = on_forget  # told of every evicted or expired id (relay.engine.pq)
         self.tombstones: dict[bytes, float] = {}  # evicted or expired id -> until when known
         self.evictions: list[DeleteMessages] = []  # stored with the next accepted message
         self.next_gc = 0.0
@@ -77,6 +79,8 @@ class Retention:
             m = self._forget(msg_id)
             self.tombstones[msg_id] = m.expires_at + self._trust.skew_s
         self.counters["evicted"] += len(ids)
+        if self._on_forget is not None:
+            self._on_forget(ids)
         self.evictions.append(DeleteMessages(ids, tombstone=True))
         return True
 
@@ -104,6 +108,8 @@ class Retention:
             for msg_id in expired:
                 self._forget(msg_id)
             ops.append(DeleteMessages(expired, tombstone=False))
+            if self._on_forget is not None:
+                self._on_forget(expired)
             self.counters["expired"] += len(expired)
         stale = [i for i, t in self.tombstones.items() if t < now]
         for msg_id in stale:

@@ -26,6 +26,7 @@ from relay.engine.ops import (
     DeleteMessages,
     DeleteOutbox,
     PruneTombstones,
+    PutAttestation,
     PutInbox,
     PutMessage,
     PutOutbox,
@@ -35,7 +36,7 @@ from relay.engine.ops import (
     StoreOp,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -91,6 +92,15 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT
     );
     CREATE INDEX audit_msg ON audit(msg_id);
+    """,
+    # 1 -> 2: post-quantum attestations of stored messages (relay.engine.pq)
+    """
+    CREATE TABLE attestations(
+        msg_id BLOB PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        raw BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        via TEXT NOT NULL
+    );
     """,
 )
 
@@ -160,6 +170,13 @@ def statements(op: StoreOp) -> list[Statement]:
             return out
         case PruneTombstones():
             return [("DELETE FROM tombstones WHERE until < ?", (op.before,))]
+        case PutAttestation():
+            return [
+                (
+                    "INSERT OR IGNORE INTO attestations VALUES (?,?,?,?)",
+                    (op.msg_id, op.raw, op.received_at, op.via),
+                )
+            ]
     raise AssertionError(f"unknown store op {op!r}")
 
 
@@ -432,6 +449,7 @@ class Store:
             snap.outbox.append(PutOutbox(msg_id, link, attempts, next_at, bool(awaiting)))
         snap.receipts = [tuple(r) for r in await self._all("SELECT msg_id, node FROM receipts")]
         snap.counters = dict(await self._all("SELECT name, value FROM counters"))
+        snap.attestations = dict(await self._all("SELECT msg_id, raw FROM attestations"))
         return snap
 
     async def own_receipts(self, node: str) -> dict[bytes, bytes]:
@@ -477,6 +495,13 @@ class Store:
                 for lk, a, t, w in outbox
             ],
         }
+
+    async def attestation_of(self, msg_id: bytes) -> dict[str, Any] | None:
+        """When and how the message's ML-DSA attestation arrived (relay.engine.pq), if it did."""
+        rows = await self._all(
+            "SELECT received_at, via, length(raw) FROM attestations WHERE msg_id=?", (msg_id,)
+        )
+        return {"received_at": rows[0][0], "via": rows[0][1], "size": rows[0][2]} if rows else None
 
     async def find_ids(self, prefix: str) -> list[bytes]:
         """Message ids whose hex starts with ``prefix`` (operators type short ids)."""
