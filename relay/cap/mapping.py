@@ -19,7 +19,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relay.airtime import MAX_PRIVATE_PAYLOAD
 from relay.cap.model import Alert, Area, CapReason, CapRejection, Info, Reference
 from relay.cap.regions import RegionTable
-from relay.envelope import PAYLOAD_V2, Audience, Decision, Kind, Precedence, seal, v2_time
+from relay.envelope import (
+    MAX_AUDIENCE,
+    MAX_REFS,
+    PAYLOAD_V2,
+    Audience,
+    Decision,
+    Kind,
+    Precedence,
+    seal,
+    v2_time,
+)
 from relay.trust import Role, TrustState
 
 ZONE = ZoneInfo("Europe/Amsterdam")
@@ -239,7 +249,11 @@ def import_alert(
         found = resolve(alert.references, held)
         if isinstance(found, CapRejection):
             return found
-        referenced = found[:16]
+        if len(found) > MAX_REFS:
+            return _rej(
+                CapReason.TOO_LARGE, f"{len(found)} referenced messages: at most {MAX_REFS}"
+            )
+        referenced = found
         mixed = [h for h in referenced if h.decision.exercise != exercise]
         if mixed:
             what = "een oefening / an exercise" if mixed[0].decision.exercise else "real"
@@ -256,6 +270,13 @@ def import_alert(
         if isinstance(aud, CapRejection):
             return aud
         audience = aud
+    wire = audience.to_wire()
+    if isinstance(wire, list) and len(wire) > MAX_AUDIENCE:
+        return _rej(CapReason.TOO_LARGE, f"{len(wire)} audience targets: at most {MAX_AUDIENCE}")
+    try:
+        Audience.from_wire(wire)
+    except ValueError as exc:
+        return _rej(CapReason.INVALID, f"audience {audience}: {exc}")
     issued = int(alert.sent.timestamp())
     if version == PAYLOAD_V2:
         issued = v2_time(issued)
@@ -293,7 +314,14 @@ def import_alert(
     description = info.description if info else ""
     if not (headline or description) and kind != Kind.CANCEL:
         return _rej(CapReason.NO_TEXT, "the <info> has neither <headline> nor <description>")
-    fitted = fit_text(headline, description, lambda t, n: sealed_size(build(t, n), version), budget)
+
+    def size(text: str, cut: int) -> int:
+        try:
+            return sealed_size(build(text, cut), version)
+        except ValueError:  # longer than a decision's text may be (2048 B): does not fit
+            return budget + 1
+
+    fitted = fit_text(headline, description, size, budget)
     if isinstance(fitted, CapRejection):
         return fitted
     text, cut = fitted

@@ -112,7 +112,7 @@ def parse_alert(data: bytes, schema: CapSchema) -> Alert | CapRejection:
         return CapRejection(CapReason.INVALID, fault)
     try:
         return _alert(root)
-    except ValueError as exc:  # a value the schema lets through but the relay cannot read
+    except (ValueError, OverflowError) as exc:  # valid CAP, but not a value the relay reads
         return CapRejection(CapReason.INVALID, str(exc))
 
 
@@ -130,6 +130,8 @@ def parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
         raise ValueError(f"time {text!r} has no offset")
+    if not 0 <= value.timestamp() < 2**40:  # OverflowError too, at the ends of the calendar
+        raise ValueError(f"time {text!r} is outside 1970 … 36812")
     return value
 
 

@@ -144,8 +144,8 @@ def run_import(args: argparse.Namespace) -> int:
         audience = Audience.parse(args.to) if args.to else None
     except ValueError as exc:
         raise CliError(f"--to: {exc}") from exc
-    if args.max_bytes < 1:
-        raise CliError("--max-bytes must be positive")
+    if not 0 < args.max_bytes <= MAX_MESSAGE_BYTES:
+        raise CliError(f"--max-bytes must be 1 … {MAX_MESSAGE_BYTES} (a node refuses more)")
     regions = _regions(args.regions)
     alert = parse_alert(_read_document(args.alert), _schema())
     if isinstance(alert, CapRejection):

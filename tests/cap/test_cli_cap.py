@@ -116,7 +116,13 @@ def test_cancel_resolves_its_reference_in_the_store_and_exports_by_id(
     assert env.decision.kind == Kind.CANCEL and env.decision.refs == (signed(first).id,)
     store_with(tmp_path / "relay2.db", [(first.read_bytes(), "vr09-rbt"),
                                         (cancel.read_bytes(), "vr09-rbt")])  # fmt: skip
-    e = run("cap", "export", env.id.hex()[:12], "--store", tmp_path / "relay2.db")
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[node]\nname = "vr09-utrecht"\nkey = "{world.key("node1")}"\nregions = ["VR09"]\n'
+        f'store = "{tmp_path / "relay2.db"}"\n[trust]\nroot = "{world.root_pub}"\n'
+        f'roster = "{world.roster}"\n[[mqtt.broker]]\nurl = "mqtt://127.0.0.1:1"\n'
+    )
+    e = run("cap", "export", env.id.hex()[:12], "--config", config)
     assert e.returncode == 0, e.stderr
     assert "<msgType>Cancel</msgType>" in e.stdout
     assert f"<references>vr09-rbt,{signed(first).id.hex()},20" in e.stdout

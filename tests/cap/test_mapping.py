@@ -285,3 +285,23 @@ def test_a_bad_region_table_is_refused(toml: bytes, message: str) -> None:
     """Test that a broken region table is refused with the key at fault."""
     with pytest.raises(RegionTableError, match=message.replace("[", r"\[").replace("]", r"\]")):
         RegionTable.from_toml(toml)
+
+
+def test_a_larger_budget_keeps_the_text_within_a_decisions_limit(
+    schema: CapSchema, regions: RegionTable
+) -> None:
+    """Test that with a multi-frame budget a 6,000-character text is cut to 2,048 B, no crash."""
+    data = alert(infos=[info(description="Dijkbewaking langs de Lek. " * 220)])
+    result = imported(data, schema, regions, budget=4096)
+    assert isinstance(result, Imported) and result.cut is not None
+    assert len(result.decision.text.encode()) <= 2048 < len(info(description="x" * 2049))
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59-00:00"])
+def test_times_outside_what_the_relay_carries_are_refused(when: str, schema: CapSchema) -> None:
+    """Test that a valid CAP time before 1970 or at the calendar's edge is refused, not raised."""
+    data = alert()
+    start, end = data.index(b"<sent>") + 6, data.index(b"</sent>")
+    result = parse_alert(data[:start] + when.encode() + data[end:], schema)
+    assert isinstance(result, CapRejection) and result.reason == CapReason.INVALID
+    assert when in result.detail

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay import resources
 from relay.cap import MAX_DOCUMENT, Alert, CapReason, CapRejection, CapSchema, parse_alert
 from tests.cap.conftest import alert, info
 
@@ -28,6 +31,8 @@ EXTERNAL_DTD = (
     b'<?xml version="1.0"?>\n<!DOCTYPE alert SYSTEM "http://127.0.0.1:9/cap.dtd">\n'
     + alert(head="")
 )
+
+SCHEMA = CapSchema(resources.read_bytes("cap/cap-1.2.xsd"))  # hypothesis tests take no fixtures
 
 
 def reason(data: bytes, schema: CapSchema) -> CapReason:
@@ -127,3 +132,21 @@ def test_every_truncation_and_trailing_garbage_is_a_rejection(schema: CapSchema)
         assert isinstance(parse_alert(whole[:cut], schema), CapRejection), cut
     for garbage in (b"\x00", b"<", b"</alert>", b"&amp;"):
         assert reason(whole + garbage, schema) == CapReason.NOT_XML
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=512))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    """Test that any bytes at all give an alert or a rejection, never an exception."""
+    result = parse_alert(data, SCHEMA)
+    assert isinstance(result, Alert | CapRejection)
+
+
+@settings(max_examples=200, deadline=None)
+@given(at=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
+def test_a_changed_byte_never_raises(at: int, byte: int) -> None:
+    """Test that a valid alert with any one byte changed parses or is refused, never raises."""
+    whole = bytearray(alert())
+    whole[at % len(whole)] = byte
+    result = parse_alert(bytes(whole), SCHEMA)
+    assert isinstance(result, Alert | CapRejection)
