@@ -14,10 +14,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     imp = actions.add_parser("import", help="sign a CAP 1.2 alert as a decision")
-    imp.add_argument("alert", type=Path, help="the CAP 1.2 alert (XML), or - for stdin")
-    imp.add_argument("--key", type=Path, required=True, help="the issuer's private key")
-    imp.add_argument("-o", "--output", required=True, help="output file, or - for stdout")
-    imp.add_argument("--to", help="audience instead of the alert's areas: all, region:VR09, …")
+    imp.add_argument(
+        "alert", type=Path, metavar="ALERT.xml", help="the CAP 1.2 alert (XML), or - for stdin"
+    )
+    imp.add_argument(
+        "--key", type=Path, required=True, metavar="ISSUER.key", help="the issuer's private key"
+    )
+    imp.add_argument(
+        "-o", "--output", required=True, metavar="OUT.cose", help="output file, or - for stdout"
+    )
+    imp.add_argument(
+        "--to", metavar="AUDIENCE", help="instead of the alert's areas: all, region:VR09, …"
+    )
     _add_trust_arguments(imp)
     imp.add_argument(
         "--payload-version",
@@ -35,8 +43,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.set_defaults(handler=cmd_import)
 
     exp = actions.add_parser("export", help="write a decision as a CAP 1.2 alert")
-    exp.add_argument("source", help="a message id (or unique prefix) in the store, or FILE.cose")
-    exp.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    exp.add_argument(
+        "source",
+        metavar="ID|FILE.cose",
+        help="a message id (or a unique prefix of one) in the store, or a signed message file",
+    )
+    exp.add_argument(
+        "-o", "--output", default="-", metavar="OUT.xml", help="output file (default: stdout)"
+    )
     _add_trust_arguments(exp)
     exp.set_defaults(handler=cmd_export)
 

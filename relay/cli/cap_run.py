@@ -210,8 +210,8 @@ def _report_import(output: str, raw: bytes, result: Imported, verdict: Accepted)
     marker = f"[{EXERCISE_MARKER}] " if d.exercise else ""
     where = "stdout" if output == "-" else output
     print(
-        f"{marker}{where}: {len(raw)} bytes, {d.precedence.name} {d.kind.name.lower()} "
-        f"to {d.audience}, id {verdict.envelope.id.hex()}",
+        f"{marker}ondertekend / signed {where}: {len(raw)} B, {d.precedence.name} "
+        f"{d.kind.name.lower()} aan / to {d.audience}, id {verdict.envelope.id.hex()}",
         file=sys.stderr,
     )
     if result.cut is not None:
@@ -273,8 +273,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.output != "-":
         marker = f"[{EXERCISE_MARKER}] " if msg.decision.exercise else ""
         print(
-            f"{marker}{args.output}: CAP 1.2 {alert.msg_type} {alert.status}, "
-            f"identifier {alert.identifier[:16]}…",
+            f"{marker}geschreven / written {args.output}: CAP 1.2 {alert.msg_type} "
+            f"{alert.status}, identifier {alert.identifier[:16]}…",
             file=sys.stderr,
         )
     return 0

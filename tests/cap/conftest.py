@@ -41,8 +41,10 @@ class World:
         return ["--roster", str(self.roster), "--root", str(self.root_pub)]
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Keys and a roster, made once: the tests only add sequence numbers to the keys' counters."""
+    tmp_path = tmp_path_factory.mktemp("cap-world")
     keys = tmp_path / "keys"
     for name in ("root", "vr09", "coord", "node1"):
         assert main(["keys", "new", name, "--dir", str(keys)]) == 0

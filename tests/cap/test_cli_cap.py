@@ -59,7 +59,7 @@ def test_import_signs_a_verifiable_exercise_decision_and_export_writes_valid_cap
     out = tmp_path / "d.cose"
     p = relay("cap", "import", src, "--key", world.key("vr09"), "-o", out, *world.trust_args())
     assert p.returncode == 0, p.stderr
-    assert "[OEFENING / EXERCISE]" in p.stderr and "FLASH decision to region:VR09" in p.stderr
+    assert "[OEFENING / EXERCISE]" in p.stderr and "FLASH decision aan / to region:VR09" in p.stderr
     assert "niet meegenomen / not carried: instruction" in p.stderr
     v = relay("verify", "--root", world.root_pub, "--roster", world.roster, out)
     assert v.returncode == 0, v.stderr

@@ -150,3 +150,101 @@ def test_a_changed_byte_never_raises(at: int, byte: int) -> None:
     whole[at % len(whole)] = byte
     result = parse_alert(bytes(whole), SCHEMA)
     assert isinstance(result, Alert | CapRejection)
+
+
+FULL = b"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>urn:oid:2.49.0.1.528.0.2026.7</identifier>
+  <sender>meldkamer@vr09.example</sender>
+  <sent>2026-07-01T09:30:00-00:00</sent>
+  <status>Actual</status>
+  <msgType>Update</msgType>
+  <source>LCMS</source>
+  <scope>Private</scope>
+  <addresses>vr09-utrecht "Gemeentehuis Zeist"</addresses>
+  <code>IPAWSv1.0</code>
+  <code>crisis-relay:notice</code>
+  <note>Aanvulling op het eerdere bericht</note>
+  <references>m@vr09.example,NL-1,2026-07-01T08:00:00+02:00
+    a,b,2026-07-01T08:05:00+02:00</references>
+  <incidents>GRIP3-2026-07</incidents>
+  <info>
+    <language>nl-NL</language>
+    <category>Met</category>
+    <category>Infra</category>
+    <event>Hoogwater</event>
+    <responseType>Prepare</responseType>
+    <responseType>Monitor</responseType>
+    <urgency>Expected</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+    <audience>crisisteams</audience>
+    <eventCode><valueName>profiel</valueName><value>hoogwater</value></eventCode>
+    <effective>2026-07-01T09:30:00+02:00</effective>
+    <onset>2026-07-01T18:00:00+02:00</onset>
+    <expires>2026-07-02T09:30:00+02:00</expires>
+    <senderName>Veiligheidsregio Utrecht</senderName>
+    <headline>Hoogwater Lek</headline>
+    <description>De waterstand stijgt.</description>
+    <instruction>Bereid evacuatie voor.</instruction>
+    <web>https://example.org/hoogwater</web>
+    <contact>ROT, 030-0000000</contact>
+    <parameter><valueName>peil</valueName><value>NAP+6,10</value></parameter>
+    <resource>
+      <resourceDesc>kaart</resourceDesc>
+      <mimeType>image/png</mimeType>
+      <size>1024</size>
+      <uri>https://example.org/kaart.png</uri>
+      <digest>0000</digest>
+    </resource>
+    <area>
+      <areaDesc>Uiterwaarden Lek</areaDesc>
+      <polygon>51.95,5.10 51.96,5.30 51.90,5.30 51.95,5.10</polygon>
+      <circle>51.95,5.20 4.5</circle>
+      <geocode><valueName>veiligheidsregio</valueName><value>VR09</value></geocode>
+      <altitude>0</altitude>
+      <ceiling>100.5</ceiling>
+    </area>
+  </info>
+  <info>
+    <language>en-US</language>
+    <category>Met</category>
+    <event>High water</event>
+    <urgency>Expected</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+  </info>
+  <Signature xmlns="http://www.w3.org/2000/09/xmldsig#"><SignedInfo/></Signature>
+</alert>
+"""
+
+
+def test_an_alert_with_every_optional_element_is_valid(schema: CapSchema) -> None:
+    """Test that an alert using every element of the data dictionary passes the schema."""
+    result = parse_alert(FULL, schema)
+    assert isinstance(result, Alert), result
+    assert result.addresses == ("vr09-utrecht", "Gemeentehuis Zeist")
+    assert [str(r) for r in result.references][1] == "a,b,2026-07-01T08:05:00+02:00"
+    assert result.infos[0].uncarried == (
+        "responseType", "audience", "eventCode", "effective", "onset", "instruction", "web",
+        "contact", "parameter", "resource",
+    )  # fmt: skip
+    assert result.infos[0].areas[0].shapes == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ((b"51.95,5.10 51.96,5.30 51.90,5.30 51.95,5.10", b"51.95,5.10 51.96,5.30"), "polygon"),
+        ((b"51.95,5.20 4.5", b"51.95,5.20"), "circle"),
+        ((b"a,b,2026-07-01T08:05:00+02:00", b"a,b"), "references"),
+        ((b"<size>1024</size>", b"<size>groot</size>"), "size"),
+    ],
+)
+def test_dictionary_rules_beyond_element_order_are_checked(
+    change: tuple[bytes, bytes], where: str, schema: CapSchema
+) -> None:
+    """Test that polygon, circle, references and sizes must have the form the standard gives."""
+    result = parse_alert(FULL.replace(*change), schema)
+    assert isinstance(result, CapRejection) and result.reason == CapReason.INVALID
+    assert where in result.detail
