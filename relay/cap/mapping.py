@@ -190,8 +190,20 @@ def _tag_of(d: Decision) -> bytes | None:
     return None
 
 
+def node_addresses(alert: Alert, known_nodes: frozenset[str] | None) -> frozenset[str]:
+    """The addresses of a Private alert that name relay nodes (all of them when the roster's
+    node names are not given)."""
+    if alert.scope != "Private":
+        return frozenset()
+    return frozenset(a for a in alert.addresses if known_nodes is None or a in known_nodes)
+
+
 def _audience(
-    alert: Alert, info: Info | None, regions: RegionTable, referenced: Sequence[Held]
+    alert: Alert,
+    info: Info | None,
+    regions: RegionTable,
+    referenced: Sequence[Held],
+    known_nodes: frozenset[str] | None,
 ) -> Audience | CapRejection:
     audiences: list[Audience] = []
     for area in info.areas if info else ():
@@ -199,8 +211,8 @@ def _audience(
         if isinstance(aud, CapRejection):
             return aud
         audiences.append(aud)
-    if alert.scope == "Private" and alert.addresses:
-        audiences.append(Audience(nodes=frozenset(alert.addresses)))
+    if nodes := node_addresses(alert, known_nodes):
+        audiences.append(Audience(nodes=nodes))
     if not audiences and not (info and info.areas):
         audiences = [h.decision.audience for h in referenced]
     if not audiences:
@@ -225,8 +237,13 @@ def import_alert(
     version: int = 1,
     budget: int = FRAME_BUDGET,
     skew_s: int = 6 * 3600,
+    known_nodes: frozenset[str] | None = None,
 ) -> Imported | CapRejection:
-    """The decision that carries ``alert``, its text cut to fit ``budget`` bytes signed."""
+    """The decision that carries ``alert``, its text cut to fit ``budget`` bytes signed.
+
+    ``known_nodes``: the roster's node names; addresses of a Private alert that are not among
+    them are not made node targets (they are reported as not carried)."""
+    audience_given = audience is not None
     if alert.status in STATUS_REFUSED:
         return _rej(CapReason.STATUS, STATUS_REFUSED[alert.status])
     exercise = STATUS_EXERCISE[alert.status]
@@ -266,7 +283,7 @@ def import_alert(
     else:
         precedence = min(h.decision.precedence for h in referenced)
     if audience is None:
-        aud = _audience(alert, info, regions, referenced)
+        aud = _audience(alert, info, regions, referenced, known_nodes)
         if isinstance(aud, CapRejection):
             return aud
         audience = aud
@@ -325,7 +342,10 @@ def import_alert(
     if isinstance(fitted, CapRejection):
         return fitted
     text, cut = fitted
-    return Imported(build(text, cut.cut if cut else 0), cut, _not_carried(alert, info, others))
+    not_carried = _not_carried(alert, info, others)
+    if audience_given or len(node_addresses(alert, known_nodes)) < len(alert.addresses):
+        not_carried += ("addresses",) if alert.addresses else ()
+    return Imported(build(text, cut.cut if cut else 0), cut, not_carried)
 
 
 def sealed_size(d: Decision, version: int) -> int:

@@ -178,6 +178,7 @@ def run_import(args: argparse.Namespace) -> int:
             version=version,
             budget=args.max_bytes,
             skew_s=trust.skew_s,
+            known_nodes=frozenset(trust.roster.node_regions()) if trust.roster else frozenset(),
         )
 
     try:

@@ -305,3 +305,17 @@ def test_times_outside_what_the_relay_carries_are_refused(when: str, schema: Cap
     result = parse_alert(data[:start] + when.encode() + data[end:], schema)
     assert isinstance(result, CapRejection) and result.reason == CapReason.INVALID
     assert when in result.detail
+
+
+def test_private_addresses_that_are_nodes_become_node_targets(
+    schema: CapSchema, regions: RegionTable
+) -> None:
+    """Test that only the addresses of a Private alert that are roster nodes become targets."""
+    data = alert(scope="Private").replace(
+        b"<scope>Private</scope>",
+        b"<scope>Private</scope><addresses>vr09-utrecht burgemeester@zeist.example</addresses>",
+    )
+    result = imported(data, schema, regions, known_nodes=frozenset({"vr09-utrecht"}))
+    assert isinstance(result, Imported)
+    assert result.decision.audience == Audience.parse("region:VR09,node:vr09-utrecht")
+    assert "addresses" in result.not_carried
