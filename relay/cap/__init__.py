@@ -5,11 +5,12 @@ table are package data that the caller reads, ``relay.resources``) and returns d
 ``CapRejection``; the command line (relay/cli/cap.py) does the reading, signing and writing.
 
 - ``parse.parse_alert``: hardened XML parsing (defusedxml), schema check (xmlschema), plain data;
-- ``mapping.import_alert`` / ``mapping.export_alert``: the documented mapping tables;
+- ``mapping.import_alert`` / ``export.export_alert``: the documented mapping tables;
 - ``write.alert_xml``: an alert as XML.
 """
 
-from relay.cap.mapping import Held, Imported, export_alert, import_alert
+from relay.cap.export import export_alert
+from relay.cap.mapping import Held, Imported, import_alert
 from relay.cap.model import NS, Alert, CapReason, CapRejection
 from relay.cap.parse import MAX_DOCUMENT, parse_alert, parse_xml
 from relay.cap.regions import RegionTable, RegionTableError

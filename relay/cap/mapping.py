@@ -1,8 +1,8 @@
-"""CAP 1.2 alert <-> signed decision: the mapping tables and the two directions. Pure code.
+"""CAP 1.2 alert <-> signed decision: the mapping tables and the import. Pure code.
 
 ``import_alert`` turns a parsed ``Alert`` into a ``Decision`` ready to seal (or says why not);
-``export_alert`` turns a verified decision back into an ``Alert``. The tables below are the
-documented mapping (docs/cap.md); tests/cap/test_mapping.py checks them cell by cell.
+``relay.cap.export.export_alert`` turns a verified decision back into an ``Alert``. The tables
+are the documented mapping (docs/cap.md); tests/cap/test_mapping.py checks them cell by cell.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from relay.airtime import MAX_PRIVATE_PAYLOAD
-from relay.cap.model import Alert, Area, CapReason, CapRejection, Info, Reference
+from relay.cap.model import Alert, CapReason, CapRejection, Info, Reference
 from relay.cap.regions import RegionTable
 from relay.envelope import (
     MAX_AUDIENCE,
@@ -410,10 +410,6 @@ def _not_carried(alert: Alert, info: Info | None, others: Sequence[Info]) -> tup
     return tuple(out)
 
 
-# ---------------------------------------------------------------------------------------------
-# Export
-
-
 def signer_refusal(state: TrustState, kid: bytes, d: Decision) -> CapRejection | None:
     """Why the key ``kid`` may not sign ``d`` under the roster, checked before a sequence number
     is spent: not on it, an exercise coordinator signing real traffic, out of scope."""
@@ -435,78 +431,3 @@ def signer_refusal(state: TrustState, kid: bytes, d: Decision) -> CapRejection |
             f"{entry.name!r} may address {entry.scope.specs()}, not {d.audience.specs()}",
         )
     return None
-
-
-def export_alert(
-    d: Decision,
-    *,
-    msg_id: bytes,
-    signer: str,
-    regions: RegionTable,
-    referenced: Sequence[Held] = (),
-) -> Alert | CapRejection:
-    """The CAP 1.2 alert for a verified decision; ``referenced`` holds what ``d.refs`` names."""
-    if d.kind not in KIND_MSGTYPE:
-        return _rej(
-            CapReason.NOT_AN_ALERT_KIND,
-            f"a {d.kind.name} message is not an alert (only decisions, notices, cancels and "
-            "supersedes are exported)",
-        )
-    by_id = {h.id: h for h in referenced}
-    references = []
-    for ref in d.refs:
-        held = by_id.get(ref)
-        if held is None:
-            return _rej(
-                CapReason.REFERENCE,
-                f"referenced message {ref.hex()[:16]} is not in the store: its sender and "
-                "sent time are needed for <references>",
-            )
-        references.append(Reference(held.signer, ref.hex(), cap_time(held.decision.issued_at)))
-    notes = [EXERCISE_NOTE] if d.exercise else []
-    data: Any = d.data
-    if isinstance(data, Mapping) and isinstance(data.get(DATA_CUT), int):
-        n = data[DATA_CUT]
-        notes.append(
-            f"Tekst bij import ingekort: {n} tekens weggelaten / "
-            f"Text shortened at import: {n} characters cut"
-        )
-    headline, _, description = d.text.partition("\n")
-    urgency, severity = EXPORT_PAIR[d.precedence]
-    areas: list[Area] = []
-    if d.audience.everyone:
-        areas.append(Area("Nederland"))
-    for code in sorted(d.audience.regions):
-        region = regions.by_code(code)
-        name = region.name if region else code
-        areas.append(Area(f"Veiligheidsregio {name}", (("veiligheidsregio", code),)))
-    info = Info(
-        event=KIND_EVENT[d.kind],
-        urgency=urgency,
-        severity=severity,
-        certainty="Unknown",
-        categories=("Safety",),
-        language="nl-NL",
-        expires=datetime.fromtimestamp(d.expires_at, ZONE),
-        sender_name=signer,
-        headline=headline,
-        description=description,
-        areas=tuple(areas),
-    )
-    nodes = tuple(sorted(d.audience.nodes))
-    return Alert(
-        identifier=msg_id.hex(),
-        sender=signer,
-        sent=datetime.fromtimestamp(d.issued_at, ZONE),
-        status="Exercise" if d.exercise else "Actual",
-        msg_type=KIND_MSGTYPE[d.kind],
-        scope="Private" if nodes else "Restricted",
-        restriction=""
-        if nodes
-        else "Alleen voor crisisteams en relaisknooppunten / crisis teams and relay nodes only",
-        addresses=nodes,
-        codes=(NOTICE_CODE,) if d.kind == Kind.NOTICE else (),
-        note=" — ".join(notes),
-        references=tuple(references),
-        infos=(info,),
-    )
