@@ -412,7 +412,12 @@ def _not_carried(alert: Alert, info: Info | None, others: Sequence[Info]) -> tup
 
 def signer_refusal(state: TrustState, kid: bytes, d: Decision) -> CapRejection | None:
     """Why the key ``kid`` may not sign ``d`` under the roster, checked before a sequence number
-    is spent: not on it, an exercise coordinator signing real traffic, out of scope."""
+    is spent: revoked, not on it, an exercise coordinator signing real traffic, out of scope."""
+    revoked = state.revoked.get(kid)
+    if revoked is None and state.roster is not None:
+        revoked = next((r.name for r in state.roster.revoked if r.kid == kid), None)
+    if revoked is not None:
+        return _rej(CapReason.REVOKED, f"key of {revoked!r} was revoked")
     entry = state.entry_for(kid)
     if entry is None:
         serial = state.roster.serial if state.roster else "none"

@@ -38,6 +38,7 @@ class CapReason(StrEnum):
     NOT_YET_VALID = "not-yet-valid"
     TOO_LARGE = "too-large"
     SIGNER = "unknown-signer"
+    REVOKED = "revoked-signer"
     EXERCISE_ONLY = "exercise-only"
     OUT_OF_SCOPE = "out-of-scope"
     NOT_AN_ALERT_KIND = "not-exportable"

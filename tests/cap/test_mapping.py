@@ -260,6 +260,9 @@ def test_roles_decide_who_may_sign_real_alerts(
     assert refusal is not None and refusal.reason == CapReason.OUT_OF_SCOPE
     unknown = signer_refusal(trust, b"\0\0\0\0", real)
     assert unknown is not None and unknown.reason == CapReason.SIGNER
+    trust.revoked[issuer] = "vr09-rbt"
+    revoked = signer_refusal(trust, issuer, real)
+    assert revoked is not None and revoked.reason == CapReason.REVOKED
 
 
 def test_the_default_region_table_has_the_25_safety_regions(regions: RegionTable) -> None:
