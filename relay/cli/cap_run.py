@@ -199,7 +199,7 @@ def run_import(args: argparse.Namespace) -> int:
     raw = seal(result.decision, key, kid=kid, version=version)
     env = open_envelope(raw)
     verdict = env if isinstance(env, Rejection) else trust.check(env, now)
-    if not isinstance(verdict, Accepted):  # the checks above mirror these: a bug if reached
+    if not isinstance(verdict, Accepted):  # what the checks above leave out: validity period
         return _reject(verdict)
     _write(args.output, raw)
     _report_import(args.output, raw, result, verdict)
