@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "broker",
     "files",
     "doctor",
+    "cap",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -669,3 +669,25 @@ def _audit_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     for row in out:
         row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
     return out
+
+
+async def read_held(path: Path) -> list[tuple[bytes, bytes, str]]:
+    """``(id, raw, signer)`` of every message a store holds, opened read-only like
+    ``read_audit`` (``relay cap`` resolves CAP references and exports from these)."""
+    try:
+        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
+    try:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version == 0 or version > SCHEMA_VERSION:
+            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
+        async with db.execute("SELECT id, raw, signer FROM messages ORDER BY rowid") as cur:
+            rows = await cur.fetchall()
+        return [(bytes(i), bytes(r), str(s)) for i, r, s in rows]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: unreadable: {exc}") from exc
+    finally:
+        await db.close()

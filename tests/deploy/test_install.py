@@ -55,6 +55,8 @@ def test_wheel_installs_outside_the_checkout_and_runs(tmp_path: Path) -> None:
         "relay/data/systemd/relay.service",
         "relay/data/firmware_configs/README.md",
         "relay/data/dictionary-v1.txt",
+        "relay/data/cap/cap-1.2.xsd",
+        "relay/data/cap/regions.toml",
         "relay/drill/scenarios/demo.toml",
     ):
         assert name in names, name
