@@ -7,6 +7,7 @@ One request line, one response line:
     {"op": "status"}                                 -> {"ok": true, "node": …, "links": [...], …}
     {"op": "message", "id": "<hex or prefix>"}       -> {"ok": true, "message": {...}}
     {"op": "audit", "since": 0}                      -> {"ok": true, "events": [...]}
+    {"op": "audit_verify"}                           -> {"ok": true, "chain": {"ok": …, …}}
 
 Errors: {"ok": false, "error": "<what>", "reason": "<rejection reason, when there is one>"}.
 A request the API cannot take (not JSON, not an object, a number out of range or not finite,

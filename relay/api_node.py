@@ -6,6 +6,7 @@ relay.api_console; the socket and the request framing in relay.api.
     {"op": "status"}                          -> {"ok": true, "node": ..., "links": [...], ...}
     {"op": "message", "id": "<hex prefix>"}   -> {"ok": true, "message": {...}}
     {"op": "audit", "since": 0}               -> {"ok": true, "node": ..., "events": [...]}
+    {"op": "audit_verify"}                    -> {"ok": true, "node": ..., "chain": {...}}
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from relay import api, api_console, pq
 from relay.api_console import CONSOLE_OPS, console_op
 from relay.engine.ops import Submitted
@@ -23,6 +26,7 @@ from relay.envelope import Envelope, Rejection, open_envelope
 from relay.links import LinkDriver
 from relay.render import as_json
 from relay.senders import SenderQueues
+from relay.store import StoreError
 
 MAX_INBOX_LIMIT = 100_000  # `inbox` answers at most this many messages
 MAX_SQLITE_INT = 2**63 - 1
@@ -67,6 +71,9 @@ class Node(api_console.Node, Protocol):
 
     @property
     def input_queue_size(self) -> int: ...
+
+    @property
+    def public_key(self) -> Ed25519PublicKey: ...  # the node key's, for audit_verify
 
     @property
     def acks_released(self) -> int: ...
@@ -115,6 +122,12 @@ async def handle(node: Node, req: dict[str, Any]) -> dict[str, Any]:
                 since = api.integer(req, "since", default=0, lo=0, hi=MAX_SQLITE_INT)
                 events = await node.store.audit(since)
                 return {"ok": True, "node": node.config.node, "events": events}
+            case "audit_verify":
+                try:
+                    report = await node.store.verify_chain(node.public_key)
+                except StoreError as exc:
+                    return {"ok": False, "error": f"audit chain: {exc}"}
+                return {"ok": True, "node": node.config.node, "chain": report.to_json()}
     except (ValueError, TypeError) as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
     return {"ok": False, "error": f"unknown op {op!r}"}

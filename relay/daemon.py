@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from relay import api, api_node, pq
 from relay.airtime import BRIDGE_SLOT_LONG_FAST_S, PRESETS, bridge_slot_s
@@ -62,7 +62,7 @@ from relay.engine.ops import (
     Transmit,
 )
 from relay.engine.pq import PqConfig
-from relay.engine.status import seal_status
+from relay.engine.status import seal_checkpoint, seal_status
 from relay.envelope import Precedence
 from relay.errors import CannotStart
 from relay.housekeeping import Housekeeping
@@ -71,7 +71,7 @@ from relay.links import LinkDriver
 from relay.notify import Notifier
 from relay.rosterfile import load_trust
 from relay.senders import SenderQueues, run_sender
-from relay.store import Store, StoreError
+from relay.store import Store, StoreError, StoreFull
 from relay.storewriter import StoreWriter
 from relay.vocab import Channel, LinkKind, LinkState
 
@@ -162,7 +162,16 @@ class Node:
         except StoreError as exc:
             raise CannotStart(str(exc)) from exc
         self.writer.store = self.store
+        self.store.signer = lambda n, head, now, state: seal_checkpoint(
+            n, head, key, now, state=state
+        )
         try:
+            if (problem := await self.store.tail_problem()) is not None:
+                # The evidence stays as it is; the node carries on and the chain forks here.
+                self.log.error("audit_chain_broken", error=problem, hint="run relay audit verify")
+            # Rows committed since the last checkpoint (a crash, or the upgrade that started the
+            # chain: then this is the genesis checkpoint) are signed for before anything else.
+            await self._checkpoint()
             snapshot = await self.store.snapshot()
             snapshot.own_receipts = await self.store.own_receipts(cfg.node)
             snapshot.counters[SEQ_COUNTER] = await self.writer.lease_sequence(
@@ -199,6 +208,7 @@ class Node:
                 own_seq=snapshot.counters[SEQ_COUNTER],
             )
             await self._run_tasks()
+            await self._checkpoint("offline")  # the last commit is in: sign for it
         finally:
             await self.store.close()
             self.log.info("stopped")
@@ -476,9 +486,23 @@ class Node:
             clock=self.clock,
             log=self.log,
             clock_warning=lambda: bool(self.engine.statistics()["clock_warning"]),
-            prune=self.store.prune_audit,
+            prune=lambda: self.store.prune_audit(self.clock()),
             report=self._report,
+            audit_head=lambda: {"n": self.store.head.n, "head": self.store.head.hash.hex()},
+            checkpoint=self._checkpoint,
         )
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    async def _checkpoint(self, state: str = "online") -> None:
+        """Sign and keep an audit checkpoint if the chain moved since the last one."""
+        try:
+            if await self.store.checkpoint(self.clock(), state=state):
+                self.log.debug("audit_checkpoint", n=self.store.head.n, state=state)
+        except StoreFull as exc:  # the next interval tries again; nothing else waits for it
+            self.log.error("audit_checkpoint_failed", error=str(exc))
 
     # ------------------------------------------------------------------ API (relay.api_node)
 

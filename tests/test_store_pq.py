@@ -1,4 +1,4 @@
-"""The store's attestations table (added in schema version 2): migration, round trip, cascade."""
+"""The store's attestations table (added in schema version 3): migration, round trip, cascade."""
 
 from __future__ import annotations
 

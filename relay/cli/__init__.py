@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "roster",
     "sign",
     "node",
+    "audit",
     "demo",
     "sim",
     "drill",

@@ -93,6 +93,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         sources = ev.parse_sources(args.sources)
         kinds = {node: ev.source_kind(path) for node, path in sources.items()}
         events = ev.collect(sources, roster)
+        chains = ev.chains(sources, roster)
         meta: dict[str, object] = {"collected": ", ".join(f"{n} ({k})" for n, k in kinds.items())}
         if args.events is not None:
             _, earlier, verdicts, _ = load_report(args.events)
@@ -100,7 +101,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             meta["runner events from"] = args.events.name
         analysis = analyse(events)
         _, html = write_report(args.out, title=args.title, events=events, verdicts=verdicts,
-                               meta=meta)  # fmt: skip
+                               meta=meta, chains=chains)  # fmt: skip
     except (ev.EventError, StoreError, ApiError) as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:
@@ -109,6 +110,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"{html}: {len(events)} events from {len(sources)} nodes; {s['decisions']} decisions, "
           f"{s['delivered']}/{s['expected']} deliveries, {s['missing']} missing, "
           f"{s['duplicates']} duplicates")  # fmt: skip
+    for node, c in chains.items():
+        if not c.get("ok"):
+            print(f"FOUT / BROKEN: audit-keten / audit chain of {node}: {c.get('problem')}")
+        elif not c.get("signatures_checked", True):
+            print(f"audit-keten / audit chain of {node}: schakels in orde, handtekeningen niet "
+                  "gecontroleerd (geen --roster) / links ok, signatures not checked (no "
+                  "--roster)")  # fmt: skip
+        else:
+            print(f"audit-keten / audit chain of {node}: in orde / verified "
+                  f"({c.get('rows')} rows)")  # fmt: skip
     if s.get("audience_unknown"):
         print(f"LET OP: van {s['audience_unknown']} besluit(en) zijn de verwachte ontvangers "
               "onbekend (geen --roster, geen oorsprong via de API) / WARNING: the expected "

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from relay import api, store
 from relay.envelope import Audience, Kind
 from relay.trust import Roster
@@ -301,6 +303,44 @@ def source_kind(path: Path) -> str:
     if stat.S_ISREG(mode):
         return "store"
     raise EventError(f"{path}: neither a node's API socket nor a store file")
+
+
+async def chains_async(
+    sources: Mapping[str, Path], roster: Roster | None = None
+) -> dict[str, dict[str, Any]]:
+    """Whether each node's audit chain verifies (``ChainReport.to_json``), by node.
+
+    A store file is verified with the node's key from ``roster`` (without one, only the links
+    between rows are checked), against its own checkpoints and the latest checkpoint of it that
+    every other store given holds; a running node verifies its own store (op "audit_verify")."""
+    kinds = {node: source_kind(path) for node, path in sources.items()}
+    held: dict[str, list[tuple[str, bytes]]] = {}
+    for other, path in sources.items():
+        if kinds[other] == "store":
+            for node, raw in (await store.held_checkpoints(path)).items():
+                held.setdefault(node, []).append((other, raw))
+    out: dict[str, dict[str, Any]] = {}
+    for node, path in sources.items():
+        if kinds[node] == "api":
+            answer = await api.request(path, {"op": "audit_verify"})
+            chain = answer.get("chain")
+            out[node] = chain if answer.get("ok") and isinstance(chain, dict) else {
+                "ok": False, "problem": str(answer.get("error", "no answer"))}  # fmt: skip
+            continue
+        entry = roster.by_name(node) if roster is not None else None
+        key = None if entry is None else Ed25519PublicKey.from_public_bytes(entry.public_key)
+        try:
+            report = await store.verify_store(path, key, held=held.get(node, []))
+        except store.StoreError as exc:
+            out[node] = {"ok": False, "problem": str(exc)}
+            continue
+        out[node] = report.to_json()
+    return out
+
+
+def chains(sources: Mapping[str, Path], roster: Roster | None = None) -> dict[str, dict[str, Any]]:
+    """``chains_async`` for the command line."""
+    return asyncio.run(chains_async(sources, roster))
 
 
 def collect(sources: Mapping[str, Path], roster: Roster | None = None) -> list[Event]:

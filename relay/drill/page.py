@@ -339,6 +339,33 @@ def _problems(a: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _chains(doc: Mapping[str, Any]) -> str:
+    chains = doc.get("chains") or {}
+    if not chains:
+        return "<p>Not checked (no node's store or API was given).</p>"
+    rows = []
+    for node, c in chains.items():
+        latest = c.get("latest_checkpoint")
+        if not c.get("ok"):
+            verdict, cls = "BROKEN", "fail"
+        elif not c.get("signatures_checked", True):
+            verdict, cls = "links ok, signatures not checked (no roster)", ""
+        else:
+            verdict, cls = "verified", ""
+        notes = [str(c["problem"])] if c.get("problem") else []
+        if c.get("uncovered"):
+            notes.append(f"{c['uncovered']} row(s) after the latest checkpoint")
+        notes += [str(x) for x in c.get("notes", [])]
+        rows.append(
+            f"<tr class={cls or 'ok'}><td>{esc(node)}</td><td>{esc(verdict)}</td>"
+            f"<td class=num>{esc(c.get('rows', ''))}</td>"
+            f"<td class=num>{esc(latest['n'] if latest else '–')}</td>"
+            f"<td>{esc('; '.join(notes))}</td></tr>"
+        )
+    head = ("node", "audit chain", "rows", "latest checkpoint (row)", "detail")
+    return _table(head, rows, id_="chains")
+
+
 def _meta(doc: Mapping[str, Any]) -> str:
     a = doc["analysis"]
     rows = [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in doc["meta"].items()]
@@ -398,6 +425,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
         f"<h2>Failover and failback</h2>{_outages(a)}"
         f"<h2>Airtime per radio against its budget</h2>{_airtime(a)}"
         f"<h2>Duplicates and rejections</h2>{_problems(a)}"
+        f"<h2>Audit chains (tamper-evident logs)</h2>{_chains(doc)}"
         f"<h2>Drill</h2>{_meta(doc)}"
         "</body></html>\n"
     )

@@ -443,9 +443,15 @@ def analyse(events: Sequence[Event]) -> dict[str, Any]:
 
 
 def build(
-    *, title: str, events: Sequence[Event], verdicts: Sequence[Verdict], meta: Mapping[str, Any]
+    *,
+    title: str,
+    events: Sequence[Event],
+    verdicts: Sequence[Verdict],
+    meta: Mapping[str, Any],
+    chains: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The whole report document (what report.json holds)."""
+    """The whole report document (what report.json holds). ``chains``: per node, whether its
+    audit chain verified (``relay.store.ChainReport.to_json``; relay.drill.events.chains)."""
     evs = sort_events(events)
     return {
         "version": REPORT_VERSION,
@@ -454,6 +460,7 @@ def build(
         "meta": dict(meta),
         "verdicts": [v.to_json() for v in verdicts],
         "analysis": analyse(evs),
+        "chains": {n: dict(c) for n, c in sorted((chains or {}).items())},
         "events": [e.to_json() for e in evs],
     }
 
@@ -465,11 +472,13 @@ def write_report(
     events: Sequence[Event],
     verdicts: Sequence[Verdict],
     meta: Mapping[str, Any],
+    chains: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.json`` (every event, the analysis, the verdicts) and ``report.html``."""
+    """Write ``report.json`` (every event, the analysis, the verdicts, the nodes' audit chains)
+    and ``report.html``."""
     from relay.drill.page import render_html
 
-    doc = build(title=title, events=events, verdicts=verdicts, meta=meta)
+    doc = build(title=title, events=events, verdicts=verdicts, meta=meta, chains=chains)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
     json_path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")

@@ -37,13 +37,15 @@ from typing import Any
 from relay import api
 from relay.drill import expect
 from relay.drill import steps as st
-from relay.drill.events import RUNNER, Event, collect_stores, sort_events
+from relay.drill.events import RUNNER, Event, chains, collect_stores, sort_events
 from relay.drill.progress import Progress
 from relay.drill.report import Verdict, write_report
 from relay.drill.scenario import BrokerDef, NodeDef, Scenario
 from relay.drill.steps import Step
 from relay.envelope import Precedence
+from relay.keys import load_public
 from relay.kit.mosquitto import Bridge, make_bridge
+from relay.rosterfile import load_trust
 from relay.sim.broker import BrokerError, Mosquitto
 from relay.sim.cluster import Cluster, EmulatorError, EmulatorProcess, IssuerSpec, NodeSpec
 from relay.sim.faultthread import ThreadedFaultProxy
@@ -118,6 +120,7 @@ class Runner:
         self.injections: list[Injection] = []
         self.failed: list[str] = []
         self.skews: dict[str, list[tuple[float, float]]] = {}
+        self.chains: dict[str, dict[str, Any]] = {}  # per node: its audit chain verified?
         self.brokers: dict[str, Mosquitto] = {}
         self.proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}  # (node, broker)
         self.bridge_proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}  # (broker, target)
@@ -438,6 +441,8 @@ class Runner:
                           "budget_s": stats.get("duty_cycle_budget_s")}  # fmt: skip
                 self.record("airtime", link=radio, detail=json.dumps(detail))
         stores = {n.name: self.cluster.node_dir(n.name) / "relay.db" for n in self.sc.nodes}
+        roster = load_trust(self.cluster.roster_path, load_public(self.cluster.keys / "root.pub"))
+        self.chains = chains(stores, roster.roster)
         return sort_events([*collect_stores(stores, audiences=False), *self.events])
 
 
@@ -487,7 +492,8 @@ def run(
     meta = _meta(scenario, runner, started, clock(), work)
     out = report_dir if report_dir is not None else work / "report"
     out.mkdir(parents=True, exist_ok=True)
-    report = write_report(out, title=scenario.title, events=events, verdicts=verdicts, meta=meta)
+    report = write_report(out, title=scenario.title, events=events, verdicts=verdicts, meta=meta,
+                          chains=runner.chains)  # fmt: skip
     return RunResult(scenario, events, runner.injections, verdicts, runner.skews, report, work,
                      runner.failed)  # fmt: skip
 

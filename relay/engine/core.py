@@ -185,6 +185,7 @@ class Engine:
             time=self.time,
             counters=self.counters,
             rejections=self.rejections,
+            tokens=self._tokens,
         )
         self.refusals = self.delivery.refusals  # "link what: reason" -> count (bounded)
         self.retention = Retention(

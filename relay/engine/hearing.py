@@ -8,15 +8,15 @@ clock evidence relay.engine.clock. ``Hearing`` is the glue between them and the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from relay.engine.clock import TrustedTime
 from relay.engine.config import EngineConfig
 from relay.engine.healing import SyncState
-from relay.engine.ops import Action, Rejected
+from relay.engine.ops import Action, Persist, PutPeerCheckpoint, Rejected
 from relay.engine.peers import PeerTable
 from relay.engine.routing import Net
-from relay.engine.status import check_status
+from relay.engine.status import PeerStatus, check_status
 from relay.envelope import Rejection
 from relay.trust import Role, TrustState
 from relay.vocab import LinkKind
@@ -37,6 +37,7 @@ class Hearing:
         time: TrustedTime,
         counters: Counter[str],
         rejections: Counter[str],
+        tokens: Iterator[int],
     ) -> None:
         self.config = config
         self._trust = trust
@@ -47,6 +48,7 @@ class Hearing:
         self._time = time
         self.counters = counters
         self.rejections = rejections
+        self._tokens = tokens
 
     def peer_heard(self, link: str, node: str, now: float, *, gateway: bool | None = None) -> None:
         """A node was heard on a link (any message or status it published). ``gateway``: its
@@ -113,4 +115,16 @@ class Hearing:
             self.peer_heard(link, peer, now, gateway=gateway if isinstance(gateway, bool) else None)
         else:
             self._peers.heard.setdefault(peer, now)  # keeps the status table inside the same bound
-        return []
+        return self._peer_checkpoint(peer, heard, raw, now)
+
+    def _peer_checkpoint(
+        self, peer: str, heard: PeerStatus, raw: bytes, now: float
+    ) -> list[Action]:
+        """Keep the audit checkpoint a status carries when its chain moved since the last one
+        kept (a heartbeat every few seconds repeats it otherwise; docs/store.md)."""
+        audit = heard.audit
+        if audit is None or self._peers.audit.get(peer) == audit.n:
+            return []
+        self._peers.audit[peer] = audit.n
+        op = PutPeerCheckpoint(peer, audit.n, audit.head, audit.issued_at, now, raw)
+        return [Persist(next(self._tokens), (op,))]

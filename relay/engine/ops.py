@@ -90,6 +90,19 @@ class AuditEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class PutPeerCheckpoint:
+    """The latest audit checkpoint heard from another node (its signed status, as it came), so
+    that node can be held to its history (docs/store.md, "The audit chain")."""
+
+    node: str
+    n: int
+    head: bytes
+    issued_at: int
+    heard_at: float
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteMessages:
     """Remove messages (expired, or evicted by the size bound). Evicted ids become tombstones
     so that a later copy is still recognised as a duplicate until it expires."""
@@ -122,6 +135,7 @@ StoreOp = (
     | PutReplay
     | SetCounter
     | AuditEvent
+    | PutPeerCheckpoint
     | DeleteMessages
     | PruneTombstones
     | PutAttestation

@@ -22,6 +22,7 @@ class PeerTable:
         self.mesh: dict[str, float] = {}  # roster nodes last heard signing on a mesh link
         self.statuses: dict[str, dict[str, Any]] = {}  # accepted signed statuses, by node
         self.status_issued: dict[str, dict[str, int]] = {}  # node -> state -> last issued-at
+        self.audit: dict[str, int] = {}  # node -> row of the audit checkpoint last kept
         self._quiet: set[str] = set()  # nodes not heard on MQTT for the peer timeout
 
     def admit(self, node: str, roster: Roster | None) -> bool:
@@ -40,6 +41,7 @@ class PeerTable:
         for table in (self.heard, self.mqtt, self.gateways, self.statuses, self.mesh):
             table.pop(node, None)
         self.status_issued.pop(node, None)
+        self.audit.pop(node, None)
         self._quiet.discard(node)
 
     def heard_on_mqtt(self, node: str, now: float, *, gateway: bool | None) -> float:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from relay import cose
 from relay.envelope import (
     Audience,
     Decision,
@@ -28,7 +29,16 @@ from relay.envelope import (
 )
 from relay.trust import Accepted, Role, TrustState
 
-__all__ = ["STATES", "PeerStatus", "check_status", "seal_status"]
+__all__ = [
+    "STATES",
+    "AuditHead",
+    "PeerStatus",
+    "audit_head",
+    "check_status",
+    "open_checkpoint",
+    "seal_checkpoint",
+    "seal_status",
+]
 
 STATES = frozenset({"online", "offline"})
 # A retained status outlives its node (the broker keeps it): after a day it no longer counts.
@@ -38,12 +48,23 @@ _MAX_LIST = 32
 
 
 @dataclass(frozen=True, slots=True)
+class AuditHead:
+    """A signed audit checkpoint: the node's audit chain had head ``head`` after row ``n``, when
+    the node signed it at ``issued_at`` (docs/store.md, "The audit chain")."""
+
+    n: int
+    head: bytes
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerStatus:
     """An accepted status: the node's own fields, and when it signed them (Unix seconds)."""
 
     node: str
     fields: dict[str, Any]
     issued_at: int
+    audit: AuditHead | None = None  # the audit checkpoint the status carries
 
     @property
     def online(self) -> bool:
@@ -66,6 +87,61 @@ def seal_status(
         data=data,
     )
     return seal(decision, key, kid=kid)
+
+
+def seal_checkpoint(
+    n: int,
+    head: bytes,
+    key: Ed25519PrivateKey,
+    now: float,
+    *,
+    state: str = "online",
+    kid: bytes | None = None,
+) -> bytes:
+    """A signed audit checkpoint on its own: a status whose ``audit`` field names the chain head.
+
+    The node's heartbeat status carries the same field, so every status it publishes is a
+    checkpoint too; this is the form it keeps in its own store."""
+    return seal_status(
+        {"state": state, "time": now, "audit": {"n": n, "head": head.hex()}}, key, now, kid=kid
+    )
+
+
+def audit_head(fields: Mapping[str, Any], issued_at: int) -> AuditHead | str | None:
+    """The ``audit`` field of a status (``{"n": row, "head": 64 hex digits}``): None when the
+    status has none, a reason when it is malformed."""
+    value = fields.get("audit")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"n", "head"}:
+        return "status field 'audit' must be a map of n and head"
+    n, head = value["n"], value["head"]
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2**63:
+        return "status field 'audit' n must be a row number"
+    if not isinstance(head, str) or len(head) != 64 or head.strip("0123456789abcdef"):
+        return "status field 'audit' head must be 64 lowercase hex digits"
+    return AuditHead(n, bytes.fromhex(head), issued_at)
+
+
+def open_checkpoint(raw: object, key: Ed25519PublicKey) -> AuditHead | str:
+    """Verify a checkpoint (or any status with an ``audit`` field) against the node's own public
+    key, without a roster: the head it signed, or why it is not acceptable. Never raises."""
+    if not isinstance(raw, bytes):  # read from a file someone may have edited
+        return f"not a signed message ({type(raw).__name__})"
+    env = open_envelope(raw, max_bytes=1 << 16)
+    if isinstance(env, Rejection):
+        return f"{env.reason}: {env.detail}"
+    if env.decision.kind != Kind.STATUS:
+        return f"a {env.decision.kind.name} message, not a status"
+    try:
+        cose.verify_parsed(env.sign1, key)
+    except cose.CoseError as exc:
+        return f"{exc.reason}: not signed by this node's key ({exc.detail})"
+    fields = _fields(env.decision.data)
+    if isinstance(fields, str):
+        return fields
+    head = audit_head(fields, env.decision.issued_at)
+    return "the status has no audit field" if head is None else head
 
 
 def _fields(data: object) -> dict[str, Any] | str:
@@ -140,4 +216,7 @@ def check_status(
             f"{fields['state']} status of {node!r} issued {last - d.issued_at} s before"
             " the last one heard",
         )
-    return PeerStatus(node=node, fields=fields, issued_at=d.issued_at)
+    audit = audit_head(fields, d.issued_at)
+    if isinstance(audit, str):
+        return Rejection(Reason.MALFORMED, audit)
+    return PeerStatus(node=node, fields=fields, issued_at=d.issued_at, audit=audit)

@@ -9,12 +9,10 @@ batches go into one transaction, and none of their held actions is released befo
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import shutil
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +28,45 @@ from relay.engine.ops import (
     PutInbox,
     PutMessage,
     PutOutbox,
+    PutPeerCheckpoint,
     PutReceipt,
     PutReplay,
     SetCounter,
     StoreOp,
 )
+from relay.store import audit
+from relay.store.audit import AUDIT_INSERT, AuditLog, ChainBroken
+from relay.store.chain import GENESIS, Head, extend
+from relay.store.faults import (
+    _MOVE_ASIDE,
+    MIN_FREE_BYTES,
+    StoreError,
+    StoreFull,
+    _check_place,
+    _store_error,
+)
+from relay.store.verify import ChainReport, held_checkpoints, verify_store
 
-SCHEMA_VERSION = 2
+__all__ = [
+    "MIN_FREE_BYTES",
+    "SCHEMA_VERSION",
+    "ChainBroken",
+    "ChainReport",
+    "Head",
+    "Store",
+    "StoreError",
+    "StoreFull",
+    "held_checkpoints",
+    "integrity_of",
+    "plan",
+    "read_audit",
+    "read_held",
+    "read_messages",
+    "statements",
+    "verify_store",
+]
+
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -93,7 +123,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_msg ON audit(msg_id);
     """,
-    # 1 -> 2: post-quantum attestations of stored messages (relay.engine.pq)
+    audit.MIGRATION,
+    # 2 -> 3: post-quantum attestations of stored messages (relay.engine.pq)
     """
     CREATE TABLE attestations(
         msg_id BLOB PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
@@ -103,6 +134,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+# Python steps that run inside a migration's transaction, after its statements (by target version).
+_AFTER: dict[int, Callable[[sqlite3.Connection, float], object]] = {2: audit.chain_legacy}
 
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -148,11 +181,15 @@ def statements(op: StoreOp) -> list[Statement]:
             return [("INSERT OR REPLACE INTO replay VALUES (?,?,?)", (op.kid, op.high, op.bits))]
         case SetCounter():
             return [("INSERT OR REPLACE INTO counters VALUES (?,?)", (op.name, op.value))]
-        case AuditEvent():
+        case AuditEvent():  # chained in the transaction (Store.apply)
+            return [(AUDIT_INSERT, (op.at, op.event, op.msg_id, op.link, op.node, op.detail))]
+        case PutPeerCheckpoint():  # the latest heard: never one with a lower row number
             return [
                 (
-                    "INSERT INTO audit(at,event,msg_id,link,node,detail) VALUES (?,?,?,?,?,?)",
-                    (op.at, op.event, op.msg_id, op.link, op.node, op.detail),
+                    "INSERT INTO peer_checkpoints VALUES (?,?,?,?,?,?) ON CONFLICT(node) DO "
+                    "UPDATE SET n=excluded.n, head=excluded.head, issued_at=excluded.issued_at, "
+                    "heard_at=excluded.heard_at, raw=excluded.raw WHERE excluded.n >= n",
+                    (op.node, op.n, op.head, op.issued_at, op.heard_at, op.raw),
                 )
             ]
         case DeleteMessages():
@@ -226,95 +263,24 @@ def plan(ops: Iterable[StoreOp]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     return out
 
 
-class StoreError(Exception):
-    """The database is unusable (corrupt, from a newer version, or the disk failed)."""
-
-
-class StoreFull(StoreError):
-    """A write failed because the disk (or the file system holding the store) is full.
-
-    Nothing of the failed transaction is stored; the same batches can be applied again once
-    there is space.
-    """
-
-
-# SQLite's primary result codes (sqlite3.h) that say what is wrong with the file or its place.
-_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
-_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
-_FAULTS = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT})
-_FAULTS |= {_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB}
-# Below this much free space the node does not start: its first commits would fail.
-MIN_FREE_BYTES = 128 * 1024
-_MOVE_ASIDE = "restore it from a backup, or move it aside to start with an empty store"
-
-
-def _store_error(path: Path, exc: sqlite3.Error | OSError) -> StoreError:
-    """One line for an operator: the file, what is wrong, what to do."""
-    if isinstance(exc, OSError):
-        return StoreError(
-            f"{path}: cannot create or open the store ({exc.strerror or exc}): fix the permissions "
-            f"of {path.parent} (the node writes the store and its -wal/-shm files there)"
-        )
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    what = str(exc)
-    if code == _SQLITE_FULL:
-        return StoreFull(f"{path}: the disk is full ({what}): free space on {path.parent}")
-    if code == _SQLITE_CORRUPT:
-        return StoreError(f"{path}: the store is damaged ({what}): {_MOVE_ASIDE}")
-    if code == _SQLITE_NOTADB:
-        return StoreError(f"{path}: not a relay store (not an SQLite database): {_MOVE_ASIDE}")
-    if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
-        return StoreError(
-            f"{path}: cannot write the store ({what}): fix the permissions of the file and of "
-            f"{path.parent} (the node writes the store and its -wal/-shm files there)"
-        )
-    if code == _SQLITE_IOERR:
-        return StoreError(f"{path}: disk I/O error ({what}): check the disk, then {_MOVE_ASIDE}")
-    return StoreError(f"{path}: {what}")
-
-
-def _is_fault(exc: sqlite3.Error) -> bool:
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    return code in _FAULTS
-
-
-def _check_place(path: Path) -> bool:
-    """Refuse clearly before SQLite gives its vaguer "unable to open database file".
-
-    Returns whether the store file exists with 0 bytes.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _store_error(path, exc) from exc
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise StoreError(
-            f"{path}: the directory {path.parent} is read-only for this user: fix its "
-            "permissions (the node writes the store and its -wal/-shm files there)"
-        )
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        raise StoreError(
-            f"{path}: the store file is not readable and writable: fix its permissions"
-        )
-    free = shutil.disk_usage(path.parent).free
-    if free < MIN_FREE_BYTES:
-        raise StoreFull(
-            f"{path}: the disk is full ({free // 1024} KiB free on {path.parent}): free space, "
-            "then start the node again"
-        )
-    return path.is_file() and path.stat().st_size == 0
-
-
-class Store:
+class Store(AuditLog):
     def __init__(self, db: aiosqlite.Connection, path: Path, max_audit_rows: int) -> None:
         self._db = db
         self.path = path
         self.max_audit_rows = max_audit_rows
         self.commits = 0
         self.was_empty = False
+        self.head = GENESIS  # of the audit chain, as committed (relay.store.audit)
+        self.signer: audit.Signer | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, max_audit_rows: int = 200_000) -> Store:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        max_audit_rows: int = 200_000,
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
         """Open (or create) the store; every fault of the file or its place is a ``StoreError``
         whose message says what is wrong and what to do (``StoreFull`` for a full disk).
 
@@ -337,7 +303,8 @@ class Store:
             if problem != "ok":
                 first = problem.splitlines()[0][:120]
                 raise StoreError(f"{path}: the store is damaged ({first}): {_MOVE_ASIDE}")
-            await store._migrate()
+            await store._migrate(clock)
+            store.head = await store._on_thread(audit.load_head)
         except sqlite3.Error as exc:
             await db.close()
             raise _store_error(path, exc) from exc
@@ -346,7 +313,7 @@ class Store:
             raise
         return store
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, clock: Callable[[], float]) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
@@ -356,15 +323,16 @@ class Store:
             )
         for target in range(version, SCHEMA_VERSION):
             # executescript() would commit on its own: run the statements in one transaction.
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
+            def migrate(conn: sqlite3.Connection, target: int = target) -> None:
+                conn.execute("BEGIN IMMEDIATE")
                 for stmt in filter(str.strip, MIGRATIONS[target].split(";")):
-                    await self._db.execute(stmt)
-                await self._db.execute(f"PRAGMA user_version={target + 1}")
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+                    conn.execute(stmt)
+                if (step := _AFTER.get(target + 1)) is not None:
+                    step(conn, clock())
+                conn.execute(f"PRAGMA user_version={target + 1}")
+                conn.execute("COMMIT")
+
+            await self._on_thread(migrate)
 
     async def close(self) -> None:
         await self._db.close()
@@ -376,63 +344,29 @@ class Store:
 
         The ops become a few ``executemany`` calls (see ``plan``), and the whole transaction runs
         as ONE function on aiosqlite's thread: each call through aiosqlite is a round trip to that
-        thread, which cost more than the SQL itself.
+        thread, which cost more than the SQL itself. Audit rows are chained there too
+        (relay.store.audit); ``head`` moves only once the commit succeeded.
         """
         steps = plan(op for ops in batches for op in ops)
-        db = self._db
 
-        def transaction() -> None:  # runs on aiosqlite's thread
-            conn = db._conn  # the sqlite3 connection: only ever touched on that thread
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for sql, rows in steps:
-                    conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite has already rolled back after some errors (SQLITE_FULL during COMMIT):
-                # a ROLLBACK then fails with "no transaction is active" and would hide the error.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
+        def transaction(conn: sqlite3.Connection) -> None:  # runs on aiosqlite's thread
+            # A failure rolls back (``_on_thread``); SQLite may have rolled back already after
+            # some errors (SQLITE_FULL during COMMIT), which ``_on_thread`` allows for.
+            head = self.head
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in steps:
+                if sql == AUDIT_INSERT:
+                    head = audit.past_foreign_rows(conn, head)
+                    head, rows = extend(head, rows)
+                    sql = audit.CHAINED_INSERT
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+            self.head = head
 
-        try:
-            # aiosqlite 0.22 has no public call for "run this function on the connection's
-            # thread"; ``_execute`` is what its own methods use. Checked against 0.22.1.
-            await db._execute(transaction)  # type: ignore[no-untyped-call]
-        except sqlite3.Error as exc:
-            if _is_fault(exc):  # the file or the disk, not our SQL
-                raise _store_error(self.path, exc) from exc
-            raise
+        await self._on_thread(transaction)
         self.commits += 1
 
-    async def _rollback(self) -> None:
-        # SQLite has already rolled back after some errors (SQLITE_FULL during COMMIT): a
-        # ROLLBACK then fails with "no transaction is active" and would hide the real error.
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                await self._db.execute("ROLLBACK")
-
-    async def prune_audit(self) -> int:
-        """Keep the audit log within its row bound (oldest rows go first)."""
-        try:
-            cur = await self._db.execute(
-                "DELETE FROM audit WHERE n <= (SELECT MAX(n) FROM audit) - ?",
-                (self.max_audit_rows,),
-            )
-            await self._db.commit()
-        except sqlite3.Error as exc:
-            await self._rollback()
-            if _is_fault(exc):
-                raise _store_error(self.path, exc) from exc
-            raise
-        return cur.rowcount
-
     # ------------------------------------------------------------------ reading
-
-    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        async with self._db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
 
     async def snapshot(self) -> Snapshot:
         snap = Snapshot()
@@ -513,31 +447,6 @@ class Store:
             "SELECT id FROM messages WHERE id BETWEEN ? AND ? LIMIT 5", (lo, hi)
         )]  # fmt: skip
 
-    async def audit(self, since: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = await self._all(
-            "SELECT n, at, event, msg_id, link, node, detail FROM audit WHERE n > ? "
-            "ORDER BY n LIMIT ?",
-            (since, limit),
-        )
-        return _audit_dicts(rows)
-
-    async def sends(self, msg_id: bytes) -> dict[str, tuple[int, float]]:
-        """Per link, how often the audit log records message ``msg_id`` as sent (a transmission
-        the link confirmed) and when last. Uses the audit_msg index."""
-        rows = await self._all(
-            "SELECT link, COUNT(*), MAX(at) FROM audit WHERE msg_id=? AND event='sent' "
-            "GROUP BY link",
-            (msg_id,),
-        )
-        return {str(link): (int(n), float(at)) for link, n, at in rows}
-
-    async def rejection_counts(self) -> dict[str, int]:
-        rows = await self._all(
-            "SELECT substr(detail, 1, instr(detail, ':') - 1), COUNT(*) FROM audit "
-            "WHERE event='rejected' GROUP BY 1"
-        )
-        return {r: c for r, c in rows}
-
     # -- for the web console (relay.api_console) --------------------------------------------
 
     async def sent_ids(self, kinds: Sequence[int], limit: int = 100) -> list[bytes]:
@@ -549,24 +458,6 @@ class Store:
             (*kinds, limit),
         )
         return [r[0] for r in rows]
-
-    async def audit_of(self, msg_id: bytes, limit: int = 200) -> list[dict[str, Any]]:
-        """The audit rows of one message, oldest first: its path through this node."""
-        rows = await self._all(
-            "SELECT n, at, event, link, node, detail FROM audit WHERE msg_id=? ORDER BY n LIMIT ?",
-            (msg_id, limit),
-        )
-        keys = ("n", "at", "event", "link", "node", "detail")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    async def recent_audit(self, event: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest ``limit`` audit rows of one event type, newest first."""
-        rows = await self._all(
-            "SELECT n, at, event, msg_id, link, node, detail FROM audit WHERE event=? "
-            "ORDER BY n DESC LIMIT ?",
-            (event, limit),
-        )
-        return _audit_dicts(rows)
 
     async def integrity_check(self, *, quick: bool = False) -> str:
         """ "ok", or SQLite's description of the first problem (``quick``: without checking that
@@ -583,30 +474,8 @@ class Store:
 
 
 async def read_audit(path: Path) -> list[dict[str, Any]]:
-    """The whole audit log of a store, opened read-only (a stopped node's, or a copy of it).
-
-    Rows are as ``Store.audit`` gives them. Nothing is created or migrated: a missing file, a
-    file that is not a relay store, or one from a newer version raises ``StoreError``.
-    """
-    try:
-        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
-    try:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version == 0 or version > SCHEMA_VERSION:
-            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
-        reader = Store(db, path, 0)
-        rows: list[dict[str, Any]] = []
-        while page := await reader.audit(rows[-1]["n"] if rows else 0):
-            rows.extend(page)
-        return rows
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: unreadable: {exc}") from exc
-    finally:
-        await db.close()
+    """The whole audit log of a store, opened read-only (relay.store.audit.read_audit)."""
+    return await audit.read_audit(path, _read_only_uri(path), SCHEMA_VERSION)
 
 
 async def read_messages(path: Path) -> list[dict[str, Any]]:
@@ -658,17 +527,6 @@ async def integrity_of(path: Path) -> str:
         return f"unreadable: {exc}"
     finally:
         await db.close()
-
-
-AUDIT_KEYS = ("n", "at", "event", "msg_id", "link", "node", "detail")
-
-
-def _audit_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
-    """Audit rows selected as AUDIT_KEYS, as dicts with the message id in hex."""
-    out = [dict(zip(AUDIT_KEYS, r, strict=True)) for r in rows]
-    for row in out:
-        row["msg_id"] = row["msg_id"].hex() if row["msg_id"] else None
-    return out
 
 
 async def read_held(path: Path) -> list[tuple[bytes, bytes, str]]:

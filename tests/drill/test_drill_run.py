@@ -82,6 +82,9 @@ def test_unreachable_region_fails_the_verdict_and_the_exit_status(
         "FAIL  every decision signed for by every node in its audience: 0/1 receipts" in proc.stdout
     )
     assert [v["ok"] for v in report["verdicts"]] == [True, False, True, False]
+    # Every node's audit chain verified with its roster key (docs/store.md, "The audit chain").
+    chains = report["chains"]
+    assert chains and all(c["ok"] and c["signatures_checked"] for c in chains.values()), chains
 
 
 def test_invalid_scenario_exits_2_naming_the_line(tmp_path: Path) -> None:

@@ -109,3 +109,26 @@ def test_only_roster_nodes_become_peers_and_the_table_is_bounded() -> None:
     assert set(e.peers) == {"n2", "n3", "n4", "n5"}
     assert set(e.gateway_peers) == set(e.peer_statuses) == {"n2", "n3", "n4", "n5"}
     assert e.counters["peers_evicted"] == 2
+
+
+def test_the_audit_checkpoint_in_a_status_is_kept_once_per_chain_head() -> None:
+    """Test that a status's audit checkpoint becomes one store op per new head, and that a
+    malformed audit field is rejected."""
+    from relay.engine.ops import Persist, PutPeerCheckpoint
+
+    w = _world()
+    hq = make_node(w, "hq", set())
+    key = w.keys["vr07-utrecht"]
+    head = {"n": 12, "head": "ab" * 32}
+    raws = [seal_status({"audit": head}, key, NOW + i) for i in range(2)]
+    first = hq.engine.status_received("mqtt", "vr07-utrecht", raws[0], NOW)
+    ops = [op for a in first if isinstance(a, Persist) for op in a.ops]
+    assert ops == [PutPeerCheckpoint("vr07-utrecht", 12, b"\xab" * 32, NOW, NOW, raws[0])]
+    assert hq.engine.status_received("mqtt", "vr07-utrecht", raws[1], NOW + 1) == []
+    moved = seal_status({"audit": {**head, "n": 13}}, key, NOW + 2)
+    assert len(hq.engine.status_received("mqtt", "vr07-utrecht", moved, NOW + 2)) == 1
+    for bad in ({"n": -1, "head": "ab" * 32}, {"n": 1, "head": "AB" * 32}, {"n": 1}, [1, 2]):
+        raw = seal_status({"audit": bad}, key, NOW + 3)
+        assert _reasons(hq.engine.status_received("mqtt", "vr07-utrecht", raw, NOW + 3)) == [
+            Reason.MALFORMED
+        ], bad
