@@ -96,7 +96,7 @@ _COUNTERS: Final = (
     "connects", "connect_failures", "sessions_resumed", "sessions_new", "disconnects",
     "failbacks", "published", "publish_unavailable", "publish_rejected", "inbound", "acked",
     "acks_dropped", "rejected_oversized", "rejected_wrong_topic", "rejected_queue_full",
-    "rejected_bad_probe",
+    "rejected_bad_probe", "read_pauses",
 )  # fmt: skip
 
 
@@ -117,7 +117,6 @@ class _Session:
     token: bytes = field(default_factory=lambda: secrets.token_hex(8).encode())
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
     handover: tuple[int, Client] | None = None
-    unacked: int = 0  # QoS 1 messages handed on and not yet acknowledged
     resend_wanted: bool = False  # the inbound queue overflowed: reconnect once drained
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the core's timer moved
 
@@ -133,8 +132,7 @@ class _InboundAck:
 
     def __init__(self, link: MqttLink, session: _Session, mid: int, qos: int) -> None:
         self._link, self._session, self._mid, self._qos = link, session, mid, qos
-        if qos:
-            session.unacked += 1
+        session.client.handed_on(qos)
 
     def __call__(self) -> None:
         if self._qos:
@@ -257,8 +255,18 @@ class MqttLink:
         """Run the core's timer (probes, degraded, down, failback) for one session."""
         loop = asyncio.get_running_loop()
         while not session.ended.done():
-            self._core.message_read(session.client.inbound.last_read)
-            self._core.handle_timer(loop.time())
+            client = session.client
+            now = loop.time()
+            # While we do not read (``Client.pace``), no echo can come: the node, not the broker,
+            # is behind. Only an inbound that stops moving (no PUBACK sent for a keepalive
+            # period) ends the connection then, so that the broker re-sends what is stuck.
+            if client.paused and now - client.last_progress >= self._settings.keepalive_s:
+                reason = f"inbound stalled: no PUBACK for {now - client.last_progress:.0f} s"
+                session.log.warning("mqtt inbound stalled", reason=reason)
+                session.end(reason)
+                return
+            self._core.message_read(now if client.paused else client.inbound.last_read)
+            self._core.handle_timer(now)
             self._carry_out(session, tg)
             wake = self._core.get_timer()
             if wake is None:
@@ -351,6 +359,8 @@ class MqttLink:
         self._carry_out(session, None)
         log.info("mqtt connected", session_present=present)
         session.client.on_probe = functools.partial(self._probe_echo, session)
+        session.client.on_pause = functools.partial(self._paused, session)
+        session.client.serve(self._settings.inbound_queue, self._settings.read_ahead)
         graceful = stopping = False
         try:
             async with asyncio.TaskGroup() as tg:
@@ -407,9 +417,14 @@ class MqttLink:
         await session.client.close(graceful=True)
 
     async def _reader(self, session: _Session) -> None:
-        inbound = session.client.inbound
+        client = session.client
+        inbound = client.inbound
         try:
-            async for message in session.client.messages:
+            async for message in client.messages:
+                if message.qos and not client.room.is_set():
+                    # Our Receive Maximum towards the engine, where the broker oversteps it:
+                    # the rest waits here, read but not handed on, until PUBACKs make room.
+                    await client.room.wait()
                 self._handle(session, message)
                 if inbound.overflow:
                     self._report_overflow(session)
@@ -457,16 +472,26 @@ class MqttLink:
 
     def _ack(self, session: _Session, mid: int, qos: int) -> None:
         """Send the PUBACK of one inbound message, if the connection it came on is still ours."""
-        session.unacked -= 1
         if session is not self._session or session.ended.done():
+            session.client.unacked -= 1
             self._stats["acks_dropped"] += 1  # the broker re-sends it on the new connection
             return
         session.client.ack(mid, qos)
+        session.client.let_go(acked=True)
         self._stats["acked"] += 1
         self._resend_if_drained(session)
 
+    def _paused(self, session: _Session, paused: bool, held: int) -> None:
+        if paused:
+            self._stats["read_pauses"] += 1
+        session.log.debug(
+            "mqtt inbound reading paused" if paused else "mqtt inbound reading resumed",
+            held=held,
+            window=self._settings.inbound_queue,
+        )
+
     def _resend_if_drained(self, session: _Session) -> None:
-        if session.resend_wanted and session.unacked == 0:
+        if session.resend_wanted and session.client.unacked == 0:
             session.end("inbound queue overflowed: reconnecting for the broker's re-send")
 
     def _reject(self, session: _Session, reason: RejectReason, topic: str, size: int) -> None:

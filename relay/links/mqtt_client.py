@@ -30,6 +30,9 @@ after, and ``tests/mqtt/test_ack.py`` fails when aiomqtt stops routing paho's ca
 * ``Client._client`` (the paho client) for the above, ``_connected``/``_disconnected`` to fail
   or finish the connection, and ``__aexit__`` under a bound in ``close`` (aiomqtt never closes
   the socket when CONNACK times out, and has no abortive close).
+* Flow control where the broker oversteps our Receive Maximum (``Client.pace``): the reader
+  callback aiomqtt registers on the socket (``Client._on_socket_open``) is removed while we
+  hold too much, and ``_read_socket`` (the same few lines as aiomqtt's) is registered again.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class InboundQueue(asyncio.Queue[aiomqtt.Message]):
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
         self._loop_time = asyncio.get_running_loop().time
+        self.on_put: Callable[[], None] | None = None  # after each message queued
         self.last_read = float("-inf")  # loop time of the last message put in (or dropped)
         self.overflow: deque[tuple[str, int]] = deque(maxlen=OVERFLOW_KEEP)
         self.overflow_count = 0
@@ -84,7 +88,12 @@ class InboundQueue(asyncio.Queue[aiomqtt.Message]):
                 (item.topic.value, len(payload) if isinstance(payload, bytes) else 0)
             )
             return
+        # Nothing reads an inbound message's v5 properties, and paho's Properties object is
+        # most of a queued message (about 6 KB of 6.5): without it read-ahead costs ~0.6 KB.
+        item.properties = None
         super().put_nowait(item)
+        if self.on_put is not None:
+            self.on_put()
 
 
 class Client(aiomqtt.Client):
@@ -118,6 +127,23 @@ class Client(aiomqtt.Client):
         self.on_probe: Callable[[bytes], None] | None = None
         self.session_present = False
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        # Flow control where the broker oversteps our Receive Maximum (docs/mqtt.md): the link
+        # hands on at most ``window`` unacknowledged messages (``room`` is set while it may
+        # hand on more), and the socket is read ahead of it up to ``read_limit`` held messages
+        # (``pace``). Both 0 (off) until the link serves the connection (``serve``): before
+        # that nobody drains the queue, and connecting may read a SUBACK behind statuses.
+        self.window = 0
+        self.read_limit = 0
+        self.room = asyncio.Event()
+        self.unacked = 0  # QoS 1 messages handed on and not yet acknowledged
+        # Messages queued and not yet let go (QoS 1: acknowledged; QoS 0: handled). A count,
+        # not queue length + unacked: aiomqtt's iterator holds one in transit between the two.
+        self.held = 0
+        self.paused = False  # reading the socket stopped by ``pace``
+        self.last_progress = 0.0  # loop time of the last PUBACK we sent (or of the pause)
+        # Called with True when reading pauses, False when it resumes (the link counts them).
+        self.on_pause: Callable[[bool, int], None] | None = None
+        self.inbound.on_put = self._queued
 
     def _on_probe(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.qos:  # not one of our probes (QoS 0); refused below, acknowledged here
@@ -186,6 +212,81 @@ class Client(aiomqtt.Client):
     def ack(self, mid: int, qos: int) -> None:
         """Send the PUBACK for an inbound QoS 1 message (manual acknowledgement)."""
         self._client.ack(mid, qos)
+        self.last_progress = self._loop.time()
+
+    # -- flow control where the broker oversteps our Receive Maximum ------------------------------
+
+    def serve(self, window: int, read_ahead: int) -> None:
+        """Flow control on: the link's reader drains the queue from now on."""
+        self.window = window
+        self.read_limit = max(read_ahead, window * 2)
+        if self.unacked < window:
+            self.room.set()
+        self.pace()
+
+    def handed_on(self, qos: int) -> None:
+        """The reader gave one message to the consumer (a QoS 1 one is held until its ack)."""
+        if qos:
+            self.unacked += 1
+            if self.unacked >= self.window:
+                self.room.clear()
+        else:
+            self.let_go(acked=False)
+
+    def let_go(self, *, acked: bool) -> None:
+        """One held message is done with: acknowledged (QoS 1) or handled (QoS 0)."""
+        self.held -= 1
+        if acked:
+            self.unacked -= 1
+            if self.unacked < self.window:
+                self.room.set()
+        self.pace()
+
+    def _queued(self) -> None:
+        self.held += 1
+        self.pace()
+
+    def pace(self) -> None:
+        """Stop reading the socket while we hold more than ``read_limit`` messages; read again
+        once we hold half of that. mosquitto 2.0.11 oversteps the Receive Maximum (each PUBACK
+        lets it send up to a window more, docs/mqtt.md): the read-ahead keeps PUBACKs for our
+        own publishes and the probe echoes flowing, and past it TCP flow control makes the
+        broker hold the rest, with nothing dropped and nothing to re-send."""
+        if self.read_limit <= 0:
+            return
+        held = self.held
+        if not self.paused and held > self.read_limit:
+            sock = self._client.socket()
+            if sock is None:
+                return
+            self._loop.remove_reader(sock.fileno())
+            self.paused = True
+            self.last_progress = self._loop.time()
+            if self.on_pause is not None:
+                self.on_pause(True, held)
+        elif self.paused and held <= self.read_limit // 2:
+            self.paused = False
+            self.inbound.last_read = self._loop.time()  # the probe deadline starts again
+            sock = self._client.socket()
+            if sock is not None:
+                self._loop.add_reader(sock.fileno(), self._read_socket)
+                self._loop.call_soon(self._read_socket)  # TLS: bytes may wait decrypted
+            if self.on_pause is not None:
+                self.on_pause(False, held)
+
+    def _read_socket(self) -> None:
+        """aiomqtt's own reader callback (``Client._on_socket_open``), registered again after a
+        pause: read until paho has nothing more, including bytes TLS has already decrypted."""
+        client = self._client
+        try:
+            while not self.paused:
+                client.loop_read()
+                sock = client.socket()
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0):
+                    break
+        except Exception as exc:  # noqa: BLE001  (as aiomqtt: a failed read = a broken connection)
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
 
     def publish_nowait(self, topic: str, payload: bytes) -> None:
         """Queue a QoS 0 PUBLISH (no acknowledgement exists)."""
@@ -258,9 +359,12 @@ def open_client(
         username=broker.username,
         password=broker.password,
         tls_context=tls_context,
-        # Room above the Receive Maximum for brokers that overstep it: mosquitto 2.0.11 keeps
-        # it for the first window only, then each PUBACK releases up to a window more.
-        max_queued_incoming_messages=s.inbound_queue * QUEUE_HEADROOM,
+        # A broker that oversteps the Receive Maximum (mosquitto 2.0.11: each PUBACK releases
+        # up to a window more) is read ahead of the engine up to read_ahead, then held off by
+        # not reading (``Client.pace``); the room above takes what one read of the socket
+        # brings after the pause. Dropping (queue-full) is the last resort.
+        max_queued_incoming_messages=max(s.read_ahead, s.inbound_queue * 2)
+        + s.inbound_queue * QUEUE_HEADROOM,
         connect_timeout=s.connect_timeout_s,
         probe_topic=topic_for(s.topic_prefix, s.node, "probe"),
     )

@@ -118,6 +118,10 @@ class MqttSettings:
     failback_interval_s: float = FAILBACK_INTERVAL_S
     publish_timeout_s: float = PUBLISH_TIMEOUT_S
     inbound_queue: int = 1000  # also the MQTT v5 Receive Maximum
+    # Messages read from the broker ahead of the engine (held in memory, ~0.6 KB each) before
+    # the link stops reading: above a kit broker's max_queued_messages, so only a broker that
+    # holds more than that for us is ever slowed by TCP flow control (docs/mqtt.md).
+    read_ahead: int = 20_000
 
     def __post_init__(self) -> None:
         if not NODE_RE.fullmatch(self.node):
@@ -134,8 +138,8 @@ class MqttSettings:
         for name in ("connect_timeout_s", "publish_timeout_s", "failback_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_inbound_bytes <= 0 or self.inbound_queue <= 0:
-            raise ValueError("max_inbound_bytes and inbound_queue must be positive")
+        if self.max_inbound_bytes <= 0 or self.inbound_queue <= 0 or self.read_ahead <= 0:
+            raise ValueError("max_inbound_bytes, inbound_queue and read_ahead must be positive")
         if self.keepalive_s <= 0 or self.session_expiry_s <= 0:
             raise ValueError("keepalive_s and session_expiry_s must be positive")
 

@@ -126,3 +126,63 @@ def test_receive_maximum_holds_the_first_window_and_nothing_unacknowledged_is_lo
             assert stats["acked"] == len(msgs) - dropped
 
     run(scenario)
+
+
+@pytest.mark.parametrize("read_ahead", [20_000, 1], ids=["read-ahead", "stops-reading"])
+def test_link_hands_on_no_more_than_its_window_when_the_broker_oversteps_it(
+    mosquitto: Mosquitto, read_ahead: int
+) -> None:
+    """Test that a link acknowledging in batches, as the store does, never has more than
+    inbound_queue messages handed on unacknowledged, drops none and never reconnects, although
+    mosquitto 2.0.11 releases up to a window more on every PUBACK: whether it reads the excess
+    ahead or (read-ahead exhausted) stops reading the socket until it has room again."""
+    window, total = 10, 300
+    sent = Recorder()
+    sender = MqttLink(settings("a", mosquitto.url, publish_timeout_s=30.0), on_event=sent)
+    rec = Recorder(ack=False)
+    held: list[Inbound] = []
+    peak = 0
+    got: list[bytes] = []
+    complete = asyncio.Event()
+
+    def on_event(event: LinkEvent) -> None:
+        nonlocal peak
+        rec(event)
+        if isinstance(event, Inbound) and event.channel == "msg":
+            held.append(event)
+            got.append(event.payload)
+            peak = max(peak, len(held))
+            if len(set(got)) == total:
+                complete.set()
+        elif isinstance(event, Inbound):
+            event.ack()
+
+    b = MqttLink(
+        settings("b", mosquitto.url, inbound_queue=window, read_ahead=read_ahead),
+        on_event=on_event,
+    )
+
+    async def commits() -> None:
+        """Acknowledge everything held every 10 ms, oldest first (one group commit each)."""
+        while True:
+            await asyncio.sleep(0.01)  # timer by design: the store's commit cadence
+            batch, held[:] = list(held), []
+            for event in batch:
+                event.ack()
+
+    async def scenario() -> None:
+        async with running(sender, b):
+            await rec.state("up")
+            await sent.state("up")
+            committer = asyncio.create_task(commits())
+            # The publisher's own window (paho: 20 in flight) would pace the burst; all at once.
+            await asyncio.gather(*(sender.publish("msg", b"m%d" % i) for i in range(total)))
+            await complete.wait()
+            committer.cancel()
+            stats = b.statistics()
+            assert sorted(got) == sorted(b"m%d" % i for i in range(total))  # each exactly once
+            assert peak <= window
+            assert stats["rejected_queue_full"] == 0
+            assert stats["connects"] == 1
+
+    run(scenario)
