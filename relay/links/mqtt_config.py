@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from relay.links.status_mailbox import STATUS_BACKLOG
+
 __all__ = [
     "CONNECT_TIMEOUT_MIN_S",
     "DEGRADED_RTT_S",
@@ -118,6 +120,8 @@ class MqttSettings:
     failback_interval_s: float = FAILBACK_INTERVAL_S
     publish_timeout_s: float = PUBLISH_TIMEOUT_S
     inbound_queue: int = 1000  # also the MQTT v5 Receive Maximum
+    # Senders whose newest status waits for the engine (relay.links.status_mailbox).
+    status_backlog: int = STATUS_BACKLOG
 
     def __post_init__(self) -> None:
         if not NODE_RE.fullmatch(self.node):
@@ -134,8 +138,8 @@ class MqttSettings:
         for name in ("connect_timeout_s", "publish_timeout_s", "failback_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_inbound_bytes <= 0 or self.inbound_queue <= 0:
-            raise ValueError("max_inbound_bytes and inbound_queue must be positive")
+        if self.max_inbound_bytes <= 0 or self.inbound_queue <= 0 or self.status_backlog <= 0:
+            raise ValueError("max_inbound_bytes, inbound_queue and status_backlog must be positive")
         if self.keepalive_s <= 0 or self.session_expiry_s <= 0:
             raise ValueError("keepalive_s and session_expiry_s must be positive")
 
