@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from relay import airtime, tomlcheck
 from relay.links.mqtt_config import BrokerConfig, MqttSettings, connect_timeout_for
+from relay.links.status_mailbox import STATUS_BACKLOG
 from relay.tomlcheck import KeyPath, TomlProblem
 
 DEFAULT_MQTT_PORT = 1883
@@ -190,7 +191,8 @@ def _mqtt(
     if not t:
         return None
     known = {"broker", "protocol", "topic_prefix", "session_expiry", "keepalive",
-             "probe_interval", "probe_timeout", "client_id", "inbound_queue"}  # fmt: skip
+             "probe_interval", "probe_timeout", "client_id", "inbound_queue",
+             "status_backlog"}  # fmt: skip
     _unknown(t, "mqtt", known)
     brokers = t.get("broker")
     if not isinstance(brokers, list) or not brokers:
@@ -218,6 +220,9 @@ def _mqtt(
             connect_timeout_s=connect_timeout_for(timeout),
             max_inbound_bytes=max_inbound_bytes,
             inbound_queue=int(_num(t, "mqtt", "inbound_queue", 1000, lo=10, hi=65535)),
+            status_backlog=int(
+                _num(t, "mqtt", "status_backlog", STATUS_BACKLOG, lo=16, hi=1_000_000)
+            ),
         )
     except ValueError as exc:  # e.g. a node name that cannot be an MQTT client id
         raise ConfigError(f"mqtt: {exc}") from None

@@ -78,6 +78,8 @@ from relay.vocab import Channel, LinkKind, LinkState
 log = structlog.get_logger("relay")
 
 INPUT_QUEUE = 10_000
+STATUS_BATCH = 64  # peer statuses verified per engine round at most (a decision waits this long)
+STATUS_BATCH_MIN = 8  # and at least, while other inputs keep the engine busy
 SENDERS_PER_LINK = 8
 LINK_RESTART_MIN_S = 1.0  # backoff after a link crashed, doubling up to the maximum
 LINK_RESTART_MAX_S = 60.0
@@ -89,6 +91,8 @@ class Node:
         self.clock = clock
         self.log = log.bind(node=config.node)
         self._inputs: asyncio.Queue[EngineInput] = asyncio.Queue(INPUT_QUEUE)
+        # Links with peer statuses waiting: taken after the inputs (statuses_waiting).
+        self._status_sources: dict[str, Callable[[int], list[tuple[str, bytes]]]] = {}
         self._internal: deque[EngineInput] = deque()
         self._wake = asyncio.Event()
         self._send_queues = SenderQueues(logger=self.log)  # per link, bounded (relay.senders)
@@ -340,15 +344,22 @@ class Node:
         self._internal.append(LinkChanged(link, LinkState(state)))
         self._wake.set()
 
-    def peer_status(self, peer: str, raw: bytes, *, link: str = "mqtt") -> None:
-        """A status from ``peer``'s status topic: the engine verifies it (signed by that roster
-        node) before the peer counts as heard. Bounded like any other input."""
-        try:
-            self._inputs.put_nowait(StatusHeard(link, peer, raw))
-        except asyncio.QueueFull:
-            self.overload_drops += 1
-            self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
+    def statuses_waiting(self, link: str, take: Callable[[int], list[tuple[str, bytes]]]) -> None:
+        """Peer statuses wait on ``link`` (the newest per peer, held and bounded by the link,
+        relay.links.status_mailbox): the engine loop takes them when no other input waits, and
+        verifies each (signed by that roster node) before the peer counts as heard."""
+        self._status_sources[link] = take
         self._wake.set()
+
+    def _take_statuses(self, n: int) -> None:
+        """Hand up to ``n`` waiting peer statuses to the engine, from each link in turn."""
+        share = max(1, n // len(self._status_sources))
+        for link, take in list(self._status_sources.items()):
+            got = take(share)
+            if len(got) < share:
+                del self._status_sources[link]  # empty: the link says when more wait
+            for peer, raw in got:
+                self._dispatch(self.engine.handle(StatusHeard(link, peer, raw), self.clock()))
 
     def sign_status(self, status: dict[str, Any]) -> bytes:
         """Our status signed with the node key (relay.engine.status), with our clock's time."""
@@ -374,7 +385,8 @@ class Node:
             # While the store cannot be written, inputs wait in their bounded queue (a link's
             # sender retries what overflows; submissions are refused at the API).
             held = self.store_fault is not None
-            if not self._internal and (held or self._inputs.empty()):
+            idle = not (self._internal or self._status_sources)
+            if idle and (held or self._inputs.empty()):
                 self._wake.clear()
                 # asyncio.timeout rather than wait_for: no task is created for every wait.
                 with contextlib.suppress(TimeoutError):
@@ -390,6 +402,10 @@ class Node:
                     # Behind the Persist the engine has just asked for (if any), and behind
                     # the batch of an earlier copy still being committed (a duplicate).
                     self.writer.put(event.ack)
+            if self._status_sources:
+                # Statuses only after the inputs (decisions, receipts, sync never wait behind a
+                # retained burst), and a few even when those used the whole budget.
+                self._take_statuses(min(STATUS_BATCH, max(budget, STATUS_BATCH_MIN)))
             self._note_clock()
             await asyncio.sleep(0)
 

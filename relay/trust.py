@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -224,6 +225,24 @@ class Roster:
     # The highest payload version every node on this roster reads (wire-format.md, section 2a):
     # the root raises it once the last node is upgraded, and signers then emit that version.
     payload: int = PAYLOAD_VERSION
+    # Lookups by key id and by name, and the nodes' regions, built once per roster: every
+    # inbound message looks its signer up, and a national roster has thousands of entries (a
+    # scan hashing each entry's key cost 12 ms a message at 2,000; docs/scale.md).
+    _by_kid: dict[bytes, RosterEntry] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, RosterEntry] = field(init=False, repr=False, compare=False)
+    _node_regions: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_kid: dict[bytes, RosterEntry] = {}
+        by_name: dict[str, RosterEntry] = {}
+        for e in self.entries:
+            for kid in e.kids():
+                by_kid.setdefault(kid, e)  # the first, as the scan did (from_decision refuses two)
+            by_name.setdefault(e.name, e)
+        regions = {e.name: e.scope.regions for e in self.entries if e.role == Role.NODE}
+        object.__setattr__(self, "_by_kid", by_kid)
+        object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_node_regions", MappingProxyType(regions))
 
     def to_wire(self) -> dict[int, object]:
         m: dict[int, object] = {
@@ -267,7 +286,11 @@ class Roster:
         return cls(serial=d.seq, entries=entries, revoked=tuple(revoked), payload=payload)
 
     def by_name(self, name: str) -> RosterEntry | None:
-        return next((e for e in self.entries if e.name == name), None)
+        return self._by_name.get(name)
+
+    def by_kid(self, kid: bytes) -> RosterEntry | None:
+        """The entry one of whose keys (its own or a device's) has this key id."""
+        return self._by_kid.get(kid)
 
     def with_entry(self, entry: RosterEntry, serial: int) -> Roster:
         if self.by_name(entry.name) is not None:
@@ -314,8 +337,8 @@ class Roster:
             revoked=(*self.revoked, *(Revoked(k, entry.name) for k in entry.kids())),
         )
 
-    def node_regions(self) -> dict[str, frozenset[str]]:
-        return {e.name: e.scope.regions for e in self.entries if e.role == Role.NODE}
+    def node_regions(self) -> Mapping[str, frozenset[str]]:
+        return self._node_regions
 
     def recipients(self, audience: Audience) -> list[str]:
         """Names of the nodes that should sign for a message to ``audience``."""
@@ -459,7 +482,7 @@ class TrustState:
     def entry_for(self, kid: bytes) -> RosterEntry | None:
         if self.roster is None:
             return None
-        return next((e for e in self.roster.entries if kid in e.kids()), None)
+        return self.roster.by_kid(kid)
 
     def _revoked_name(self, kid: bytes) -> str | None:
         if kid in self.revoked:

@@ -7,11 +7,13 @@ from hypothesis import strategies as st
 
 from relay import cose
 from relay.envelope import Envelope, Kind, Reason, Rejection, open_envelope, seal
+from relay.sim.statuses import sim_nodes
 from relay.trust import (
     Accepted,
     ReplayGuard,
     ReplayWindow,
     Role,
+    Roster,
     revocation_decision,
     roster_decision,
 )
@@ -243,3 +245,20 @@ def test_nodes_may_sign_receipts_and_status(kind: Kind) -> None:
     """Test that node keys may sign receipts and status messages to anyone."""
     w = standard_world()
     assert isinstance(verdict(w, w.sign("vr07-utrecht", kind=kind)), Accepted)
+
+
+def test_roster_lookups_follow_each_new_roster_at_national_size() -> None:
+    """Test that a 2,000-node roster finds every entry by key id and name, and that a roster
+    derived with an entry added or removed finds exactly its own entries (the index is rebuilt)."""
+    nodes = sim_nodes(2001)
+    roster = Roster(serial=1, entries=tuple(n.entry for n in nodes[:2000]))
+    assert all(roster.by_kid(n.kid) is n.entry for n in nodes[:2000])
+    assert all(roster.by_name(n.name) is n.entry for n in nodes[:2000])
+    assert len(roster.node_regions()) == 2000
+    extra = nodes[2000]
+    assert roster.by_kid(extra.kid) is None
+    grown = roster.with_entry(extra.entry, serial=2)
+    assert grown.by_kid(extra.kid) is extra.entry and grown.node_regions()[extra.name]
+    shrunk = grown.without(nodes[0].name, serial=3)
+    assert shrunk.by_kid(nodes[0].kid) is None and shrunk.by_name(nodes[0].name) is None
+    assert nodes[0].name not in shrunk.node_regions()

@@ -324,6 +324,7 @@ class MqttLink:
         broker = s.brokers[index]
         tls_context = await self._tls_context(index) if broker.tls else None
         client = open_client(s, index, will=self._offline(), tls_context=tls_context)
+        client.on_status = functools.partial(self._status_heard, broker.url)
         try:
             await connect(client, s, index, status=self._status, on_status=self._status_acked)
         except ConnectAttemptFailed as exc:
@@ -462,6 +463,25 @@ class MqttLink:
                 self._on_event(Inbound(Channel(channel), node, payload, url, message.retain, ack))
             case _:
                 raise AssertionError(f"parse_topic returned {parsed!r}")
+
+    def _status_heard(self, url: str, topic: str, payload: bytes, retained: bool) -> None:
+        """A status, handed on as it is read off the socket, never through the bounded queue
+        (``relay.links.mqtt_client``): the driver keeps the newest per sender."""
+        size = len(payload)
+        parsed = parse_topic(self._settings.topic_prefix, self._settings.node, topic)
+        reason: RejectReason | None = None
+        if size > self._settings.max_inbound_bytes:
+            reason = "oversized"
+        elif parsed is None or parsed[1] != "status":
+            reason = "wrong-topic"
+        if reason is not None or parsed is None:
+            reason = reason or "wrong-topic"
+            self._stats["rejected_" + reason.replace("-", "_")] += 1
+            self._log.info("mqtt inbound rejected", reason=reason, topic=topic, size=size)
+            self._on_event(InboundRejected(reason, topic, size, url))
+            return
+        self._stats["inbound"] += 1
+        self._on_event(Inbound(Channel.STATUS, parsed[0], payload, url, retained))
 
     def _probe_echo(self, session: _Session, payload: bytes) -> None:
         if session is not self._session:

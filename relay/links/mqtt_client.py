@@ -13,7 +13,10 @@ where they exist:
   have stored it; every QoS 1 message is acknowledged by the link's ``ack`` only.
 * The probe echo: paho's ``message_callback_add`` for our probe topic, so it is handled as it is
   read off the socket, not in the queue behind a backlog of inbound messages (a flood would
-  otherwise make a healthy link look dead).
+  otherwise make a healthy link look dead). Statuses take the same path (``on_status``): they
+  are QoS 0, coalesced per sender by the driver (relay.links.status_mailbox), and a retained
+  burst of thousands at connect would otherwise fill the bounded queue, where an overflowed
+  QoS 0 message is lost for good and a resumed session never gets the retained ones again.
 * Counted drops and the time of the last read: aiomqtt's ``queue_type`` builds our
   ``InboundQueue``, whose ``put_nowait`` (what aiomqtt calls per message) notes the time and,
   when full, keeps the topic and size for a ``queue-full`` rejection instead of only logging.
@@ -73,14 +76,14 @@ class InboundQueue(asyncio.Queue[aiomqtt.Message]):
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
-        self._loop_time = asyncio.get_running_loop().time
+        self.loop_time = asyncio.get_running_loop().time
         self.on_put: Callable[[], None] | None = None  # after each message queued
         self.last_read = float("-inf")  # loop time of the last message put in (or dropped)
         self.overflow: deque[tuple[str, int]] = deque(maxlen=OVERFLOW_KEEP)
         self.overflow_count = 0
 
     def put_nowait(self, item: aiomqtt.Message) -> None:
-        self.last_read = self._loop_time()
+        self.last_read = self.loop_time()
         if self.full():
             payload = item.payload
             self.overflow_count += 1
@@ -106,6 +109,7 @@ class Client(aiomqtt.Client):
         connect_timeout: float,
         probe_topic: str,
         max_queued_incoming_messages: int,
+        status_filter: str | None = None,
         **kwargs: Any,
     ) -> None:
         def make_queue(maxsize: int) -> InboundQueue:
@@ -123,8 +127,12 @@ class Client(aiomqtt.Client):
         self._client.connect_timeout = connect_timeout  # TCP connect and TLS handshake
         self._client.manual_ack_set(True)
         self._client.message_callback_add(probe_topic, self._on_probe)
+        if status_filter is not None:
+            self._client.message_callback_add(status_filter, self._on_status)
         # Set by the link once it serves this connection: gets each probe echo's payload.
         self.on_probe: Callable[[bytes], None] | None = None
+        # Set by the link before it connects: gets (topic, payload, retained) of each status.
+        self.on_status: Callable[[str, bytes, bool], None] | None = None
         self.session_present = False
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         # Flow control where the broker oversteps our Receive Maximum (docs/mqtt.md): the link
@@ -150,6 +158,13 @@ class Client(aiomqtt.Client):
             client.ack(message.mid, message.qos)
         if self.on_probe is not None:
             self.on_probe(bytes(message.payload))
+
+    def _on_status(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.qos:  # subscribed with QoS 0: nothing to store, so nothing to wait for
+            client.ack(message.mid, message.qos)
+        self.inbound.last_read = self.inbound.loop_time()
+        if self.on_status is not None:
+            self.on_status(message.topic, bytes(message.payload), bool(message.retain))
 
     # -- the three private overrides (see the module docstring) ---------------------------------
 
@@ -367,6 +382,7 @@ def open_client(
         + s.inbound_queue * QUEUE_HEADROOM,
         connect_timeout=s.connect_timeout_s,
         probe_topic=topic_for(s.topic_prefix, s.node, "probe"),
+        status_filter=topic_for(s.topic_prefix, "+", "status"),
     )
 
 
@@ -419,10 +435,10 @@ async def connect(
             await client.__aenter__()
             entered = True
             plan = connect_plan(session_present=client.session_present, v311=s.protocol != "v5")
-            if plan.subscribe:
-                await subscribe(client, s)
-            elif plan.subscribe_qos0:
-                await subscribe(client, s, qos0_only=True)
+            # Our status before the subscriptions: their SUBACK is followed by every retained
+            # status on the broker (thousands at national scale), and a status PUBACK read behind
+            # them could time this attempt out after the subscription was made, leaving a session
+            # that the next connect resumes without the retained statuses.
             if status is not None:
                 topic = topic_for(s.topic_prefix, s.node, "status")
                 ack = client.publish_acked(topic, status, retain=True)
@@ -430,6 +446,10 @@ async def connect(
                     on_status(url, await ack)
                 else:
                     ack.add_done_callback(functools.partial(_status_done, on_status, url))
+            if plan.subscribe:
+                await subscribe(client, s)
+            elif plan.subscribe_qos0:
+                await subscribe(client, s, qos0_only=True)
     except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
         if entered:
             await client.close(graceful=False)

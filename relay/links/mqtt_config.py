@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from relay.links.status_mailbox import STATUS_BACKLOG
+
 __all__ = [
     "CONNECT_TIMEOUT_MIN_S",
     "DEGRADED_RTT_S",
@@ -122,6 +124,8 @@ class MqttSettings:
     # the link stops reading: above a kit broker's max_queued_messages, so only a broker that
     # holds more than that for us is ever slowed by TCP flow control (docs/mqtt.md).
     read_ahead: int = 20_000
+    # Senders whose newest status waits for the engine (relay.links.status_mailbox).
+    status_backlog: int = STATUS_BACKLOG
 
     def __post_init__(self) -> None:
         if not NODE_RE.fullmatch(self.node):
@@ -138,8 +142,9 @@ class MqttSettings:
         for name in ("connect_timeout_s", "publish_timeout_s", "failback_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_inbound_bytes <= 0 or self.inbound_queue <= 0 or self.read_ahead <= 0:
-            raise ValueError("max_inbound_bytes, inbound_queue and read_ahead must be positive")
+        for name in ("max_inbound_bytes", "inbound_queue", "read_ahead", "status_backlog"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
         if self.keepalive_s <= 0 or self.session_expiry_s <= 0:
             raise ValueError("keepalive_s and session_expiry_s must be positive")
 

@@ -9,6 +9,7 @@ from relay.engine.ops import Transmit
 from relay.envelope import Reason
 from relay.links import LinkHost
 from relay.links import mqtt as mqtt_link
+from relay.links.status_mailbox import StatusMailbox
 
 
 class MqttDriver:
@@ -19,6 +20,10 @@ class MqttDriver:
         self.name = name
         self._host = host
         self._node = config.node
+        # Statuses wait here, the newest per sender, until the daemon takes them (it does when
+        # no decision, receipt or sync is waiting): a retained burst at connect neither crowds
+        # those out nor queues thousands of superseded statuses (relay.links.status_mailbox).
+        self.statuses = StatusMailbox(config.mqtt.status_backlog)
         # Our status, its Last Will and the goodbye are signed with the node key.
         self.link = mqtt_link.MqttLink(
             config.mqtt,  # relay.links.mqtt_config.MqttSettings, built from relay.toml as it is
@@ -31,9 +36,10 @@ class MqttDriver:
             case mqtt_link.LinkStateChanged():
                 self._host.link_state(self.name, event.state, f"{event.broker_url} {event.reason}")
             case mqtt_link.Inbound(channel="status"):
-                event.ack()  # nothing to store: a status is only looked at
+                event.ack()  # nothing to store: a status is only looked at (and it is QoS 0)
                 # Verified by the engine (relay.engine.status): signed by that node, or rejected.
-                self._host.peer_status(event.sender_node, event.payload, link=self.name)
+                if self.statuses.put(event.sender_node, event.payload):
+                    self._host.statuses_waiting(self.name, self.statuses.take)
             case mqtt_link.Inbound():
                 if event.sender_node == self._node:
                     event.ack()
@@ -65,4 +71,4 @@ class MqttDriver:
         await self.link.set_status(self._host.sign_status(status))
 
     def describe(self) -> dict[str, Any]:
-        return {"mqtt": self.link.statistics()}
+        return {"mqtt": {**self.link.statistics(), **self.statuses.statistics()}}

@@ -74,7 +74,15 @@ class Cluster:
 
     # ------------------------------------------------------------------ set-up
 
-    def create(self, nodes: Sequence[NodeSpec], issuers: Iterable[IssuerSpec]) -> None:
+    def create(
+        self,
+        nodes: Sequence[NodeSpec],
+        issuers: Iterable[IssuerSpec],
+        *,
+        extra: Iterable[RosterEntry] = (),
+    ) -> None:
+        """Keys, roster and configs; ``extra`` entries (e.g. simulated nodes whose keys the
+        caller holds, relay.sim.statuses) join the roster as they are."""
         self.dir.mkdir(parents=True, exist_ok=True)
         _, _, root = write_keypair(self.keys, "root", force=True)
         entries: list[RosterEntry] = []
@@ -102,6 +110,7 @@ class Cluster:
                     DEFAULT_KINDS[issuer.role],
                 )
             )
+        entries.extend(extra)
         serial = SequenceCounter(self.keys / "root.key").reserve()
         write_roster(self.roster_path, Roster(serial=serial, entries=tuple(entries)), root)
         for spec in nodes:

@@ -41,7 +41,7 @@ class RecordingHost:
         self.states.append((link, state, detail))
         self.changed.set()
 
-    def peer_status(self, peer: str, raw: bytes, *, link: str = "mesh") -> None:
+    def statuses_waiting(self, link: str, take: Callable[[int], list[tuple[str, bytes]]]) -> None:
         self.changed.set()
 
     def sign_status(self, status: dict[str, Any]) -> bytes:
