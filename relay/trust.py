@@ -217,6 +217,26 @@ class Revoked:
 
 
 @dataclass(frozen=True, slots=True)
+class _RosterIndex:
+    """Read-only lookups of one roster (plain dicts: nobody writes to them after build)."""
+
+    by_name: Mapping[str, RosterEntry]
+    by_kid: Mapping[bytes, RosterEntry]
+    node_regions: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def build(cls, entries: tuple[RosterEntry, ...]) -> _RosterIndex:
+        by_name: dict[str, RosterEntry] = {}
+        by_kid: dict[bytes, RosterEntry] = {}
+        for e in entries:
+            by_name.setdefault(e.name, e)  # duplicates are refused by from_decision
+            for kid in e.kids():
+                by_kid.setdefault(kid, e)
+        regions = {e.name: e.scope.regions for e in entries if e.role == Role.NODE}
+        return cls(by_name, by_kid, regions)
+
+
+@dataclass(frozen=True, slots=True)
 class Roster:
     serial: int
     entries: tuple[RosterEntry, ...] = ()
@@ -224,6 +244,12 @@ class Roster:
     # The highest payload version every node on this roster reads (wire-format.md, section 2a):
     # the root raises it once the last node is upgraded, and signers then emit that version.
     payload: int = PAYLOAD_VERSION
+    # Lookups by name and by key id, built once per roster: every message check and every peer
+    # heard asks, and a national roster has thousands of entries (docs/scale.md).
+    _index: _RosterIndex = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", _RosterIndex.build(self.entries))
 
     def to_wire(self) -> dict[int, object]:
         m: dict[int, object] = {
@@ -267,7 +293,11 @@ class Roster:
         return cls(serial=d.seq, entries=entries, revoked=tuple(revoked), payload=payload)
 
     def by_name(self, name: str) -> RosterEntry | None:
-        return next((e for e in self.entries if e.name == name), None)
+        return self._index.by_name.get(name)
+
+    def by_kid(self, kid: bytes) -> RosterEntry | None:
+        """The entry with this key id (its own key or one of its device keys)."""
+        return self._index.by_kid.get(kid)
 
     def with_entry(self, entry: RosterEntry, serial: int) -> Roster:
         if self.by_name(entry.name) is not None:
@@ -314,8 +344,8 @@ class Roster:
             revoked=(*self.revoked, *(Revoked(k, entry.name) for k in entry.kids())),
         )
 
-    def node_regions(self) -> dict[str, frozenset[str]]:
-        return {e.name: e.scope.regions for e in self.entries if e.role == Role.NODE}
+    def node_regions(self) -> Mapping[str, frozenset[str]]:
+        return self._index.node_regions
 
     def recipients(self, audience: Audience) -> list[str]:
         """Names of the nodes that should sign for a message to ``audience``."""
@@ -459,7 +489,7 @@ class TrustState:
     def entry_for(self, kid: bytes) -> RosterEntry | None:
         if self.roster is None:
             return None
-        return next((e for e in self.roster.entries if kid in e.kids()), None)
+        return self.roster.by_kid(kid)
 
     def _revoked_name(self, kid: bytes) -> str | None:
         if kid in self.revoked:

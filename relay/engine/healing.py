@@ -103,6 +103,9 @@ class SyncConfig:
 
     enabled: bool = True
     max_followups: int = 30  # follow-up rounds after a link or peer comes back, at most
+    # When a node comes back on MQTT, about this many of the nodes that hear it send it their
+    # summary (the answers go to every subscriber, so they serve all); 0: every node does.
+    return_askers: int = 3
     mqtt: SyncTiming = MQTT_TIMING
     mesh: SyncTiming = MESH_TIMING
 
