@@ -60,7 +60,7 @@ from relay import cose
 from relay.engine.config import EngineConfig
 from relay.engine.core import Engine
 from relay.engine.model import LinkInfo
-from relay.engine.ops import Action, Persist, Rejected, SendSummary, Transmit
+from relay.engine.ops import Action, Deliver, Persist, Rejected, SendSummary, Transmit
 from relay.engine.status import seal_status
 from relay.envelope import Audience, Decision, Envelope, Kind, Precedence, open_envelope, seal
 from relay.keys import raw_public
@@ -215,6 +215,7 @@ class Sim:
         self.origin_of: dict[bytes, str] = {}  # decision id -> submitting node
         self.summaries_sent: Counter[str] = Counter()  # by link kind
         self._published: dict[tuple[str, bytes], int] = {}  # (node, id) -> times published
+        self.shown: Counter[tuple[str, bytes]] = Counter()  # (node, id) -> times delivered
         for ns in self.nodes.values():
             self.refresh(ns, force=True)
             for link in ns.engine.links:
@@ -289,6 +290,8 @@ class Sim:
                     self.radio_submit(ns, Transmit(link, "sync", b"", raw, 3), b"")
                 case Rejected(reason=reason):
                     self.metrics.rejected[str(reason)] += 1
+                case Deliver(id=msg_id):
+                    self.shown[(ns.name, msg_id)] += 1
                 case _:
                     pass
         self.arm(ns)
@@ -512,6 +515,7 @@ def run_day(
     build_s = time.perf_counter() - wall
     plan = plan_day(n_per_region, decisions, hours, seed)
     seqs: Counter[str] = Counter()
+    raws: list[bytes] = []
     for p in plan:
         seqs[p.issuer] += 1
         lifetime = 12 * 3600 if p.precedence == Precedence.ROUTINE else 6 * 3600
@@ -524,20 +528,25 @@ def run_day(
             text=f"Besluit {seqs[p.issuer]}: opvang in sporthal De Wijk, ingang noord.",
         )
         raw = seal(d, sim.keys[p.issuer])
+        raws.append(raw)
         sim.at(T0 + p.at, lambda node=p.node, raw=raw: sim.submit(node, raw))  # type: ignore[misc]
     sim.metrics.window = (T0 + plan[0].at, T0 + plan[0].at + 60.0)
     cut_start, cut_end = T0 + cut_at_h * 3600, T0 + (cut_at_h + cut_hours) * 3600
     sim.at(cut_start, lambda: sim.cut_bridge(CUT_REGION))
     sim.at(cut_end, lambda: sim.restore_bridge(CUT_REGION))
-    # Healing: the hour after the restore, less the hour before the cut (background).
+    # Healing: the hour after the restore, less the hour before the cut (background); shorter
+    # windows when the day is (the same length on both sides).
+    window = min(3600.0, cut_at_h * 3600, (hours - cut_at_h - cut_hours) * 3600)
+    if window <= 0:
+        raise ValueError("the cut must start after the day's start and end before its end")
     marks: dict[str, dict[str, float]] = {}
-    for name, t in (("before", cut_start - 3600), ("cut", cut_start), ("restore", cut_end),
-                    ("after", cut_end + 3600)):  # fmt: skip
+    for name, t in (("before", cut_start - window), ("cut", cut_start), ("restore", cut_end),
+                    ("after", cut_end + window)):  # fmt: skip
         sim.at(t, lambda name=name: marks.__setitem__(name, snapshot(sim)))  # type: ignore[misc]
     sim.run_until(T0 + hours * 3600)
     run_s = time.perf_counter() - wall - build_s
     missed = sum(1 for p in plan if cut_start <= T0 + p.at < cut_end)
-    return summarise(sim, plan, marks, missed, build_s, run_s)
+    return summarise(sim, plan, raws, marks, missed, build_s, run_s)
 
 
 def memory_per_node(sim: Sim, sample: int = 6) -> dict[str, float]:
@@ -570,6 +579,7 @@ def memory_per_node(sim: Sim, sample: int = 6) -> dict[str, float]:
 def summarise(
     sim: Sim,
     plan: list[Planned],
+    raws: list[bytes],
     marks: dict[str, dict[str, float]],
     missed: int,
     build_s: float,
@@ -597,6 +607,13 @@ def summarise(
         return max(after - background, 0.0) / cut_nodes
 
     store = [len(ns.engine._msgs) for ns in sim.nodes.values() if ns.role == "mqtt"]
+    wanted = {
+        (name, sim.envelope(raw).id)
+        for p, raw in zip(plan, raws, strict=True)
+        for name in sim.roster.recipients(Audience.parse(p.audience))
+    }
+    lost = len(wanted - set(sim.shown))
+    twice = sum(1 for c in sim.shown.values() if c > 1)
     counters = snapshot(sim)
     return {
         "nodes": len(sim.nodes),
@@ -649,6 +666,8 @@ def summarise(
         "summaries_sent": dict(sim.summaries_sent),
         "stored_per_node": statistics.median(store) if store else 0,
         "rejected": dict(m.rejected),
+        "lost": lost,
+        "shown_twice": twice,
         "memory": memory_per_node(sim),
         "build_s": build_s,
         "run_s": run_s,
@@ -724,7 +743,8 @@ def print_table(results: list[dict[str, Any]], load: str) -> None:
         print(f"{label:44}{vals}{'' if e is None else f'{e:>7.2f}'}")
     for r in results:
         drop = r["bridge_dropped"]
-        print(f"N={r['nodes']}: bridge queue drops {drop}, rejected {r['rejected'] or 0}, "
+        print(f"N={r['nodes']}: lost {r.get('lost')}, shown twice {r.get('shown_twice')}, "
+              f"bridge queue drops {drop}, rejected {r['rejected'] or 0}, "
               f"status {r['status_bytes']} B, roster "
               f"{r['memory'].get('roster_bytes', 0) / 1000:.0f} kB per node, "
               f"built {r['build_s']:.1f} s, ran {r['run_s']:.1f} s")  # fmt: skip
@@ -741,17 +761,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cut-hours", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 50 and 75 nodes, 12 decisions in 4 h, a 1 h cut")  # fmt: skip
+                    help="smoke run: 75 and 100 nodes, 4 decisions, 1.5 h, 30 min cut")  # fmt: skip
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", type=Path,
+                    help="print one table from the --json output of runs made apart")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.merge:
+        runs = [json.loads(p.read_text()) for p in args.merge]
+        merged = sorted((r for run in runs for r in run["results"]), key=lambda r: r["nodes"])
+        print_table(merged, ", ".join(run["load"] for run in runs))
+        return 0
     if args.quick:
-        args.nodes, args.decisions, args.hours, args.cut_at, args.cut_hours = (
-            [75, 100],
-            [8],
-            3,
-            1,
-            1,
-        )
+        args.nodes, args.decisions = [75, 100], [4]
+        args.hours, args.cut_at, args.cut_hours = 1.5, 0.25, 0.5
     if any(n % len(REGIONS) or n < 3 * len(REGIONS) for n in args.nodes):
         ap.error("--nodes: multiples of 25, at least 75 (a gateway, a post and a centre each)")
     if len(args.decisions) not in (1, len(args.nodes)):
