@@ -732,7 +732,7 @@ def print_table(results: list[dict[str, Any]], load: str) -> None:
     head = f"{'':44}" + "".join(f"{'N=' + str(int(f['nodes'])):>11}" for f in fl) + f"{'exp':>7}"
     r0 = results[0]
     print(f"Scale: pure engines on virtual time, 25 regions, {r0['hours']:.0f} h, {CUT_REGION}'s "
-          f"bridge cut for {r0['cut_hours']:.0f} h; load average {load}")  # fmt: skip
+          f"bridge cut for {r0['cut_hours']:g} h; load average {load}")  # fmt: skip
     print(head)
     print(f"{'decisions (in the cut)':44}"
           + "".join(f"{str(r['decisions']) + ' (' + str(r['decisions_in_cut']) + ')':>11}"
