@@ -459,7 +459,9 @@ class Healer:
 
     def mesh_scope(self, msg_id: bytes, peer: str, roster: Roster | None, depth: int = 0) -> bool:
         """Does a mesh node need this message? Trust always; decisions for it; receipts for
-        what came from the mesh or is for it. (MQTT nodes keep everything: no filter there.)"""
+        what came from the mesh (its origin there waits for them). Not every node's receipt
+        for a decision that is for it: a radio post does not retry those, and a national
+        decision has thousands (docs/scale.md). (MQTT nodes keep everything: no filter.)"""
         m = self._msgs.get(msg_id)
         if m is None:
             return False
@@ -468,8 +470,7 @@ class Healer:
         d = m.decision
         if d.kind == Kind.ACK:
             return depth == 0 and any(
-                (r := self._msgs.get(ref)) is not None
-                and (r.via_kind == LinkKind.MESH or self.mesh_scope(ref, peer, roster, 1))
+                (r := self._msgs.get(ref)) is not None and r.via_kind == LinkKind.MESH
                 for ref in d.refs
             )
         regions = roster.node_regions().get(peer, frozenset()) if roster else frozenset()

@@ -1,9 +1,11 @@
-"""An origin does not re-publish on MQTT while everyone who has not signed is cut off there."""
+"""Scale fixes in the engine: retries that reach nobody, askers for a node back, mesh answers."""
 
 import cbor2
 
+from relay.engine import sync
+from relay.engine.model import LinkInfo
 from relay.engine.ops import SendSummary
-from relay.envelope import Precedence
+from relay.envelope import Precedence, message_id
 from relay.trust import Role
 from tests.engine.harness import Node, make_node
 from tests.world import NOW, World, standard_world
@@ -129,3 +131,29 @@ def test_few_nodes_summarise_to_a_node_back_on_mqtt() -> None:
             for a in node.other[before:]
         )
     assert 1 <= asked <= 8  # about return_askers (3) of 40
+
+
+def test_mesh_answers_leave_out_other_nodes_receipts() -> None:
+    """Test that a gateway answering a radio post's summary sends the decision that is for the
+    post, but not the receipts other nodes signed for it on MQTT (a national decision has
+    thousands of them, and the post waits for none)."""
+    w = world()
+    w.add("vr07-post", Role.NODE, "region:VR07")
+    gw = make_node(
+        w, "vr07-gw", {"VR07"}, links=(LinkInfo("mqtt", "mqtt"), LinkInfo("mesh", "mesh"))
+    )
+    utrecht = make_node(w, "vr07-utrecht", {"VR07"})
+    raw = w.sign("national", to="region:VR07", lifetime=6 * 3600)
+    for node in (gw, utrecht):
+        node.run(node.engine.received("mqtt", raw, NOW, peer="hq"), NOW)
+    receipt = next(t for t in utrecht.sent if t.channel == "rcpt")
+    gw.run(gw.engine.received("mqtt", receipt.raw, NOW + 0.1, peer="vr07-utrecht"), NOW + 0.1)
+    assert message_id(receipt.raw) in gw.store.messages  # the gateway holds utrecht's receipt
+    later = NOW + 1000  # nothing fresh any more: everything missing is answered
+    gw.sent.clear()
+    ask, _ = sync.encode("vr07-post", "", [], max_bytes=229)
+    gw.run(gw.engine.received("mesh", ask, later, channel="sync"), later)
+    gw.run(gw.engine.timer(later + 60), later + 60)
+    on_mesh = {t.id for t in gw.sent if t.link == "mesh"}
+    assert message_id(raw) in on_mesh
+    assert message_id(receipt.raw) not in on_mesh
