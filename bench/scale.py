@@ -17,7 +17,8 @@ verification, signing and healing all real. Around the engines (docs/scale.md):
   simulated message by message (that is N² per 5 s). Their effect on the engines is: a node
   hears every node it can reach, at most 10 s ago (the engine counts a peer cut off after 15 s).
 * Healing summaries: delivered to everybody (counted), processed by the node asked (``to``) or,
-  for a summary to anyone, by every node. Nodes not asked would only note the sender.
+  for a summary to anyone, by every node. The others note the sender and the running round (as
+  the engine does first) without decoding it, so the pulls it could trigger are not simulated.
 * Mesh: per region one gateway (MQTT + radio) and one radio-only post, a lossless regional
   channel at LONG_FAST (no collisions); each radio runs the real ``MeshCore`` (fragments,
   receipt bundles, the airtime ledger) and airtime is ``relay.airtime`` per frame.
@@ -372,7 +373,12 @@ class Sim:
             if in_window:
                 m.per_node_in[ns.name] += 1
             if channel == "sync" and to not in ("", ns.name):
-                continue  # asked someone else: noted, not answered (not simulated)
+                # Asked someone else: the engine notes the sender and that a round runs (its
+                # answers' duplicates are no retries), and answers nothing. Its decoding of the
+                # summary is skipped here, and with it the pull a summary can trigger.
+                ns.engine.peer_heard(MQTT, sender, self.now)
+                ns.engine.sync.heard(MQTT, sender, self.now)
+                continue
             self.refresh(ns)
             self.run(ns, ns.engine.received(MQTT, raw, self.now, channel=channel, peer=sender))
 
