@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -218,6 +217,26 @@ class Revoked:
 
 
 @dataclass(frozen=True, slots=True)
+class _RosterIndex:
+    """Read-only lookups of one roster (plain dicts: nobody writes to them after build)."""
+
+    by_name: Mapping[str, RosterEntry]
+    by_kid: Mapping[bytes, RosterEntry]
+    node_regions: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def build(cls, entries: tuple[RosterEntry, ...]) -> _RosterIndex:
+        by_name: dict[str, RosterEntry] = {}
+        by_kid: dict[bytes, RosterEntry] = {}
+        for e in entries:
+            by_name.setdefault(e.name, e)  # duplicates are refused by from_decision
+            for kid in e.kids():
+                by_kid.setdefault(kid, e)
+        regions = {e.name: e.scope.regions for e in entries if e.role == Role.NODE}
+        return cls(by_name, by_kid, regions)
+
+
+@dataclass(frozen=True, slots=True)
 class Roster:
     serial: int
     entries: tuple[RosterEntry, ...] = ()
@@ -225,24 +244,12 @@ class Roster:
     # The highest payload version every node on this roster reads (wire-format.md, section 2a):
     # the root raises it once the last node is upgraded, and signers then emit that version.
     payload: int = PAYLOAD_VERSION
-    # Lookups by key id and by name, and the nodes' regions, built once per roster: every
-    # inbound message looks its signer up, and a national roster has thousands of entries (a
-    # scan hashing each entry's key cost 12 ms a message at 2,000; docs/scale.md).
-    _by_kid: dict[bytes, RosterEntry] = field(init=False, repr=False, compare=False)
-    _by_name: dict[str, RosterEntry] = field(init=False, repr=False, compare=False)
-    _node_regions: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+    # Lookups by name and by key id, built once per roster: every message check and every peer
+    # heard asks, and a national roster has thousands of entries (docs/scale.md).
+    _index: _RosterIndex = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        by_kid: dict[bytes, RosterEntry] = {}
-        by_name: dict[str, RosterEntry] = {}
-        for e in self.entries:
-            for kid in e.kids():
-                by_kid.setdefault(kid, e)  # the first, as the scan did (from_decision refuses two)
-            by_name.setdefault(e.name, e)
-        regions = {e.name: e.scope.regions for e in self.entries if e.role == Role.NODE}
-        object.__setattr__(self, "_by_kid", by_kid)
-        object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_node_regions", MappingProxyType(regions))
+        object.__setattr__(self, "_index", _RosterIndex.build(self.entries))
 
     def to_wire(self) -> dict[int, object]:
         m: dict[int, object] = {
@@ -286,11 +293,11 @@ class Roster:
         return cls(serial=d.seq, entries=entries, revoked=tuple(revoked), payload=payload)
 
     def by_name(self, name: str) -> RosterEntry | None:
-        return self._by_name.get(name)
+        return self._index.by_name.get(name)
 
     def by_kid(self, kid: bytes) -> RosterEntry | None:
-        """The entry one of whose keys (its own or a device's) has this key id."""
-        return self._by_kid.get(kid)
+        """The entry with this key id (its own key or one of its device keys)."""
+        return self._index.by_kid.get(kid)
 
     def with_entry(self, entry: RosterEntry, serial: int) -> Roster:
         if self.by_name(entry.name) is not None:
@@ -338,7 +345,7 @@ class Roster:
         )
 
     def node_regions(self) -> Mapping[str, frozenset[str]]:
-        return self._node_regions
+        return self._index.node_regions
 
     def recipients(self, audience: Audience) -> list[str]:
         """Names of the nodes that should sign for a message to ``audience``."""

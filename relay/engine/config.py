@@ -32,7 +32,7 @@ class EngineConfig:
     link_hold_s: float = 2.0  # a link must stay up this long before traffic moves back to it
     peer_timeout_s: float = 15.0  # a node not heard on MQTT for this long counts as cut off
     # Only roster nodes become peers; beyond this many the least recently heard is forgotten.
-    max_peers: int = 1024
+    max_peers: int = 4096  # a national deployment has up to a few thousand nodes
     peer_grace_s: float = 6.0  # after MQTT comes up: time for every peer's status to arrive
     trickle_s: float = 1.0  # random part of a gateway's delay before bridging into the mesh
     # Gateways take turns, in an order that every gateway computes alike (by a hash of node name

@@ -120,6 +120,15 @@ class Delivery:
         """Recipients of our own message that have not signed and that only the mesh reaches."""
         return routing.mesh_pending(self.net, m.recipients - m.signed, now)
 
+    def retry_useless(self, out: Entry, m: HeldMessage, via: str, now: float) -> bool:
+        """A retry of our own message on MQTT that reaches nobody who still has to sign
+        (routing.retry_reaches_nobody)."""
+        if not (m.origin and out.awaiting_receipts and out.attempts and not out.answer):
+            return False
+        if self.net.kind(via) != LinkKind.MQTT:
+            return False
+        return routing.retry_reaches_nobody(self.net, m.recipients - m.signed, now)
+
     def serves_mesh_only(self, link: str, out: Entry, m: HeldMessage) -> bool:
         """Is this the mesh entry of an own decision (``mesh_targets``, or FLASH's copy for
         every link)? It is retried (and, below FLASH, first sent) only while a recipient that
@@ -167,6 +176,18 @@ class Delivery:
             m = self._msgs.get(msg_id)
             if m is None or self._expired(m, now):
                 self.outbox.remove((msg_id, link))
+                continue
+            if self.retry_useless(out, m, via, now):
+                # Everyone who has not signed is cut off from MQTT: a re-publish reaches none
+                # of them, but makes every node that has signed send its receipt again (O(N²)
+                # at national scale, docs/scale.md). Skip this try, keep the schedule: healing
+                # serves them when they are back, and the next try goes out if one is heard.
+                self.counters["retries_skipped_quiet"] += 1
+                cfg = self.config
+                base = (
+                    cfg.flash_retry_base_s if m.precedence == Precedence.FLASH else cfg.retry_base_s
+                )
+                self.outbox.wait(out, now + backoff(base, out.attempts, cfg.retry_max_s))
                 continue
             if (
                 (out.attempts or m.precedence != Precedence.FLASH)  # FLASH: every link at once

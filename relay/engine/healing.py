@@ -103,6 +103,9 @@ class SyncConfig:
 
     enabled: bool = True
     max_followups: int = 30  # follow-up rounds after a link or peer comes back, at most
+    # When a node comes back on MQTT, about this many of the nodes that hear it send it their
+    # summary (the answers go to every subscriber, so they serve all); 0: every node does.
+    return_askers: int = 3
     mqtt: SyncTiming = MQTT_TIMING
     mesh: SyncTiming = MESH_TIMING
 
@@ -456,7 +459,9 @@ class Healer:
 
     def mesh_scope(self, msg_id: bytes, peer: str, roster: Roster | None, depth: int = 0) -> bool:
         """Does a mesh node need this message? Trust always; decisions for it; receipts for
-        what came from the mesh or is for it. (MQTT nodes keep everything: no filter there.)"""
+        what came from the mesh (its origin there waits for them). Not every node's receipt
+        for a decision that is for it: a radio post does not retry those, and a national
+        decision has thousands (docs/scale.md). (MQTT nodes keep everything: no filter.)"""
         m = self._msgs.get(msg_id)
         if m is None:
             return False
@@ -465,8 +470,7 @@ class Healer:
         d = m.decision
         if d.kind == Kind.ACK:
             return depth == 0 and any(
-                (r := self._msgs.get(ref)) is not None
-                and (r.via_kind == LinkKind.MESH or self.mesh_scope(ref, peer, roster, 1))
+                (r := self._msgs.get(ref)) is not None and r.via_kind == LinkKind.MESH
                 for ref in d.refs
             )
         regions = roster.node_regions().get(peer, frozenset()) if roster else frozenset()

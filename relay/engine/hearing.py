@@ -15,7 +15,7 @@ from relay.engine.config import EngineConfig
 from relay.engine.healing import SyncState
 from relay.engine.ops import Action, Persist, PutPeerCheckpoint, Rejected
 from relay.engine.peers import PeerTable
-from relay.engine.routing import Net
+from relay.engine.routing import Net, asks_returned
 from relay.engine.status import PeerStatus, check_status
 from relay.envelope import Rejection
 from relay.trust import Role, TrustState
@@ -62,7 +62,12 @@ class Hearing:
         if self._net.kind(link) == LinkKind.MQTT:
             before = self._peers.heard_on_mqtt(node, now, gateway=gateway)
             back = before < now - self.config.peer_timeout_s  # new, or back from a partition
-            if back and link in self._links and node != self.config.node:
+            if (
+                back
+                and link in self._links
+                and node != self.config.node
+                and asks_returned(self._net, node, self.config.heal.return_askers, now)
+            ):
                 self._sync.peer_returned(link, node, now)
 
     def observe_clock(self, source: str, their_time: float, now: float) -> None:

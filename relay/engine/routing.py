@@ -90,6 +90,31 @@ def mesh_pending(net: Net, recipients: Iterable[str], now: float) -> set[str]:
     return {n for n in recipients if mesh_only(net, n, now)}
 
 
+def retry_reaches_nobody(net: Net, unsigned: Iterable[str], now: float) -> bool:
+    """Would a retry on MQTT reach none of the recipients that have not signed? Yes when we hear
+    other nodes' heartbeats there but none of those lately: they are cut off, or radio-only
+    posts that their gateway serves. A node that hears nobody on MQTT says no (as before)."""
+    cutoff = now - net.peer_timeout_s
+    heard = net.mqtt_peers
+    if any(heard.get(n, cutoff - 1) >= cutoff for n in unsigned):
+        return False
+    return any(t >= cutoff for n, t in heard.items() if n != net.node)
+
+
+def asks_returned(net: Net, returned: str, askers: int, now: float) -> bool:
+    """Do we send our summary to ``returned``, back on MQTT? Every subscriber sees the answers
+    to anyone's summary, so a few askers serve everyone: each node asks with probability
+    ``askers`` / (nodes heard on MQTT lately), by a hash of both names (the same choice on
+    every call). Otherwise a region back after a cut has every node of the country summarise
+    to it at once (docs/scale.md). With ``askers`` or fewer nodes heard (or 0), always."""
+    cutoff = now - net.peer_timeout_s
+    alive = sum(1 for t in net.mqtt_peers.values() if t >= cutoff)
+    if askers <= 0 or alive <= askers:
+        return True
+    digest = hashlib.sha256(f"{returned}\0{net.node}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < (askers << 64) // alive
+
+
 def mesh_needed(
     net: Net,
     d: Decision,

@@ -227,6 +227,7 @@ def test_summary_never_deletes_or_skips() -> None:
     liar = sync.SignerSeqs(kids[0], 1 << 40, (1024,))
     claim, _ = sync.encode("vr07-utrecht", "hq", [liar], max_bytes=4096)
     hq.run(hq.engine.received("mqtt", claim, NOW + 1, channel="sync", peer="vr07-utrecht"), NOW + 1)
+    hq.engine.peer_heard("mqtt", "vr07-utrecht", NOW + 30)  # its heartbeat: not cut off
     hq.run(hq.engine.timer(NOW + 31), NOW + 31)
     assert [x.id for x in hq.sent if x.channel == "msg"].count(t.id) == 2  # retried anyway
     assert message_id(raw) in hq.store.messages
