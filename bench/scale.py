@@ -767,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cut-hours", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 75 and 100 nodes, 3 decisions, 1 h, 15 min cut")  # fmt: skip
+                    help="smoke run: 75 and 100 nodes, 3 decisions, 15 min, 6 min cut")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--merge", nargs="+", metavar="JSON", type=Path,
                     help="print one table from the --json output of runs made apart")  # fmt: skip
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.nodes, args.decisions = [75, 100], [3]
-        args.hours, args.cut_at, args.cut_hours = 1.0, 0.25, 0.25
+        args.hours, args.cut_at, args.cut_hours = 0.25, 0.05, 0.1
     if any(n % len(REGIONS) or n < 3 * len(REGIONS) for n in args.nodes):
         ap.error("--nodes: multiples of 25, at least 75 (a gateway, a post and a centre each)")
     if len(args.decisions) not in (1, len(args.nodes)):
