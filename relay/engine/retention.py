@@ -3,6 +3,7 @@ an evicted or expired message known as a duplicate. Pure: time is passed in."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -66,11 +67,16 @@ class Retention:
         excess = len(self._msgs) + len(self._pending) + 1 - self.config.max_messages
         if excess <= 0:
             return True
-        candidates = sorted(
-            (m.kind != Kind.ACK, -int(m.precedence), m.received_at, msg_id)
-            for msg_id, m in self._msgs.items()
-            if m.precedence != Precedence.FLASH
-        )[:excess]
+        # The `excess` smallest, as sorted()[:excess] would give them, without sorting the whole
+        # store for every message that arrives while it is full (usually excess is 1).
+        candidates = heapq.nsmallest(
+            excess,
+            (
+                (m.kind != Kind.ACK, -int(m.precedence), m.received_at, msg_id)
+                for msg_id, m in self._msgs.items()
+                if m.precedence != Precedence.FLASH
+            ),
+        )
         if len(candidates) < excess:
             # Only FLASH left: a FLASH newcomer still gets in (FLASH is bounded by its issuers).
             return incoming == Precedence.FLASH
