@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
 from relay.envelope import key_id
 
@@ -50,11 +51,17 @@ def _write_new(path: Path, data: bytes, mode: int, *, force: bool) -> None:
         os.close(fd)
 
 
-def write_keypair(
-    directory: Path, name: str, *, passphrase: bytes | None = None, force: bool = False
-) -> tuple[Path, Path, Ed25519PrivateKey]:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
+def write_pem_pair(
+    key_path: Path,
+    pub_path: Path,
+    key: Ed25519PrivateKey | MLDSA44PrivateKey,
+    *,
+    passphrase: bytes | None,
+    force: bool,
+) -> None:
+    """Write a private key (PKCS#8 PEM, mode 0600, encrypted with ``passphrase`` if given) and
+    its public half (SubjectPublicKeyInfo PEM); an existing private key is kept unless ``force``."""
+    key_path.parent.mkdir(parents=True, exist_ok=True)
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
@@ -64,28 +71,56 @@ def write_keypair(
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
     try:
         _write_new(key_path, pem, 0o600, force=force)
     except FileExistsError as exc:
         raise KeyError_(f"{key_path} exists; refusing to overwrite a key (use --force)") from exc
     _write_new(pub_path, pub_pem, 0o644, force=True)
-    return key_path, pub_path, key
 
 
-def load_private(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+def read_private_pem(path: Path, passphrase: bytes | None, *, what: str = "key") -> object:
+    """The private key in a PEM file (any type: the caller checks it); the passphrase from
+    RELAY_KEY_PASSPHRASE when none is given."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"cannot read key {path}: {exc.strerror}") from exc
+        raise KeyError_(f"cannot read {what} {path}: {exc.strerror}") from exc
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
+        return serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
         raise KeyError_(f"{path} is encrypted: set {PASSPHRASE_ENV}") from exc
     except ValueError as exc:
         raise KeyError_(f"{path} is not a readable private key (or wrong passphrase)") from exc
+
+
+def read_public_pem(path: Path, *, what: str = "key") -> object | None:
+    """The public key in a PEM file (any type), or None when the file holds a private key (the
+    caller then loads that and takes its public half)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if b"PRIVATE KEY" in data:
+        return None
+    try:
+        return serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise KeyError_(f"{path} is not a PEM public key") from exc
+
+
+def write_keypair(
+    directory: Path, name: str, *, passphrase: bytes | None = None, force: bool = False
+) -> tuple[Path, Path, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    write_pem_pair(key_path, pub_path, key, passphrase=passphrase, force=force)
+    return key_path, pub_path, key
+
+
+def load_private(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    key = read_private_pem(path, passphrase)
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyError_(f"{path} is not an Ed25519 key")
     return key
@@ -93,16 +128,9 @@ def load_private(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateK
 
 def load_public(path: Path) -> Ed25519PublicKey:
     """Load a public key; a private key file is accepted too (its public half is used)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyError_(f"cannot read key {path}: {exc.strerror}") from exc
-    if b"PRIVATE KEY" in data:
+    key = read_public_pem(path)
+    if key is None:
         return load_private(path).public_key()
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError as exc:
-        raise KeyError_(f"{path} is not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise KeyError_(f"{path} is not an Ed25519 key")
     return key
