@@ -478,10 +478,8 @@ async def read_audit(path: Path) -> list[dict[str, Any]]:
     return await audit.read_audit(path, _read_only_uri(path), SCHEMA_VERSION)
 
 
-async def read_messages(path: Path) -> list[dict[str, Any]]:
-    """The messages a store holds, opened read-only like ``read_audit``: id (hex), kind (int),
-    audience (as stored, e.g. ``region:VR07``), origin (submitted at this node) and received_at.
-    Only verified messages are ever stored, so these need no second check for reporting."""
+async def _select_read_only(path: Path, sql: str) -> list[Any]:
+    """The rows of one SELECT on a store opened read-only, after checking its schema version."""
     try:
         db = await aiosqlite.connect(_read_only_uri(path), uri=True)
     except sqlite3.Error as exc:
@@ -492,19 +490,26 @@ async def read_messages(path: Path) -> list[dict[str, Any]]:
         version = int(row[0]) if row else 0
         if version == 0 or version > SCHEMA_VERSION:
             raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
-        async with db.execute(
-            "SELECT id, kind, audience, origin, received_at FROM messages ORDER BY received_at"
-        ) as cur:
-            rows = await cur.fetchall()
-        return [
-            {"id": i.hex(), "kind": int(k), "audience": str(a), "origin": bool(o),
-             "received_at": float(t)}
-            for i, k, a, o, t in rows
-        ]  # fmt: skip
+        async with db.execute(sql) as cur:
+            return list(await cur.fetchall())
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: unreadable: {exc}") from exc
     finally:
         await db.close()
+
+
+async def read_messages(path: Path) -> list[dict[str, Any]]:
+    """The messages a store holds, opened read-only like ``read_audit``: id (hex), kind (int),
+    audience (as stored, e.g. ``region:VR07``), origin (submitted at this node) and received_at.
+    Only verified messages are ever stored, so these need no second check for reporting."""
+    rows = await _select_read_only(
+        path, "SELECT id, kind, audience, origin, received_at FROM messages ORDER BY received_at"
+    )
+    return [
+        {"id": i.hex(), "kind": int(k), "audience": str(a), "origin": bool(o),
+         "received_at": float(t)}
+        for i, k, a, o, t in rows
+    ]  # fmt: skip
 
 
 def _read_only_uri(path: Path) -> str:
@@ -532,20 +537,5 @@ async def integrity_of(path: Path) -> str:
 async def read_held(path: Path) -> list[tuple[bytes, bytes, str]]:
     """``(id, raw, signer)`` of every message a store holds, opened read-only like
     ``read_audit`` (``relay cap`` resolves CAP references and exports from these)."""
-    try:
-        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
-    try:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version == 0 or version > SCHEMA_VERSION:
-            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
-        async with db.execute("SELECT id, raw, signer FROM messages ORDER BY rowid") as cur:
-            rows = await cur.fetchall()
-        return [(bytes(i), bytes(r), str(s)) for i, r, s in rows]
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: unreadable: {exc}") from exc
-    finally:
-        await db.close()
+    rows = await _select_read_only(path, "SELECT id, raw, signer FROM messages ORDER BY rowid")
+    return [(bytes(i), bytes(r), str(s)) for i, r, s in rows]
