@@ -78,6 +78,9 @@ from relay.vocab import Channel, LinkKind, LinkState
 log = structlog.get_logger("relay")
 
 INPUT_QUEUE = 10_000
+# In an MQTT burst a decision waits up to this long to share its receipt with others that arrive
+# meanwhile (relay.engine.receipts; docs/mqtt.md, "Receipts for a burst").
+RECEIPT_HOLD_S = 0.005
 STATUS_BATCH = 64  # peer statuses verified per engine round at most (a decision waits this long)
 STATUS_BATCH_MIN = 8  # and at least, while other inputs keep the engine busy
 SENDERS_PER_LINK = 8
@@ -94,6 +97,7 @@ class Node:
         # Links with peer statuses waiting: taken after the inputs (statuses_waiting).
         self._status_sources: dict[str, Callable[[int], list[tuple[str, bytes]]]] = {}
         self._internal: deque[EngineInput] = deque()
+        self._acks: deque[tuple[int, Callable[[], None]]] = deque()  # (receipt serial, ack)
         self._wake = asyncio.Event()
         self._send_queues = SenderQueues(logger=self.log)  # per link, bounded (relay.senders)
         self._tickets: dict[int, asyncio.Future[Submitted]] = {}
@@ -190,6 +194,7 @@ class Node:
                     max_inbound_bytes=cfg.max_inbound_bytes,
                     drill_window=cfg.drill_window,
                     pq=PqConfig(policy=pq.Policy(cfg.pq)),
+                    receipt_hold_s=RECEIPT_HOLD_S,
                     # Gateways' bridging turns cover one full frame at the slowest mesh's preset.
                     bridge_slot_s=max(
                         (bridge_slot_s(PRESETS[r.preset]) for r in cfg.radios),
@@ -279,6 +284,8 @@ class Node:
             self.notifier.stopping()
             for task in workers:
                 task.cancel()
+            # Decisions waiting to share a receipt are stored with it before the writer ends.
+            self._dispatch(self.engine.close_receipts(self.clock()))
             self.writer.finish()
             await writer
 
@@ -381,6 +388,7 @@ class Node:
             self._pet_watchdog()
             now = self.clock()
             self._dispatch(engine.timer(now))
+            self._release_acks()  # a receipt held for a burst may have been signed
             timeout = max(0.0, min(engine.next_deadline() - now, 1.0))
             # While the store cannot be written, inputs wait in their bounded queue (a link's
             # sender retries what overflows; submissions are refused at the API).
@@ -397,17 +405,26 @@ class Node:
             while (self._internal or not (held or self._inputs.empty())) and budget:
                 budget -= 1
                 event = self._internal.popleft() if self._internal else self._inputs.get_nowait()
-                self._dispatch(self.engine.handle(event, self.clock()))
+                self._dispatch(engine.handle(event, self.clock()))
                 if isinstance(event, Received) and event.ack is not None:
-                    # Behind the Persist the engine has just asked for (if any), and behind
-                    # the batch of an earlier copy still being committed (a duplicate).
-                    self.writer.put(event.ack)
+                    self._acks.append((engine.receipt_serial, event.ack))
+            self._release_acks()
             if self._status_sources:
                 # Statuses only after the inputs (decisions, receipts, sync never wait behind a
                 # retained burst), and a few even when those used the whole budget.
                 self._take_statuses(min(STATUS_BATCH, max(budget, STATUS_BATCH_MIN)))
             self._note_clock()
             await asyncio.sleep(0)
+
+    def _release_acks(self) -> None:
+        """Hand the broker's acknowledgements to the store writer, each behind the Persist that
+        holds its message (if any) and behind the batch of an earlier copy still being committed
+        (a duplicate). A decision of an MQTT burst may wait a few ms in the engine to share its
+        receipt (EngineConfig.receipt_hold_s): what came in while that receipt was open waits
+        until its Persist is handed over."""
+        oldest = self.engine.oldest_open_receipt()
+        while self._acks and (oldest is None or self._acks[0][0] < oldest):
+            self.writer.put(self._acks.popleft()[1])
 
     def _note_clock(self) -> None:
         """Log as soon as the evidence of other clocks says ours is wrong (or right again)."""

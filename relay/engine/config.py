@@ -43,6 +43,9 @@ class EngineConfig:
     # the hosts, and on a loaded machine both gateways sent (the six-node test, 1 run in ~8).
     bridge_slot_s: float = 6.0
     seed: int | None = None  # for the gateway's random delays (tests fix it)
+    # A decision from MQTT within this long of the one before it on that link (a burst) waits
+    # up to this long to share its receipt with others (relay.engine.receipts). 0: never.
+    receipt_hold_s: float = 0.0
     drill_window: tuple[float, float] | None = None  # exercise traffic accepted only inside
     heal: SyncConfig = field(default_factory=SyncConfig)  # relay.engine.healing
     pq: PqConfig = field(default_factory=PqConfig)  # relay.engine.pq: [trust] pq

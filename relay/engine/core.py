@@ -96,9 +96,21 @@ class _Activate:
     msg: HeldMessage
     targets: tuple[tuple[str, float], ...]  # (link or ANY_LINK, delay before the first send)
     awaiting: bool
+    durable: bool = True  # its outbox entries have store rows (relay.engine.delivery)
 
 
 Held = Action | _Activate
+
+
+@dataclass(slots=True)
+class _OpenReceipt:
+    """Accepted decisions waiting for the receipt they will share, with what their Persist holds."""
+
+    serial: int
+    due: float  # signed by then at the latest
+    items: list[tuple[bytes, Decision]]
+    ops: list[StoreOp]
+    later: list[Held]
 
 
 class Engine:
@@ -139,6 +151,12 @@ class Engine:
         self._outbox = Outbox(dropped_bound=4 * config.max_inflight_per_link * len(self.links))
         self._own_receipts: dict[bytes, bytes] = {}
         self._held: dict[int, list[Held]] = {}
+        # Decisions from an MQTT burst waiting to share one receipt, by (arrived by, precedence,
+        # exercise); their store rows wait with them (receipt_hold_s).
+        self._open: dict[tuple[str, int, bool], _OpenReceipt] = {}
+        self._last_delivered: dict[str, float] = {}  # MQTT link -> when one last came by it
+        self._open_serials = itertools.count(1)
+        self.receipt_serial = 0  # the newest open receipt's serial (hold_acks)
         self._tokens = itertools.count(1)
         self._seq = 0
         self.time = TrustedTime()
@@ -312,7 +330,7 @@ class Engine:
                     out = self._outbox.add(
                         item.id, name, attempts=0, at=now + delay, awaiting=item.awaiting
                     )
-                    out.suppressible = delay > 0
+                    out.suppressible, out.durable = delay > 0, item.durable
                 activated = True
             else:
                 actions.append(item)
@@ -359,6 +377,8 @@ class Engine:
     def timer(self, now: float) -> list[Action]:
         self._saw_time(now)
         actions: list[Action] = []
+        for key in [k for k, g in self._open.items() if g.due <= now]:
+            actions += self._close_receipt(key, now)
         if any([h.tick(now) for h in self.health.values()]):
             self.delivery.revive(now)
         actions += self.retention.timer(now)
@@ -379,6 +399,8 @@ class Engine:
             change = h.next_change_at()
             if change is not None:
                 deadline = min(deadline, change)
+        for group in self._open.values():
+            deadline = min(deadline, group.due)
         due = self._outbox.next_at()
         return deadline if due is None else min(due, deadline)
 
@@ -481,13 +503,16 @@ class Engine:
         if d.kind == Kind.ACK:
             later += self._receipt_in(verdict, link, now, ops)
         later += self.pq.on_accept(self, env, link, now, ops)
+        shared = False  # our receipt shares one with others that came in this batch
         if d.kind in SHOWN_KINDS and d.audience.includes(self.config.node, self.config.regions):
             ops.append(PutInbox(env.id, now))
             shown = d.precedence.name.lower() + (" exercise" if d.exercise else "")
             ops.append(AuditEvent(now, "delivered", env.id, link, self.config.node, shown))
             later.append(Deliver(env.id, verdict.signer, int(d.precedence), d.exercise, link))
             self.counters["delivered"] += 1
-            later.append(self._sign_receipt(env, d, now, ops, arrived=link))
+            shared = self._in_burst(link, now)
+            if not shared:
+                later.append(self._sign_receipt([(env.id, d)], now, ops, arrived=link))
             if origin:
                 m.signed.add(self.config.node)
         if targets is None:
@@ -500,9 +525,63 @@ class Engine:
         later.append(_Activate(env.id, m, targets, awaiting))
         if ticket is not None:
             later.append(Submitted(ticket, env.id))
+        if shared:
+            return self._share_receipt(link, env.id, d, ops, later, now)
         token = next(self._tokens)
         self._held[token] = later
         return [Persist(token, tuple(ops))]
+
+    # ------------------------------------------------------------------ receipts for a burst
+
+    def _in_burst(self, link: str, now: float) -> bool:
+        """Does a decision delivered from ``link`` now wait to share its receipt? Only on MQTT,
+        and only in a burst: another one came by the link within ``receipt_hold_s`` (at a
+        steady 100 a second nothing waits)."""
+        hold = self.config.receipt_hold_s
+        if hold <= 0 or self._kind(link) != LinkKind.MQTT:
+            return False
+        last = self._last_delivered.get(link)
+        self._last_delivered[link] = now
+        return last is not None and now - last <= hold
+
+    def close_receipts(self, now: float) -> list[Action]:
+        """Sign every receipt still open now (the node is stopping)."""
+        actions: list[Action] = []
+        for key in list(self._open):
+            actions += self._close_receipt(key, now)
+        return actions
+
+    def oldest_open_receipt(self) -> int | None:
+        """The serial of the oldest receipt still open (None: none). Whatever the daemon took in
+        while ``receipt_serial`` was ``n`` is in a Persist handed over once this is above ``n``
+        (or None): only then may the broker be told it arrived."""
+        return min((g.serial for g in self._open.values()), default=None)
+
+    def _share_receipt(
+        self, link: str, msg_id: bytes, d: Decision, ops: list[StoreOp], later: list[Held],
+        now: float,
+    ) -> list[Action]:  # fmt: skip
+        key = (link, int(d.precedence), d.exercise)
+        group = self._open.get(key)
+        if group is None:
+            self.receipt_serial = next(self._open_serials)
+            due = now + self.config.receipt_hold_s
+            group = self._open[key] = _OpenReceipt(self.receipt_serial, due, [], [], [])
+        group.items.append((msg_id, d))
+        group.ops += ops
+        group.later += later
+        if len(group.items) < receipts.MAX_REFS_PER_RECEIPT:
+            return []
+        return self._close_receipt(key, now)
+
+    def _close_receipt(self, key: tuple[str, int, bool], now: float) -> list[Action]:
+        group = self._open.pop(key)
+        if len(group.items) > 1:
+            self.counters["receipts_shared"] += len(group.items)
+        group.later.append(self._sign_receipt(group.items, now, group.ops, arrived=key[0]))
+        token = next(self._tokens)
+        self._held[token] = group.later
+        return [Persist(token, tuple(group.ops))]
 
     def _receipt_in(
         self, verdict: Accepted, link: str, now: float, ops: list[StoreOp]
@@ -517,21 +596,29 @@ class Engine:
         return list(told)
 
     def _sign_receipt(
-        self, env: Envelope, d: Decision, now: float, ops: list[StoreOp], *, arrived: str
-    ) -> _Activate:
-        """Sign for a delivered decision with the node key (persisted with the delivery)."""
+        self, items: list[tuple[bytes, Decision]], now: float, ops: list[StoreOp], *,
+        arrived: str,
+    ) -> _Activate:  # fmt: skip
+        """Sign for delivered decisions with the node key (persisted with their delivery)."""
         self._seq += 1
         version = self.trust.roster.emit_version if self.trust.roster else PAYLOAD_VERSION
         made = receipts.sign(
-            env.id, d, now, issued=int(self.trusted_now(now)), seq=self._seq,
+            items, now, issued=int(self.trusted_now(now)), seq=self._seq,
             node=self.config.node, key=self._key, kid=self._own_kid, version=version,
         )  # fmt: skip
-        self._own_receipts[env.id] = made.id
+        for msg_id, _ in items:
+            self._own_receipts[msg_id] = made.id
         self._pending_ids.add(made.id)
-        targets = self.delivery.receipt_targets(d.precedence, arrived=arrived, now=now)
+        precedence = items[0][1].precedence
+        targets = self.delivery.receipt_targets(precedence, arrived=arrived, now=now)
         ops += [SetCounter(SEQ_COUNTER, self._seq), *made.ops]
-        ops += [new_row(made.id, name, at=now, awaiting=False) for name, _ in targets]
-        return _Activate(made.id, made.msg, targets, False)
+        # Back on the MQTT link it came by, our receipt has no outbox row: lost in a crash before
+        # its PUBACK, it goes again when the sender retries (a duplicate resends it). Spares a
+        # row written with it and one deleted after it, per receipt (docs/mqtt.md).
+        durable = self._kind(arrived) != LinkKind.MQTT
+        if durable:
+            ops += [new_row(made.id, name, at=now, awaiting=False) for name, _ in targets]
+        return _Activate(made.id, made.msg, targets, False, durable)
 
     # ------------------------------------------------------------------ scheduling
 

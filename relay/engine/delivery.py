@@ -228,9 +228,13 @@ class Delivery:
         """Send one of ours (a receipt) again on ``link``, unless it is owed there already."""
         actions: list[Action] = []
         if (msg_id, link) not in self.outbox and (msg_id, ANY_LINK) not in self.outbox:
-            self.outbox.add(msg_id, link, attempts=0, at=now, awaiting=False)
-            row = new_row(msg_id, link, at=now, awaiting=False)
-            actions.append(Persist(next(self._tokens), (row,)))
+            out = self.outbox.add(msg_id, link, attempts=0, at=now, awaiting=False)
+            # On MQTT without a row, as when it was made (Engine._sign_receipt): if it is lost
+            # again, the next retry brings it back.
+            out.durable = self.net.kind(link) != LinkKind.MQTT
+            if out.durable:
+                row = new_row(msg_id, link, at=now, awaiting=False)
+                actions.append(Persist(next(self._tokens), (row,)))
         return actions + self.pump(now)
 
     # ------------------------------------------------------------------ outcomes
@@ -303,7 +307,8 @@ class Delivery:
         else:
             self.counters["transmitted"] += 1
             self.outbox.remove(key)
-            actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
+            if out.durable:
+                actions.append(Persist(next(self._tokens), (DeleteOutbox(*key),)))
         return actions + self.pump(now)
 
     def _sent(self, link: str, msg_id: bytes, now: float, airtime_s: float | None) -> Persist:

@@ -57,6 +57,7 @@ class Entry:
     via: str | None = None  # the link actually used (for ANY_LINK entries)
     suppressible: bool = False  # a gateway's bridged copy: cancelled when heard on the mesh
     answer: int = 0  # the healing round this entry answers (0: none)
+    durable: bool = True  # has a store row; False: our receipt on MQTT (Delivery.transmitted)
 
     @property
     def key(self) -> Key:

@@ -1,14 +1,20 @@
 """Receipts: signing ours for a delivered decision, and taking in the peers'. Pure.
 
-A receipt is an ACK message signed with the node key, referring to the decision it
+A receipt is an ACK message signed with the node key, referring to the decisions it
 acknowledges. Ours is stored and sent like any message; theirs tells the origin who has the
 decision (``DeliveredAt``) and ends its retries once every recipient has signed.
+
+One receipt may acknowledge up to ``MAX_REFS_PER_RECEIPT`` decisions that arrived together
+(docs/mqtt.md, "Receipts for a burst"): one signature, one stored message and one publish for
+them instead of one each. The bound keeps every receipt small enough for one mesh receipt-bundle
+item (``relay.mesh.frames.MAX_BUNDLE_ITEM``, checked by the tests), so a gateway can still carry
+it into the mesh for a radio post whose decision it acknowledges.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,6 +25,8 @@ from relay.envelope import Audience, Decision, Kind, message_id, seal
 from relay.trust import Accepted
 
 LOCAL_LINK = "local"  # "arrived by": submitted on this node, or made here (our receipts)
+# Three refs make a receipt of at most 212 B here; a mesh receipt-bundle item holds 229 B.
+MAX_REFS_PER_RECEIPT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +39,7 @@ class Signed:
 
 
 def sign(
-    msg_id: bytes,
-    d: Decision,
+    items: Sequence[tuple[bytes, Decision]],
     now: float,
     *,
     issued: int,
@@ -42,20 +49,26 @@ def sign(
     kid: bytes,
     version: int,
 ) -> Signed:
-    """Sign for decision ``d`` (id ``msg_id``) with the node key. ``issued``: our trusted
-    time (peers check our receipts against their clocks); it lives as long as the decision,
-    at least a minute, in whole minutes."""
-    expires = max(d.expires_at, issued + 60)
+    """Sign for the decisions ``items`` ((id, decision), 1..MAX_REFS_PER_RECEIPT of them, of
+    one precedence and one exercise flag) with the node key. ``issued``: our trusted time (peers
+    check our receipts against their clocks); it lives as long as the longest-lived of them, at
+    least a minute, in whole minutes."""
+    if not 1 <= len(items) <= MAX_REFS_PER_RECEIPT:
+        raise ValueError(f"a receipt is for 1..{MAX_REFS_PER_RECEIPT} decisions, got {len(items)}")
+    first = items[0][1]
+    if any((d.precedence, d.exercise) != (first.precedence, first.exercise) for _, d in items):
+        raise ValueError("one receipt is for decisions of one precedence and exercise flag")
+    expires = max(max(d.expires_at for _, d in items), issued + 60)
     expires += -(expires - issued) % 60
     receipt = Decision(
         issued_at=issued,
         expires_at=expires,
-        precedence=d.precedence,
+        precedence=first.precedence,
         audience=Audience.all(),
         seq=seq,
         kind=Kind.ACK,
-        exercise=d.exercise,
-        refs=(msg_id,),
+        exercise=first.exercise,
+        refs=tuple(msg_id for msg_id, _ in items),
     )
     # Our own bytes, just made: their id and key id are known without parsing them again.
     raw = seal(receipt, key, kid=kid, version=version)
@@ -68,8 +81,8 @@ def sign(
             signer=node,
             seq=seq,
             kind=int(Kind.ACK),
-            precedence=int(d.precedence),
-            exercise=d.exercise,
+            precedence=int(first.precedence),
+            exercise=first.exercise,
             audience="all",
             issued_at=issued,
             expires_at=expires,
@@ -77,7 +90,7 @@ def sign(
             received_via=LOCAL_LINK,
             origin=True,
         ),
-        PutReceipt(msg_id, node, rid, issued, now, LOCAL_LINK),
+        *(PutReceipt(msg_id, node, rid, issued, now, LOCAL_LINK) for msg_id, _ in items),
     )
     return Signed(rid, HeldMessage(raw, receipt, now, True, kid=kid), ops)
 

@@ -22,7 +22,7 @@ def test_our_receipt_refers_to_the_decision_and_lives_in_whole_minutes() -> None
     key = w.keys[ME]
     kid = key_id(key.public_key().public_bytes_raw())
     for issued, expires in ((NOW, NOW + 30 * 60), (NOW + 29 * 60 + 30, NOW + 29 * 60 + 90)):
-        made = receipts.sign(b"d" * 32, d, float(NOW), issued=issued, seq=7, node=ME, key=key,
+        made = receipts.sign([(b"d" * 32, d)], float(NOW), issued=issued, seq=7, node=ME, key=key,
                              kid=kid, version=PAYLOAD_VERSION)  # fmt: skip
         env = open_envelope(made.msg.raw)
         assert isinstance(env, Envelope) and env.id == made.id and env.kid == kid

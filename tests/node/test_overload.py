@@ -56,7 +56,7 @@ def test_flooded_node_loses_nothing_and_shows_each_decision_once(
 ) -> None:
     """Test that 450 signed decisions published at once by three clients into a node that holds
     only 50 uncommitted messages all end up in its inbox exactly once (no sender retries), with
-    no queue-full drop and no reconnect."""
+    no queue-full drop and no reconnect, and that decisions taken together shared receipts."""
     node = NodeSpec("rx", ("VR07",), (mosquitto.url,), mqtt_options={"inbound_queue": WINDOW})
     with cluster_of(tmp_path, [node]) as c:
         # Each publisher keeps its issuer's sequence numbers in order on the wire (the replay
@@ -80,4 +80,8 @@ def test_flooded_node_loses_nothing_and_shows_each_decision_once(
         assert mqtt["acked"] >= want
         assert mqtt["rejected_queue_full"] == 0
         assert mqtt["connects"] == 1
-        assert status["engine"]["counters"]["delivered"] == want
+        counters = status["engine"]["counters"]
+        assert counters["delivered"] == want
+        # Taken many at a time, the decisions shared receipts (relay.engine.receipts): fewer
+        # signatures and publishes than decisions, and still one receipt on record for each.
+        assert counters["receipts_shared"] > 0
