@@ -279,7 +279,10 @@ def _encode_v2(d: Decision) -> bytes:
     body: bytes | str | None = None
     if d.text:
         plain = d.text.encode()
-        coded = textmodel.encode(d.text)
+        try:
+            coded = textmodel.encode(d.text)
+        except RuntimeError:  # its own round-trip check failed: a bug; send the text as it is
+            coded = plain
         fits = len(d.text) <= _model_limit(len(coded))
         body = coded if len(coded) < len(plain) and fits else d.text
     items: list[object] = [(minutes << 6) | flags, life, d.seq, _audience_v2(d.audience), body]

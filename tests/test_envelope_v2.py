@@ -215,3 +215,20 @@ def test_receipts_follow_the_roster() -> None:
     # known one, and do not refuse the roster (its membership still matters).
     later = Roster(serial=99, payload=7)
     assert later.emit_version == PAYLOAD_V2
+
+
+def test_a_failing_text_coder_sends_the_text_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that a decision still seals (its text as plain UTF-8) when the text model's own
+    round-trip check fails, instead of the send failing."""
+
+    def broken(text: str) -> bytes:
+        raise RuntimeError("text model round trip failed")
+
+    monkeypatch.setattr("relay.envelope.textmodel.encode", broken)
+    d = Decision(
+        issued_at=NOW, expires_at=NOW + 3600, precedence=Precedence.PRIORITY,
+        audience=Audience.all(), seq=1, text="Besluit: evacuatie van de wijk.",
+    )  # fmt: skip
+    env = open_envelope(seal(d, KEY, version=PAYLOAD_V2))
+    assert isinstance(env, Envelope) and env.decision.text == d.text
+    assert cbor2.loads(encode_payload(d, version=PAYLOAD_V2))[4] == d.text

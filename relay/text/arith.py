@@ -6,9 +6,10 @@ frequencies add up to ``total`` (at most ``MAX_TOTAL``). The coding range is kep
 and 2**64, so the rounding of ``range // total`` costs nothing measurable.
 
 The encoder keeps the low end of the interval as one Python integer, so a carry simply propagates
-into the bytes already written; at the end it writes the shortest byte string whose value lies in
-the final interval. The decoder reads zeros past the end, so such a string never ends in a zero
-byte, and the decoder refuses one that does: each coded text has exactly one byte form.
+into the bytes already written; at the end it writes the shortest byte string, of at least as
+many bytes as it shifted out and not ending in a zero byte, whose value lies in the final
+interval (``Encoder.finish``). The decoder reads zeros past the end, so a trailing zero byte
+would add nothing, and the decoder refuses a string that ends in one.
 """
 
 from __future__ import annotations
@@ -45,13 +46,24 @@ class Encoder:
             self._shifts += 1
 
     def finish(self) -> bytes:
+        """The shortest byte string of at least ``shifts`` bytes, not ending in a zero byte,
+        whose value lies in the final interval.
+
+        Not shorter than ``shifts``: a decoder reads ``WINDOW_BITS // 8`` bytes ahead, so it
+        then reads at most that many zeros past the end (``Decoder.overrun`` ≤ 8), which is
+        what every decoder of payload version 2 allows. The plain shortest string is shorter
+        than ``shifts`` for about 1 text in 300 (a run of zero bits at its end); such a stream
+        decoded correctly but was refused ("coded text ends before its END"), so its sender's
+        round-trip check failed the send."""
         n = self._shifts + WINDOW_BITS // 8  # bytes of full precision
         low, high = self._low, self._low + self._range
-        for k in range(n + 1):
+        for k in range(min(self._shifts, n), n + 1):
             unit = 1 << (8 * (n - k))
             value = -(-low // unit)
-            if value * unit < high:
-                return value.to_bytes(k, "big")
+            while value * unit < high:
+                if k == 0 or value & 0xFF:
+                    return value.to_bytes(k, "big")
+                value += 1
         raise AssertionError("unreachable: the full-precision value always fits")
 
 

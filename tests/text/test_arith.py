@@ -80,3 +80,19 @@ def test_any_bytes_decode_to_symbols_or_end_cleanly(data: bytes) -> None:
             assert 0 <= dec.decode(cums) < 4
         except ArithError:
             return
+
+
+def test_a_stream_ending_in_zero_bits_is_not_read_more_than_8_bytes_past_its_end() -> None:
+    """Test that a coding whose last symbols add only zero bits is not cut shorter than the
+    bytes it shifted out: decoding it reads at most 8 zero bytes past its end (the model refuses
+    more), where the plain shortest form made the decoder read 9."""
+    symbols = [(70, 128), (0, 128), (0, 2), (0, 2), (0, 2)]
+    enc = Encoder()
+    for cum, total in symbols:
+        enc.encode(cum, 1, total)
+    data = enc.finish()
+    assert data and data[-1] != 0
+    dec = Decoder(data)
+    for cum, total in symbols:
+        assert dec.decode([0, *range(1, total + 1)]) == cum
+    assert dec.overrun <= 8
