@@ -45,6 +45,7 @@ from relay.store.faults import (
     _check_place,
     _store_error,
 )
+from relay.store.readonly import read_only
 from relay.store.verify import ChainReport, held_checkpoints, verify_store
 
 __all__ = [
@@ -480,22 +481,9 @@ async def read_audit(path: Path) -> list[dict[str, Any]]:
 
 async def _select_read_only(path: Path, sql: str) -> list[Any]:
     """The rows of one SELECT on a store opened read-only, after checking its schema version."""
-    try:
-        db = await aiosqlite.connect(_read_only_uri(path), uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
-    try:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version == 0 or version > SCHEMA_VERSION:
-            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
-        async with db.execute(sql) as cur:
-            return list(await cur.fetchall())
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: unreadable: {exc}") from exc
-    finally:
-        await db.close()
+    uri = _read_only_uri(path)
+    async with read_only(path, uri, SCHEMA_VERSION) as db, db.execute(sql) as cur:
+        return list(await cur.fetchall())
 
 
 async def read_messages(path: Path) -> list[dict[str, Any]]:

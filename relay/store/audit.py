@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from relay.store.chain import GENESIS, ZERO, Head, Walk, extend, row_hash
 from relay.store.faults import StoreError, _is_fault, _store_error
+from relay.store.readonly import read_only
 from relay.store.verify import PAGE, ROW, ChainReport, chain_start, verify_store
 
 # Checkpoints kept besides the oldest (the anchor of a pruned log): the newest this many.
@@ -122,17 +123,8 @@ async def read_audit(path: Path, uri: str, schema: int) -> list[dict[str, Any]]:
     a relay store, or one from a newer version raises ``StoreError``. ``uri``: the file's
     read-only URI.
     """
-    try:
-        db = await aiosqlite.connect(uri, uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open read-only: {exc}") from exc
-    try:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version == 0 or version > schema:
-            raise StoreError(f"{path}: not a relay store this version reads (schema {version})")
-        rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    async with read_only(path, uri, schema) as db:
         while True:
             async with db.execute(
                 "SELECT n, at, event, msg_id, link, node, detail FROM audit WHERE n > ? "
@@ -143,10 +135,6 @@ async def read_audit(path: Path, uri: str, schema: int) -> list[dict[str, Any]]:
             if not page:
                 return rows
             rows.extend(page)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: unreadable: {exc}") from exc
-    finally:
-        await db.close()
 
 
 # ---------------------------------------------------------------------------- the store's part
