@@ -612,10 +612,7 @@ class Engine:
         precedence = items[0][1].precedence
         targets = self.delivery.receipt_targets(precedence, arrived=arrived, now=now)
         ops += [SetCounter(SEQ_COUNTER, self._seq), *made.ops]
-        # Back on the MQTT link it came by, our receipt has no outbox row: lost in a crash before
-        # its PUBACK, it goes again when the sender retries (a duplicate resends it). Spares a
-        # row written with it and one deleted after it, per receipt (docs/mqtt.md).
-        durable = self._kind(arrived) != LinkKind.MQTT
+        durable = routing.receipt_needs_row(self.net, arrived)
         if durable:
             ops += [new_row(made.id, name, at=now, awaiting=False) for name, _ in targets]
         return _Activate(made.id, made.msg, targets, False, durable)

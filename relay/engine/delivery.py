@@ -229,9 +229,7 @@ class Delivery:
         actions: list[Action] = []
         if (msg_id, link) not in self.outbox and (msg_id, ANY_LINK) not in self.outbox:
             out = self.outbox.add(msg_id, link, attempts=0, at=now, awaiting=False)
-            # On MQTT without a row, as when it was made (Engine._sign_receipt): if it is lost
-            # again, the next retry brings it back.
-            out.durable = self.net.kind(link) != LinkKind.MQTT
+            out.durable = routing.receipt_needs_row(self.net, link)
             if out.durable:
                 row = new_row(msg_id, link, at=now, awaiting=False)
                 actions.append(Persist(next(self._tokens), (row,)))

@@ -54,6 +54,14 @@ def audience_of(d: Decision) -> Audience:
     return Audience.all() if d.kind in TRUST_KINDS else d.audience
 
 
+def receipt_needs_row(net: Net, link: str) -> bool:
+    """Does our receipt owed on ``link`` get an outbox row? Not on MQTT: lost in a crash before
+    its PUBACK, it goes again when the sender retries (a duplicate resends it), which spares a
+    row written and one deleted per receipt (docs/mqtt.md). A mesh keeps it: airtime is scarce
+    and a radio origin retries slowly."""
+    return net.kind(link) != LinkKind.MQTT
+
+
 def best_link(net: Net, now: float, skip: Collection[str] = frozenset()) -> str | None:
     """The usable link to send on: MQTT before mesh, ``up`` before ``degraded``, then the
     order the links were configured in."""
