@@ -7,11 +7,12 @@ relay.daemon so that each stays small. Every field is validated here; a bad one 
     {"op": "rejections", "limit": 50}                  -> {"ok": true, "events": [...]}
     {"op": "trail", "id": "<64 hex>"}                   -> {"ok": true, "events": [...]}
     {"op": "console-audit", "user": "NAME", "event": "login", "id": "<hex>", "detail": "…"}
-                                                       -> {"ok": true}
+                                                       -> {"ok": true}  (once committed)
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -46,9 +47,10 @@ class Node(Protocol):
     @property
     def store_fault(self) -> dict[str, Any] | None: ...
 
-    def record_audit(self, event: AuditEvent) -> None: ...
+    async def record_audit(self, event: AuditEvent) -> None: ...
 
 
+AUDIT_COMMIT_WAIT_S = 5.0  # console-audit answers once its row is committed, or after this
 CONSOLE_OPS = frozenset({"roster", "sent", "rejections", "trail", "console-audit"})
 # What the console records, with the user's name in the audit row's node column.
 CONSOLE_EVENTS = frozenset(
@@ -90,7 +92,12 @@ async def console_op(node: Node, req: dict[str, Any]) -> dict[str, Any]:
                 event = _audit_event(req, node.clock())
                 if (fault := node.store_fault) is not None:  # the row could not be written now
                     return {"ok": False, "error": f"refused: {fault['reason']}: store not writable"}
-                node.record_audit(event)
+                try:
+                    async with asyncio.timeout(AUDIT_COMMIT_WAIT_S):
+                        await node.record_audit(event)
+                except TimeoutError:  # the disk filled up meanwhile, or is very slow
+                    why = f"not committed after {AUDIT_COMMIT_WAIT_S:.0f} s (store slow or full)"
+                    return {"ok": False, "error": f"refused: {why}; it stays queued"}
                 return {"ok": True}
     except BadRequest as exc:
         node.log.warning("console_bad_request", op=req.get("op"), reason=str(exc))
