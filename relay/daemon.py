@@ -81,9 +81,9 @@ INPUT_QUEUE = 10_000
 # In an MQTT burst a decision waits up to this long to share its receipt with others that arrive
 # meanwhile (relay.engine.receipts; docs/mqtt.md, "Receipts for a burst").
 RECEIPT_HOLD_S = 0.005
-# Under load the store commits at most this often; a batch after a quiet spell commits at once
-# (relay.storewriter). Fewer, larger transactions: half the store's CPU per decision in a burst.
-COMMIT_INTERVAL_S = 0.006
+# In a burst the store commits at most this often; steady traffic commits at once
+# (relay.storewriter). Fewer, larger transactions: less CPU per decision in a burst.
+COMMIT_INTERVAL_S = 0.010
 STATUS_BATCH = 64  # peer statuses verified per engine round at most (a decision waits this long)
 STATUS_BATCH_MIN = 8  # and at least, while other inputs keep the engine busy
 SENDERS_PER_LINK = 8

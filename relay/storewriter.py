@@ -6,11 +6,12 @@ One task (``run``) drains every pending batch into one transaction, commits (fsy
 then reports the tokens persisted, which releases the held deliveries, receipts and transmits.
 An acknowledgement queued behind a batch is called after that batch commits.
 
-Under load, commits start at most every ``min_interval_s`` (like PostgreSQL's ``commit_delay``):
-a batch that comes sooner after the previous commit's start waits the rest of that interval and
-goes with whatever else came meanwhile. A batch after a quiet spell commits at once, so steady
-light traffic waits nothing; a burst gets fewer, larger transactions, which halves the store's CPU
-per decision (bench/mqtt_throughput.py, docs/store.md).
+In a burst, commits start at most every ``min_interval_s`` (like PostgreSQL's ``commit_delay``):
+when the previous commit carried at least ``BURST_OPS`` store ops, a batch that comes sooner after
+its start waits the rest of that interval and goes with whatever else came meanwhile. Steady
+traffic makes small commits (a decision is 1 to 8 ops; 100 decisions/s never reach 16), so it
+waits nothing; a burst gets fewer, larger transactions and the store's CPU per decision falls
+(bench/mqtt_throughput.py, docs/store.md).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SEQ_LEASE = 100
 STORE_RETRY_S = 1.0  # while the disk is full: how often the store writer tries again
 STORE_FAULT_LOG_S = 60.0  # and how often it says so again in the log
 FINISH = -1  # the token of the sentinel batch: flush and finish
+BURST_OPS = 16  # a commit of at least this many ops means a burst: the next one may wait
 
 Item = Persist | Callable[[], None]  # an engine batch, or an acknowledgement to send after it
 
@@ -68,6 +70,7 @@ class StoreWriter:
         self._last_fault_log = 0.0
         self.min_interval_s = min_interval_s
         self._commit_started = -math.inf  # the event loop's clock
+        self._burst = False  # the previous commit carried at least BURST_OPS ops
         self._flush_now = asyncio.Event()  # set by finish: no more waiting for company
 
     def put(self, item: Item) -> None:
@@ -129,8 +132,9 @@ class StoreWriter:
             if not self._items and not batches:
                 self._wake.clear()
                 await self._wake.wait()
-            if (wait := self._commit_started + self.min_interval_s - loop.time()) > 0:
-                # Under load: what comes meanwhile goes into this commit too.
+            wait = self._commit_started + self.min_interval_s - loop.time()
+            if self._burst and wait > 0:
+                # In a burst: what comes meanwhile goes into this commit too.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._flush_now.wait()
@@ -144,6 +148,7 @@ class StoreWriter:
                     batches.append(item)
             if batches:
                 self._commit_started = loop.time()
+                self._burst = sum(len(b.ops) for b in batches) >= BURST_OPS
                 try:
                     await self._commit(batches)
                 except StoreFull as exc:

@@ -10,7 +10,7 @@ import structlog
 from relay.engine.ops import Persist, SetCounter
 from relay.keys import SequenceCounter
 from relay.store import Store
-from relay.storewriter import StoreWriter
+from relay.storewriter import BURST_OPS, StoreWriter
 
 
 class Commits:
@@ -45,18 +45,17 @@ async def _writer(tmp_path: Path, interval: float) -> tuple[StoreWriter, Commits
     return writer, commits
 
 
-def _batch(token: int) -> Persist:
-    return Persist(token, (SetCounter(f"c{token}", token),))
+def _batch(token: int, ops: int = 1) -> Persist:
+    return Persist(token, tuple(SetCounter(f"c{token}.{i}", token) for i in range(ops)))
 
 
-def test_batches_soon_after_a_commit_share_the_next_one(tmp_path: Path) -> None:
-    """Test that the first batch after a quiet spell commits at once, and batches that come
-    within min_interval_s of that commit wait and share one transaction (flushed by finish)."""
+def test_batches_soon_after_a_burst_commit_share_the_next_one(tmp_path: Path) -> None:
+    """Test that batches soon after a commit of BURST_OPS ops wait and share the next commit."""
 
     async def main() -> tuple[list[list[int]], int, dict[str, int]]:
         writer, persisted = await _writer(tmp_path, interval=60.0)
         task = asyncio.create_task(writer.run())
-        writer.put(_batch(1))
+        writer.put(_batch(1, ops=BURST_OPS))
         await persisted.wait_for(1)  # not after 60 s: at once
         writer.put(_batch(2))
         await asyncio.sleep(0.2)
@@ -72,14 +71,14 @@ def test_batches_soon_after_a_commit_share_the_next_one(tmp_path: Path) -> None:
     persisted, commits, counters = asyncio.run(main())
     assert persisted == [[1], [2, 3]]
     assert commits == 2
-    assert counters == {"c1": 1, "c2": 2, "c3": 3}
+    assert len(counters) == BURST_OPS + 2 and counters["c3.0"] == 3
 
 
-def test_without_an_interval_each_wakeup_commits(tmp_path: Path) -> None:
-    """Test that with min_interval_s 0 a batch put while the writer is idle commits on its own."""
+def test_steady_small_commits_never_wait(tmp_path: Path) -> None:
+    """Test that after a commit of fewer than BURST_OPS ops the next batch commits at once."""
 
     async def main() -> list[list[int]]:
-        writer, persisted = await _writer(tmp_path, interval=0.0)
+        writer, persisted = await _writer(tmp_path, interval=60.0)
         task = asyncio.create_task(writer.run())
         for token in (1, 2):
             writer.put(_batch(token))
