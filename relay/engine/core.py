@@ -68,7 +68,7 @@ from relay.engine.outbox import Outbox, new_row
 from relay.engine.peers import PeerTable
 from relay.engine.pq import PqHook
 from relay.engine.receipts import LOCAL_LINK
-from relay.engine.retention import Retention
+from relay.engine.retention import HeldMessages, Retention
 from relay.engine.routing import SHOWN_KINDS
 from relay.envelope import (
     PAYLOAD_VERSION,
@@ -146,7 +146,7 @@ class Engine:
             peer_timeout_s=config.peer_timeout_s,
         )
         self.replay = ReplayGuard()
-        self._msgs: dict[bytes, HeldMessage] = {}
+        self._msgs = HeldMessages()
         self._pending_ids: set[bytes] = set()
         self._outbox = Outbox(dropped_bound=4 * config.max_inflight_per_link * len(self.links))
         self._own_receipts: dict[bytes, bytes] = {}

@@ -3,10 +3,12 @@ an evicted or expired message known as a duplicate. Pure: time is passed in."""
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TypeVar, overload
+
+from sortedcontainers import SortedList
 
 from relay.engine.clock import TrustedTime
 from relay.engine.config import EngineConfig
@@ -16,6 +18,75 @@ from relay.engine.outbox import Outbox
 from relay.envelope import Kind, Precedence
 from relay.trust import TrustState
 
+T = TypeVar("T")
+EvictionKey = tuple[bool, int, float, bytes]
+
+
+def eviction_key(msg_id: bytes, m: HeldMessage) -> EvictionKey:
+    """Receipts before decisions, then the least urgent, then the oldest (the id breaks ties)."""
+    return (m.kind != Kind.ACK, -int(m.precedence), m.received_at, msg_id)
+
+
+class HeldMessages(dict[bytes, HeldMessage]):
+    """The engine's held messages, keeping their eviction order (``evictable``: the keys of the
+    non-FLASH ones, smallest first) as they come and go, so that a full store finds what to
+    evict in O(log n) instead of scanning every message for every arrival (9.5 ms per arrival
+    at 20,000 held; tests/engine/test_retention.py)."""
+
+    def __init__(self, items: Iterable[tuple[bytes, HeldMessage]] = ()) -> None:
+        super().__init__()
+        self.evictable: SortedList[EvictionKey] = SortedList()
+        for msg_id, m in items:
+            self[msg_id] = m
+
+    def __setitem__(self, msg_id: bytes, m: HeldMessage) -> None:
+        if (old := self.get(msg_id)) is not None:
+            self._unindex(msg_id, old)
+        super().__setitem__(msg_id, m)
+        if m.precedence != Precedence.FLASH:
+            self.evictable.add(eviction_key(msg_id, m))
+
+    def __delitem__(self, msg_id: bytes) -> None:
+        self._unindex(msg_id, self[msg_id])
+        super().__delitem__(msg_id)
+
+    @overload
+    def pop(self, msg_id: bytes, /) -> HeldMessage: ...
+    @overload
+    def pop(self, msg_id: bytes, default: HeldMessage, /) -> HeldMessage: ...
+    @overload
+    def pop(self, msg_id: bytes, default: T, /) -> HeldMessage | T: ...
+    def pop(self, msg_id: bytes, *default: object) -> object:
+        if msg_id not in self:
+            return super().pop(msg_id, *default)  # the default, or KeyError
+        m = super().pop(msg_id)
+        self._unindex(msg_id, m)
+        return m
+
+    def popitem(self) -> tuple[bytes, HeldMessage]:
+        msg_id, m = super().popitem()
+        self._unindex(msg_id, m)
+        return msg_id, m
+
+    def setdefault(self, msg_id: bytes, default: HeldMessage, /) -> HeldMessage:
+        if msg_id not in self:
+            self[msg_id] = default
+        return self[msg_id]
+
+    def update(  # type: ignore[override]
+        self, other: Mapping[bytes, HeldMessage] | Iterable[tuple[bytes, HeldMessage]] = (), /
+    ) -> None:
+        for msg_id, m in other.items() if isinstance(other, Mapping) else other:
+            self[msg_id] = m
+
+    def clear(self) -> None:
+        super().clear()
+        self.evictable.clear()
+
+    def _unindex(self, msg_id: bytes, m: HeldMessage) -> None:
+        if m.precedence != Precedence.FLASH:
+            self.evictable.remove(eviction_key(msg_id, m))
+
 
 class Retention:
     """Evicts to keep within ``max_messages``, collects what has expired, prunes tombstones."""
@@ -24,7 +95,7 @@ class Retention:
         self,
         *,
         config: EngineConfig,
-        msgs: dict[bytes, HeldMessage],
+        msgs: HeldMessages,
         pending: Collection[bytes],
         own_receipts: dict[bytes, bytes],
         outbox: Outbox,
@@ -67,16 +138,8 @@ class Retention:
         excess = len(self._msgs) + len(self._pending) + 1 - self.config.max_messages
         if excess <= 0:
             return True
-        # The `excess` smallest, as sorted()[:excess] would give them, without sorting the whole
-        # store for every message that arrives while it is full (usually excess is 1).
-        candidates = heapq.nsmallest(
-            excess,
-            (
-                (m.kind != Kind.ACK, -int(m.precedence), m.received_at, msg_id)
-                for msg_id, m in self._msgs.items()
-                if m.precedence != Precedence.FLASH
-            ),
-        )
+        # The `excess` first in eviction order (usually excess is 1), from the kept index.
+        candidates = list(self._msgs.evictable.islice(0, excess))
         if len(candidates) < excess:
             # Only FLASH left: a FLASH newcomer still gets in (FLASH is bounded by its issuers).
             return incoming == Precedence.FLASH
