@@ -77,7 +77,7 @@ from relay.vocab import Channel, LinkKind, LinkState
 
 log = structlog.get_logger("relay")
 
-INPUT_QUEUE = 10_000
+INPUT_QUEUE = 10_000  # engine inputs queued, on top of the MQTT link's window (Node.__init__)
 # In an MQTT burst a decision waits up to this long to share its receipt with others that arrive
 # meanwhile (relay.engine.receipts; docs/mqtt.md, "Receipts for a burst").
 RECEIPT_HOLD_S = 0.005
@@ -96,7 +96,11 @@ class Node:
         self.config = config
         self.clock = clock
         self.log = log.bind(node=config.node)
-        self._inputs: asyncio.Queue[EngineInput] = asyncio.Queue(INPUT_QUEUE)
+        # The MQTT link hands on up to its window (mqtt.inbound_queue) of messages not yet
+        # committed: the queue holds that much on top of the rest, so a window the config allows
+        # (up to 65,535) can never overflow it.
+        window = config.mqtt.inbound_queue if config.mqtt is not None else 0
+        self._inputs: asyncio.Queue[EngineInput] = asyncio.Queue(INPUT_QUEUE + window)
         # Links with peer statuses waiting: taken after the inputs (statuses_waiting).
         self._status_sources: dict[str, Callable[[int], list[tuple[str, bytes]]]] = {}
         self._internal: deque[EngineInput] = deque()
@@ -339,7 +343,7 @@ class Node:
             self._inputs.put_nowait(Received(link, raw, Channel(channel), peer, ack))
         except asyncio.QueueFull:
             self.overload_drops += 1
-            self.log.warning("inbound_dropped_overload", link=link, queue=INPUT_QUEUE)
+            self.log.warning("inbound_dropped_overload", link=link, queue=self._inputs.maxsize)
         self._wake.set()
 
     def link_rejected(self, link: str, reason: Any, detail: str) -> None:

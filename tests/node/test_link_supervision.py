@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import typing
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,14 @@ def test_every_inbound_rejection_of_the_mqtt_link_maps_to_a_reason(tmp_path: Pat
     for reason in reasons:
         driver._on_event(mqtt_link.InboundRejected(reason, "crisis/x/msg", 7, "mqtt://b"))
     assert [r for _, r, _ in host.rejected] == [Reason(r) for r in reasons]
+
+
+def test_the_input_queue_holds_the_whole_mqtt_window(tmp_path: Path) -> None:
+    """Test that the daemon's input queue is larger than the MQTT window the config sets."""
+    cluster = Cluster(tmp_path)
+    cluster.create([NodeSpec("solo", ("VR07",), ("mqtt://127.0.0.1:1",))], [IssuerSpec("national")])
+    cfg = load(cluster.config_path("solo"))
+    assert cfg.mqtt is not None
+    for window in (1000, 65535):
+        wide = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, inbound_queue=window))
+        assert daemon.Node(wide)._inputs.maxsize > window
