@@ -2,7 +2,8 @@
 
 It reuses ``relay.checks.run_checks`` (what ``relay run --check`` checks) and adds: key file modes
 and owners, roster validity and whether a newer roster is known to the running node, the store's
-integrity and free disk, each broker reachable with TLS and its certificate's expiry, each radio
+integrity and free disk, each broker reachable with TLS and its certificate's expiry, the node's
+own client certificate's expiry (the broker refuses an expired one), each radio
 (firmware, region EU_868, preset, channel key not the public default), clock synchronisation and
 the offset from peers, and the drill window. Checks that need the running node (newest roster,
 clock offset from peers, radios held by the node) ask its local API; when it is not running they
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from cryptography import x509
 
 from relay import api
 from relay.checks import Check, key_mode_checks, run_checks
@@ -191,6 +194,66 @@ def store_checks(cfg: Config) -> Iterator[Check]:
         )
     else:
         yield Check("node.store disk", "ok", text, nl=(text_nl, ""))
+
+
+def client_cert_check(i: int, b: BrokerConfig, now: float) -> Iterator[Check]:
+    """The node's own client certificate for this broker: readable, valid now, not about to
+    expire (the broker kit signs them for a year; an expired one locks the node out)."""
+    if b.cert is None:
+        return
+    key = f"mqtt.broker[{i}].cert"
+    try:
+        cert = x509.load_pem_x509_certificate(b.cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        yield Check(
+            key,
+            "fail",
+            f"{b.cert}: cannot read the client certificate: {exc}",
+            "copy the node's certificate from the broker kit (relay broker kit)",
+            nl=(
+                f"{b.cert}: clientcertificaat niet leesbaar: {exc}",
+                "kopieer het certificaat van de node uit de broker-kit (relay broker kit)",
+            ),
+        )
+        return
+    start = cert.not_valid_before_utc.timestamp()
+    end = cert.not_valid_after_utc.timestamp()
+    when = _local(end, "%Y-%m-%d")
+    days = (end - now) / 86400
+    if now < start:
+        since = _local(start, "%Y-%m-%d %H:%M %Z")
+        yield Check(
+            key,
+            "fail",
+            f"{b.cert}: the client certificate is valid only from {since}",
+            "check the clock (timedatectl), or use a certificate that is valid now",
+            nl=(
+                f"{b.cert}: het clientcertificaat is pas geldig vanaf {since}",
+                "controleer de klok (timedatectl) of gebruik een certificaat dat nu geldig is",
+            ),
+        )
+    elif days < CERT_WARN_DAYS:
+        state = f"expired {when}" if days < 0 else f"expires {when} ({days:.0f} days)"
+        state_nl = f"verlopen op {when}" if days < 0 else f"verloopt {when} ({days:.0f} dagen)"
+        yield Check(
+            key,
+            "fail",
+            f"{b.cert}: the node's client certificate {state}",
+            "issue a new one with relay broker kit and copy it here",
+            nl=(
+                f"{b.cert}: het clientcertificaat van de node is {state_nl}"
+                if days < 0
+                else f"{b.cert}: het clientcertificaat van de node {state_nl}",
+                "maak een nieuw aan met relay broker kit en kopieer het hierheen",
+            ),
+        )
+    else:
+        yield Check(
+            key,
+            "ok",
+            f"{b.cert}: client certificate valid until {when}",
+            nl=(f"{b.cert}: clientcertificaat geldig tot {when}", ""),
+        )
 
 
 def _tls_context(b: BrokerConfig) -> ssl.SSLContext:
@@ -505,6 +568,7 @@ def diagnose(
     if cfg.mqtt is not None:
         for i, b in enumerate(cfg.mqtt.brokers):
             checks += broker_check(i, b, now)
+            checks += client_cert_check(i, b, now)
     checks += radio_checks(cfg, status, radio_probe)
     checks += clock_checks(status)
     checks.append(drill_check(cfg, now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from relay import doctor
 from relay.checks import Check
 from relay.config import Config, load
 from relay.keys import load_private
+from relay.kit import pki as kit_pki
+from relay.links.mqtt_config import BrokerConfig
 from relay.rosterfile import write_roster
 from relay.sim.broker import Mosquitto, TlsListener
 from relay.sim.cluster import Cluster, MeshProcess, NodeSpec
@@ -241,3 +244,31 @@ def test_doctor_warns_when_the_clock_is_off_from_peers() -> None:
     assert check.status == "warn"
     assert check.text("nl")[0] == "de klok van deze node wijkt +3600 s af van de berichttijden"
     assert check.text("en")[0] == "this node's clock differs from message times by +3600 s"
+
+
+def test_doctor_checks_the_nodes_own_client_certificate(tmp_path: Path) -> None:
+    """Test that the node's client certificate fails when unreadable, not yet valid or expiring."""
+    now = dt.datetime.now(dt.UTC)
+    ca = kit_pki.new_authority("doctor test CA", now=now)
+    key = kit_pki.new_key()
+    for name, validity in (("year", dt.timedelta(days=365)), ("week", dt.timedelta(days=7))):
+        kit_pki.write_cert(tmp_path / f"{name}.crt", kit_pki.issue(ca, "n1", key, now=now,
+                                                                   validity=validity))  # fmt: skip
+    (tmp_path / "junk.crt").write_text("not a certificate")
+    kit_pki.write_key(tmp_path / "n1.key", key)
+
+    def check(cert: str, at: dt.datetime) -> Check:
+        b = BrokerConfig("mqtts://127.0.0.1:8883", cert=tmp_path / cert, key=tmp_path / "n1.key")
+        (found,) = doctor.client_cert_check(0, b, at.timestamp())
+        assert found.key == "mqtt.broker[0].cert"
+        return found
+
+    assert check("year.crt", now).status == "ok"
+    soon = check("week.crt", now)
+    assert soon.status == "fail" and "expires" in soon.message and soon.nl is not None
+    assert "verloopt" in soon.nl[0]
+    gone = check("year.crt", now + dt.timedelta(days=400))
+    assert gone.status == "fail" and "expired" in gone.message
+    early = check("year.crt", now - dt.timedelta(days=2))
+    assert early.status == "fail" and "valid only from" in early.message
+    assert check("junk.crt", now).status == "fail"
