@@ -1,8 +1,10 @@
-"""``relay broker``: write a regional broker kit, revoke a node's certificate (docs/broker.md)."""
+"""``relay broker``: write a regional broker kit, revoke a node's certificate, check what in a kit
+runs out (docs/broker.md)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from relay.cli import CliError
@@ -74,6 +76,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rev.add_argument("--node", required=True, metavar="NAME")
     rev.add_argument("--ca", type=Path, metavar="PATH", help="the CA, when not in the kit")
     rev.set_defaults(handler=cmd_revoke)
+
+    chk = bs.add_parser(
+        "check",
+        help="check a kit's CRL and certificates for expiry (exit 1 on a failure)",
+        description="On the broker host: is crl.pem signed by the kit's CA and not about to run "
+        "out (then mosquitto refuses every client), and are the CA, server, node and bridge "
+        "certificates valid for more than 30 days?",
+    )
+    chk.add_argument("--out", type=Path, required=True, metavar="DIR")
+    chk.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    chk.add_argument("--lang", choices=["nl", "en"], default="nl", help="language (default nl)")
+    chk.set_defaults(handler=cmd_check)
+
+
+CHECK_SUMMARY = {
+    "nl": "{fail} fout, {ok} ok: de broker-kit is {verdict}",
+    "en": "{fail} failed, {ok} ok: the broker kit is {verdict}",
+}
+CHECK_VERDICT = {"nl": ("in orde", "NIET in orde"), "en": ("fine", "NOT fine")}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from relay.checks import failed
+    from relay.cli.doctor import _as_json, _line
+    from relay.kit.check import kit_checks
+
+    if not args.out.is_dir():
+        raise CliError(f"{args.out}: no such directory (the kit's --out)", status=2)
+    checks = kit_checks(args.out)
+    bad = failed(checks)
+    if args.json:
+        doc = {"ok": not bad, "checks": [_as_json(c, args.lang) for c in checks]}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        for c in checks:
+            print(_line(c, args.lang))
+        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "fail")}
+        verdict = CHECK_VERDICT[args.lang][1 if bad else 0]
+        print(CHECK_SUMMARY[args.lang].format(verdict=verdict, **counts))
+    return 1 if bad else 0
 
 
 def cmd_kit(args: argparse.Namespace) -> int:
