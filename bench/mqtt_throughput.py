@@ -124,8 +124,7 @@ async def submit_all(sock: Path, raws: list[bytes], concurrency: int = 16) -> No
 
 
 async def delivered(sock: Path) -> int:
-    st = await api.request(sock, {"op": "status"})
-    return int(st["engine"]["counters"].get("delivered", 0))
+    return (await counters(sock)).get("delivered", 0)
 
 
 def bench_decisions(c: Cluster, n: int, trial: int) -> list[bytes]:

@@ -12,6 +12,7 @@ directories are writable. It reads files only; it creates nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import stat
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -29,6 +31,26 @@ from relay.rosterfile import RosterFileError, load_trust
 from relay.trust import TrustState
 
 Status = Literal["ok", "warn", "fail"]
+
+CERT_WARN_DAYS = 30  # a certificate or CRL with fewer days left fails its check
+LOCAL = ZoneInfo("Europe/Amsterdam")
+
+
+def local_day(t: float) -> str:
+    """A date for people: Europe/Amsterdam."""
+    return dt.datetime.fromtimestamp(t, LOCAL).strftime("%Y-%m-%d")
+
+
+def expiry(until: float, now: float) -> tuple[str, str] | None:
+    """How near the end ``until`` is, in English and Dutch, or None with more than
+    CERT_WARN_DAYS left: ``expired 2027-12-02`` / ``is verlopen op 2027-12-02``, or
+    ``expires 2027-12-02 (12 days)`` / ``verloopt 2027-12-02 (12 dagen)``."""
+    days, when = (until - now) / 86400, local_day(until)
+    if days < 0:
+        return f"expired {when}", f"is verlopen op {when}"
+    if days < CERT_WARN_DAYS:
+        return f"expires {when} ({days:.0f} days)", f"verloopt {when} ({days:.0f} dagen)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

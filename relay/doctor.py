@@ -26,12 +26,11 @@ from zoneinfo import ZoneInfo
 from cryptography import x509
 
 from relay import api
-from relay.checks import Check, key_mode_checks, run_checks
+from relay.checks import Check, expiry, key_mode_checks, local_day, run_checks
 from relay.config import Config, RadioEntry
 from relay.envelope import Rejection, open_envelope
 from relay.links.mqtt_config import BrokerConfig
 
-CERT_WARN_DAYS = 30
 DISK_FAIL_BYTES = 50 * 1024 * 1024
 DISK_WARN_BYTES = 500 * 1024 * 1024
 ROSTER_WARN_S = 14 * 86400
@@ -218,8 +217,6 @@ def client_cert_check(i: int, b: BrokerConfig, now: float) -> Iterator[Check]:
         return
     start = cert.not_valid_before_utc.timestamp()
     end = cert.not_valid_after_utc.timestamp()
-    when = _local(end, "%Y-%m-%d")
-    days = (end - now) / 86400
     if now < start:
         since = _local(start, "%Y-%m-%d %H:%M %Z")
         yield Check(
@@ -232,22 +229,19 @@ def client_cert_check(i: int, b: BrokerConfig, now: float) -> Iterator[Check]:
                 "controleer de klok (timedatectl) of gebruik een certificaat dat nu geldig is",
             ),
         )
-    elif days < CERT_WARN_DAYS:
-        state = f"expired {when}" if days < 0 else f"expires {when} ({days:.0f} days)"
-        state_nl = f"verlopen op {when}" if days < 0 else f"verloopt {when} ({days:.0f} dagen)"
+    elif (near := expiry(end, now)) is not None:
         yield Check(
             key,
             "fail",
-            f"{b.cert}: the node's client certificate {state}",
+            f"{b.cert}: the node's client certificate {near[0]}",
             "issue a new one with relay broker kit and copy it here",
             nl=(
-                f"{b.cert}: het clientcertificaat van de node is {state_nl}"
-                if days < 0
-                else f"{b.cert}: het clientcertificaat van de node {state_nl}",
+                f"{b.cert}: het clientcertificaat van de node {near[1]}",
                 "maak een nieuw aan met relay broker kit en kopieer het hierheen",
             ),
         )
     else:
+        when = local_day(end)
         yield Check(
             key,
             "ok",
@@ -308,21 +302,19 @@ def broker_check(i: int, b: BrokerConfig, now: float) -> Iterator[Check]:
             )
             return
     not_after = ssl.cert_time_to_seconds(str((cert or {}).get("notAfter")))
-    days = (not_after - now) / 86400
-    when = _local(not_after, "%Y-%m-%d")
-    if days < CERT_WARN_DAYS:
+    if (near := expiry(not_after, now)) is not None:
         yield Check(
             key,
             "fail",
-            f"{b.url}: TLS ok, but the broker's certificate expires {when} ({days:.0f} days)",
+            f"{b.url}: TLS ok, but the broker's certificate {near[0]}",
             "renew the broker certificate (relay broker kit)",
             nl=(
-                f"{b.url}: TLS ok, maar het certificaat van de broker verloopt {when} "
-                f"({days:.0f} dagen)",
+                f"{b.url}: TLS ok, maar het certificaat van de broker {near[1]}",
                 "vernieuw het brokercertificaat (relay broker kit)",
             ),
         )
     else:
+        when = local_day(not_after)
         yield Check(
             key,
             "ok",

@@ -4,7 +4,6 @@ runs out (docs/broker.md)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from relay.cli import CliError
@@ -98,24 +97,12 @@ CHECK_VERDICT = {"nl": ("in orde", "NIET in orde"), "en": ("fine", "NOT fine")}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from relay.checks import failed
-    from relay.cli.doctor import _as_json, _line
+    from relay.cli.doctor import report
     from relay.kit.check import kit_checks
 
     if not args.out.is_dir():
         raise CliError(f"{args.out}: no such directory (the kit's --out)", status=2)
-    checks = kit_checks(args.out)
-    bad = failed(checks)
-    if args.json:
-        doc = {"ok": not bad, "checks": [_as_json(c, args.lang) for c in checks]}
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        for c in checks:
-            print(_line(c, args.lang))
-        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "fail")}
-        verdict = CHECK_VERDICT[args.lang][1 if bad else 0]
-        print(CHECK_SUMMARY[args.lang].format(verdict=verdict, **counts))
-    return 1 if bad else 0
+    return report(kit_checks(args.out), args, CHECK_SUMMARY, CHECK_VERDICT)
 
 
 def cmd_kit(args: argparse.Namespace) -> int:

@@ -33,14 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_doctor)
 
 
-def _line(c: Check, lang: str) -> str:
+def check_line(c: Check, lang: str) -> str:
     words = LABELS[lang]
     message, fix = c.text(lang)
     tail = f"  — {words['fix']}: {fix}" if fix and c.status != "ok" else ""
     return f"{words[c.status]:<7} {c.key}: {message}{tail}"
 
 
-def _as_json(c: Check, lang: str) -> dict[str, str]:
+def check_json(c: Check, lang: str) -> dict[str, str]:
     message, fix = c.text(lang)
     return {"key": c.key, "status": c.status, "message": message, "fix": fix}
 
@@ -65,19 +65,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             checks = diagnose(cfg)
         except KeyboardInterrupt:
             raise CliError("interrupted", status=130) from None
+    return report(checks, args, SUMMARY, VERDICT)
+
+
+def report(
+    checks: list[Check],
+    args: argparse.Namespace,
+    summary: dict[str, str],
+    verdicts: dict[str, tuple[str, str]],
+) -> int:
+    """Print the checks (``--json``: one document; else a line each and the summary, in
+    ``--lang``); 1 when any failed. Shared by ``relay doctor`` and ``relay broker check``."""
     bad = failed(checks)
     if args.json:
-        print(
-            json.dumps(
-                {"ok": not bad, "checks": [_as_json(c, args.lang) for c in checks]},
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        doc = {"ok": not bad, "checks": [check_json(c, args.lang) for c in checks]}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         for c in checks:
-            print(_line(c, args.lang))
+            print(check_line(c, args.lang))
         counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
-        verdict = VERDICT[args.lang][1 if bad else 0]
-        print(SUMMARY[args.lang].format(verdict=verdict, **counts))
+        verdict = verdicts[args.lang][1 if bad else 0]
+        print(summary[args.lang].format(verdict=verdict, **counts))
     return 1 if bad else 0

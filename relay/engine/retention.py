@@ -33,11 +33,9 @@ class HeldMessages(dict[bytes, HeldMessage]):
     evict in O(log n) instead of scanning every message for every arrival (9.5 ms per arrival
     at 20,000 held; tests/engine/test_retention.py)."""
 
-    def __init__(self, items: Iterable[tuple[bytes, HeldMessage]] = ()) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.evictable: SortedList[EvictionKey] = SortedList()
-        for msg_id, m in items:
-            self[msg_id] = m
 
     def __setitem__(self, msg_id: bytes, m: HeldMessage) -> None:
         if (old := self.get(msg_id)) is not None:

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from relay.checks import Check
+from relay.checks import Check, expiry, local_day
 
-WARN_DAYS = 30
-LOCAL = ZoneInfo("Europe/Amsterdam")
 FIX_EN = "run relay broker kit again on this directory (the same --node list); restart mosquitto"
 FIX_NL = "draai relay broker kit opnieuw op deze map (dezelfde --node-lijst); herstart mosquitto"
-
-
-def _day(t: dt.datetime) -> str:
-    return t.astimezone(LOCAL).strftime("%Y-%m-%d")
 
 
 def _load_cert(path: Path) -> x509.Certificate | str:
@@ -67,26 +60,26 @@ def crl_check(out: Path, ca: x509.Certificate | None, now: dt.datetime) -> tuple
             f"{path}: {len(revoked)} revoked, no next update",
             nl=(f"{path}: {len(revoked)} ingetrokken, geen volgende update", ""),
         ), revoked
-    days = (until - now).total_seconds() / 86400
-    if days < 0:
-        message = (
-            f"{path}: expired {_day(until)}: mosquitto refuses every client now",
-            f"{path}: verlopen op {_day(until)}: mosquitto weigert nu elke client",
-        )
-    elif days < WARN_DAYS:
-        message = (
-            f"{path}: expires {_day(until)} ({days:.0f} days); then mosquitto refuses every client",
-            f"{path}: verloopt {_day(until)} ({days:.0f} dagen); daarna weigert mosquitto "
-            "elke client",
-        )
-    else:
+    near = expiry(until.timestamp(), now.timestamp())
+    if near is None:
+        when = local_day(until.timestamp())
         return Check(
             "crl.pem",
             "ok",
-            f"{path}: {len(revoked)} revoked, valid until {_day(until)}",
-            nl=(f"{path}: {len(revoked)} ingetrokken, geldig tot {_day(until)}", ""),
+            f"{path}: {len(revoked)} revoked, valid until {when}",
+            nl=(f"{path}: {len(revoked)} ingetrokken, geldig tot {when}", ""),
         ), revoked
-    return Check("crl.pem", "fail", message[0], FIX_EN, nl=(message[1], FIX_NL)), revoked
+    if until < now:
+        then = (": mosquitto refuses every client now", ": mosquitto weigert nu elke client")
+    else:
+        then = ("; then mosquitto refuses every client", "; daarna weigert mosquitto elke client")
+    return Check(
+        "crl.pem",
+        "fail",
+        f"{path}: {near[0]}{then[0]}",
+        FIX_EN,
+        nl=(f"{path}: {near[1]}{then[1]}", FIX_NL),
+    ), revoked
 
 
 def cert_check(
@@ -105,28 +98,19 @@ def cert_check(
         return Check(
             key, "ok", f"{path}: revoked (in crl.pem)", nl=(f"{path}: ingetrokken (in crl.pem)", "")
         )
-    until = cert.not_valid_after_utc
-    days = (until - now).total_seconds() / 86400
-    if days < 0:
-        en, nl = f"expired {_day(until)}", f"verlopen op {_day(until)}"
-    elif days < WARN_DAYS:
-        en, nl = (
-            f"expires {_day(until)} ({days:.0f} days)",
-            f"verloopt {_day(until)} ({days:.0f} dagen)",
-        )
-    else:
+    until = cert.not_valid_after_utc.timestamp()
+    near = expiry(until, now.timestamp())
+    if near is None:
+        when = local_day(until)
         return Check(
-            key,
-            "ok",
-            f"{path}: valid until {_day(until)}",
-            nl=(f"{path}: geldig tot {_day(until)}", ""),
+            key, "ok", f"{path}: valid until {when}", nl=(f"{path}: geldig tot {when}", "")
         )
     return Check(
         key,
         "fail",
-        f"{path}: {en}",
+        f"{path}: {near[0]}",
         f"renew it: {FIX_EN} (--renew NAME for a node)",
-        nl=(f"{path}: {nl}", f"vernieuw het: {FIX_NL} (--renew NAAM voor een node)"),
+        nl=(f"{path}: {near[1]}", f"vernieuw het: {FIX_NL} (--renew NAAM voor een node)"),
     )
 
 
